@@ -18,7 +18,11 @@ const SEGMENT: usize = 64 * 1024;
 fn every_size_comes_back_byte_for_byte_for_every_recipient() {
     let mut f = Fixture::new(1);
     let alice = f.signing_key("alice@corp.example", epoch());
-    let to = ["bob@partner.example", "carol@other.example", "dave@partner.example"];
+    let to = [
+        "bob@partner.example",
+        "carol@other.example",
+        "dave@partner.example",
+    ];
     let keys: Vec<_> = to.iter().map(|a| f.decryption_key(a, epoch())).collect();
     let sizes = [
         0,
@@ -34,7 +38,9 @@ fn every_size_comes_back_byte_for_byte_for_every_recipient() {
         let sealed = f.seal(&alice, &to, &plain);
         for key in &keys {
             let mut out = Vec::new();
-            let opened = Opener::new(&f.params).open(key, &sealed[..], &mut out).unwrap();
+            let opened = Opener::new(&f.params)
+                .open(key, &sealed[..], &mut out)
+                .unwrap();
             assert_eq!(out, plain, "size {size}");
             assert_eq!(opened.plaintext_bytes, size as u64);
             assert_eq!(
@@ -54,11 +60,17 @@ fn addresses_are_normalized_before_sealing_and_duplicates_collapse() {
     let mut f = Fixture::new(2);
     let alice = f.signing_key("alice@corp.example", epoch());
     let bob = f.decryption_key("bob@partner.example", epoch());
-    let sealed = f.seal(&alice, &["  Bob@PARTNER.example", "bob@partner.example"], b"hi");
+    let sealed = f.seal(
+        &alice,
+        &["  Bob@PARTNER.example", "bob@partner.example"],
+        b"hi",
+    );
     let header = envelope::read_header(&sealed[..]).unwrap();
     assert_eq!(header.recipient_list(), "bob@partner.example");
     let mut out = Vec::new();
-    Opener::new(&f.params).open(&bob, &sealed[..], &mut out).unwrap();
+    Opener::new(&f.params)
+        .open(&bob, &sealed[..], &mut out)
+        .unwrap();
     assert_eq!(out, b"hi");
 }
 
@@ -69,7 +81,9 @@ fn the_wrong_key_is_refused_with_a_reason() {
     let sealed = f.seal(&alice, &["bob@partner.example"], b"secret");
 
     let eve = f.decryption_key("eve@partner.example", epoch());
-    let err = Opener::new(&f.params).open(&eve, &sealed[..], Vec::new()).unwrap_err();
+    let err = Opener::new(&f.params)
+        .open(&eve, &sealed[..], Vec::new())
+        .unwrap_err();
     assert!(matches!(err, OpenError::NotARecipient { .. }), "{err}");
     assert_eq!(
         err.to_string(),
@@ -78,13 +92,17 @@ fn the_wrong_key_is_refused_with_a_reason() {
 
     // Bob's key for another month does not open November's message.
     let october = f.decryption_key("bob@partner.example", Epoch::new(2026, 10).unwrap());
-    let err = Opener::new(&f.params).open(&october, &sealed[..], Vec::new()).unwrap_err();
+    let err = Opener::new(&f.params)
+        .open(&october, &sealed[..], Vec::new())
+        .unwrap_err();
     assert!(matches!(err, OpenError::NotARecipient { .. }));
 
     // A key from another key server (another master key).
     let mut other = Fixture::new(4);
     let foreign = other.decryption_key("bob@partner.example", epoch());
-    let err = Opener::new(&f.params).open(&foreign, &sealed[..], Vec::new()).unwrap_err();
+    let err = Opener::new(&f.params)
+        .open(&foreign, &sealed[..], Vec::new())
+        .unwrap_err();
     assert!(matches!(err, OpenError::WrongMasterKey { .. }));
 
     let err = Opener::new(&f.params)
@@ -107,7 +125,9 @@ fn a_default_sender_signature_is_reported_as_such() {
     Sealer::new(&f.params)
         .seal(&gateway, &options, &b"hello"[..], &mut sealed)
         .unwrap();
-    let opened = Opener::new(&f.params).open(&bob, &sealed[..], Vec::new()).unwrap();
+    let opened = Opener::new(&f.params)
+        .open(&bob, &sealed[..], Vec::new())
+        .unwrap();
     assert_eq!(opened.header.sender, addr("alice@corp.example"));
     assert_eq!(
         opened.verdict.to_string(),
@@ -123,15 +143,14 @@ fn a_signature_that_does_not_verify_is_reported_invalid() {
     // A forged key file: Mallory's signing key relabelled as Alice's (same length).
     let mallory = f.signing_key("mallory@corp.example", epoch());
     let mut forged = mallory.to_bytes().to_vec();
-    let at = forged
-        .windows(7)
-        .position(|w| w == b"mallory")
-        .unwrap();
+    let at = forged.windows(7).position(|w| w == b"mallory").unwrap();
     forged[at..at + 7].copy_from_slice(b"alice12");
     let forged = envelope::SigningKey::from_bytes(&forged).unwrap();
     let sealed = f.seal(&forged, &["bob@partner.example"], b"pay this invoice");
     let mut out = Vec::new();
-    let opened = Opener::new(&f.params).open(&bob, &sealed[..], &mut out).unwrap();
+    let opened = Opener::new(&f.params)
+        .open(&bob, &sealed[..], &mut out)
+        .unwrap();
     assert_eq!(
         opened.verdict,
         Verdict::Invalid {
@@ -183,16 +202,21 @@ fn old_master_keys_still_open_after_rotation() {
     let old_sealed = f.seal(&alice, &["bob@partner.example"], b"before rotation");
 
     let mut rng = rand::thread_rng();
-    f.master.push(MasterSecretKey::generate(&mut rng, 1_800_000_000));
+    f.master
+        .push(MasterSecretKey::generate(&mut rng, 1_800_000_000));
     f.params = f.master.public_params();
     let bob_new = f.decryption_key("bob@partner.example", epoch());
     let new_sealed = f.seal(&alice, &["bob@partner.example"], b"after rotation");
 
     let mut out = Vec::new();
-    Opener::new(&f.params).open(&bob_old, &old_sealed[..], &mut out).unwrap();
+    Opener::new(&f.params)
+        .open(&bob_old, &old_sealed[..], &mut out)
+        .unwrap();
     assert_eq!(out, b"before rotation");
     let mut out = Vec::new();
-    let opened = Opener::new(&f.params).open(&bob_new, &new_sealed[..], &mut out).unwrap();
+    let opened = Opener::new(&f.params)
+        .open(&bob_new, &new_sealed[..], &mut out)
+        .unwrap();
     assert_eq!(out, b"after rotation");
     // Alice's signing key is from the old master key and still verifies.
     assert!(opened.verdict.is_valid());
@@ -215,9 +239,13 @@ fn the_second_message_to_a_recipient_reuses_the_encapsulation() {
     };
     let sealer = Sealer::new(&f.params).with_cache(&cache);
     let mut first = Vec::new();
-    let r1 = sealer.seal(&alice, &options, &b"one"[..], &mut first).unwrap();
+    let r1 = sealer
+        .seal(&alice, &options, &b"one"[..], &mut first)
+        .unwrap();
     let mut second = Vec::new();
-    let r2 = sealer.seal(&alice, &options, &b"two"[..], &mut second).unwrap();
+    let r2 = sealer
+        .seal(&alice, &options, &b"two"[..], &mut second)
+        .unwrap();
     assert_eq!(r1.encapsulations, 2);
     assert_eq!(r2.encapsulations, 0);
     assert_eq!(cache.len(), 2);

@@ -20,7 +20,11 @@ fn case(size: usize) -> Case {
     let alice = f.signing_key("alice@corp.example", epoch());
     let bob = f.decryption_key("bob@partner.example", epoch());
     let plain = message(size, 7);
-    let sealed = f.seal(&alice, &["carol@partner.example", "bob@partner.example"], &plain);
+    let sealed = f.seal(
+        &alice,
+        &["carol@partner.example", "bob@partner.example"],
+        &plain,
+    );
     Case {
         params: f.params,
         bob,

@@ -65,7 +65,12 @@ fn save(
 ) -> Result<()> {
     let sealed = vault::seal_master_keys(keys, pass, DEFAULT_KDF, &mut OsRng)?;
     files::write_new(master_path, &sealed, 0o600, overwrite)?;
-    files::write_new(params_path, &keys.public_params().to_bytes(), 0o644, overwrite)
+    files::write_new(
+        params_path,
+        &keys.public_params().to_bytes(),
+        0o644,
+        overwrite,
+    )
 }
 
 fn load(args_dir: &Path, file: Option<&Path>) -> Result<MasterKeys> {
@@ -83,13 +88,18 @@ pub fn issue(args: &IssueArgs) -> Result<()> {
         None => Epoch::current(),
     };
     if !args.force && args.out.exists() {
-        bail!("{} exists; refusing to overwrite it (use --force)", args.out.display());
+        bail!(
+            "{} exists; refusing to overwrite it (use --force)",
+            args.out.display()
+        );
     }
     let keys = load(&args.dir, args.passphrase.passphrase_file.as_deref())?;
     let master = keys.newest();
     let identity = Identity::new(address, epoch);
     let bytes = match args.kind {
-        KeyKind::Decrypt => master.extract_decryption_key(&identity, &mut OsRng).to_bytes(),
+        KeyKind::Decrypt => master
+            .extract_decryption_key(&identity, &mut OsRng)
+            .to_bytes(),
         KeyKind::Sign => master.extract_signing_key(&identity, &mut OsRng).to_bytes(),
     };
     files::write_new(&args.out, &bytes, 0o600, args.force)?;

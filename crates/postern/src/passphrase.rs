@@ -33,7 +33,8 @@ pub fn obtain(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
         bail!("no passphrase: set {ENV}, pass --passphrase-file, or run at a terminal");
     }
     let first = Zeroizing::new(
-        rpassword::prompt_password("Master key passphrase: ").context("cannot read the passphrase")?,
+        rpassword::prompt_password("Master key passphrase: ")
+            .context("cannot read the passphrase")?,
     );
     if confirm {
         let second = Zeroizing::new(

@@ -60,7 +60,12 @@ pub fn seal(args: &SealArgs) -> Result<()> {
         }
         None => {
             let stdout = io::stdout().lock();
-            sealer.seal(&signer, &options, reader, BufWriter::with_capacity(256 * 1024, stdout))?;
+            sealer.seal(
+                &signer,
+                &options,
+                reader,
+                BufWriter::with_capacity(256 * 1024, stdout),
+            )?;
         }
     }
     Ok(())
@@ -81,7 +86,8 @@ pub fn open(args: &OpenArgs) -> Result<()> {
             (opened, Spool::File(out))
         }
         None => {
-            let mut temp = BufWriter::new(tempfile::tempfile().context("cannot create a temporary file")?);
+            let mut temp =
+                BufWriter::new(tempfile::tempfile().context("cannot create a temporary file")?);
             let opened = opener.open(&key, reader, &mut temp)?;
             let temp = temp.into_inner().map_err(|e| e.into_error())?;
             (opened, Spool::Stdout(temp))
@@ -119,7 +125,10 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         let header = envelope::read_header(head[..n].chain(reader))?;
         println!("sealed message (not yet authenticated)");
         println!("from:        {}", header.sender);
-        println!("signed as:   {} ({})", header.signer.address, header.signer.epoch);
+        println!(
+            "signed as:   {} ({})",
+            header.signer.address, header.signer.epoch
+        );
         println!("recipients:  {}", header.recipient_list());
         println!("month:       {}", header.epoch);
         println!("master key:  {}", header.kem_key_id);

@@ -2,8 +2,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use envelope::{
-    Address, DecryptionKey, Epoch, Identity, MasterKeys, MasterSecretKey, PublicParams, SealOptions,
-    Sealer, SigningKey,
+    Address, DecryptionKey, Epoch, Identity, MasterKeys, MasterSecretKey, PublicParams,
+    SealOptions, Sealer, SigningKey,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -25,9 +25,14 @@ pub fn addr(a: &str) -> Address {
 impl Fixture {
     pub fn new(seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let master = MasterKeys::new(vec![MasterSecretKey::generate(&mut rng, 1_700_000_000)]).unwrap();
+        let master =
+            MasterKeys::new(vec![MasterSecretKey::generate(&mut rng, 1_700_000_000)]).unwrap();
         let params = master.public_params();
-        Fixture { master, params, rng }
+        Fixture {
+            master,
+            params,
+            rng,
+        }
     }
 
     pub fn decryption_key(&mut self, a: &str, epoch: Epoch) -> DecryptionKey {
