@@ -150,9 +150,12 @@ fn ct_bytes(ct: &cgw_kv::CipherText) -> [u8; CT_BYTES] {
     out
 }
 
+/// A decapsulation is identified by the key that made it and the ciphertext it opened.
+type DecapsKey = (KeyId, Identity, [u8; CT_BYTES]);
+
 /// The opening side's cache: one shared secret per (master key, identity, encapsulation).
 pub struct DecapsCache {
-    inner: Mutex<Bounded<(KeyId, Identity, [u8; CT_BYTES]), Zeroizing<[u8; 32]>>>,
+    inner: Mutex<Bounded<DecapsKey, Zeroizing<[u8; 32]>>>,
 }
 
 impl std::fmt::Debug for DecapsCache {

@@ -137,9 +137,14 @@ impl Header {
             return Err(OpenError::Malformed("recipient count out of range"));
         }
         let mut recipients = Vec::with_capacity(count);
+        let mut seen = std::collections::HashSet::with_capacity(count);
         for _ in 0..count {
+            let address = r.address()?;
+            if !seen.insert(address.clone()) {
+                return Err(OpenError::Malformed("a recipient is listed twice"));
+            }
             recipients.push(Recipient {
-                address: r.address()?,
+                address,
                 kem_ct: r.array()?,
                 salt: r.array()?,
                 wrapped: r.array()?,

@@ -73,6 +73,10 @@ fn normalize_local(local: &str) -> Result<String, AddressError> {
         let inner = inner
             .strip_suffix('"')
             .ok_or(AddressError::UnterminatedQuote)?;
+        // `"john"@x` and `john@x` are one mailbox (RFC 5322 §3.4.1): drop needless quotes.
+        if !inner.is_empty() && is_dot_atom(inner) {
+            return Ok(inner.to_string());
+        }
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
             match c {
@@ -94,6 +98,13 @@ fn normalize_local(local: &str) -> Result<String, AddressError> {
         return Err(AddressError::InvalidLocalChar(c));
     }
     Ok(lowered)
+}
+
+fn is_dot_atom(s: &str) -> bool {
+    !s.starts_with('.')
+        && !s.ends_with('.')
+        && !s.contains("..")
+        && s.chars().all(|c| is_atext(c) || c == '.')
 }
 
 fn is_atext(c: char) -> bool {
@@ -359,6 +370,10 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "\"john doe\"@corp.example"
+        );
+        assert_eq!(
+            Address::parse("\"John.Doe\"@corp.example").unwrap(),
+            Address::parse("john.doe@corp.example").unwrap()
         );
         assert_eq!(
             Address::parse("Jürgen@corp.example").unwrap().as_str(),

@@ -518,6 +518,12 @@ impl SigningKey {
         }
         let usk: ibs::gg::UserSecretKey =
             bincode::deserialize(usk_bytes).map_err(|_| KeyError::Corrupt(WHAT))?;
+        // The key embeds the identity it signs as (its last 32 bytes); a file whose label says
+        // otherwise has been edited.
+        let embedded = bincode::serialize(&ibs_identity(&identity)).unwrap_or_default();
+        if usk_bytes[IBS_USK_BYTES - 32..] != embedded[..] {
+            return Err(KeyError::Corrupt(WHAT));
+        }
         Ok(SigningKey {
             key_id,
             identity,

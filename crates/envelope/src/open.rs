@@ -220,10 +220,10 @@ impl<'a> Opener<'a> {
         wrapped: &[u8; 48],
     ) -> Option<zeroize::Zeroizing<[u8; 32]>> {
         let identity = key.identity();
-        if let Some(ss) = self.cache.and_then(|c| c.get(key, ct)) {
-            if let Some(dk) = unwrap_data_key(&ss, salt, identity, wrapped) {
-                return Some(dk);
-            }
+        if let Some(ss) = self.cache.and_then(|c| c.get(key, ct))
+            && let Some(dk) = unwrap_data_key(&ss, salt, identity, wrapped)
+        {
+            return Some(dk);
         }
         let ss = decaps(key, ct)?;
         let dk = unwrap_data_key(&ss, salt, identity, wrapped)?;
@@ -258,9 +258,11 @@ impl<'a> Opener<'a> {
                 .verify(&mpk.ibs, &sig, &ibs_identity(&claimed))
         });
         if valid {
+            // Derived, not taken from the header's flag: a sender other than the signer is only
+            // vouched for by the signer as a default sender, whatever the flag says.
             Verdict::Valid {
+                default_sender: header.sender != claimed.address,
                 signer: claimed,
-                default_sender: header.signed_by_default_sender(),
             }
         } else {
             Verdict::Invalid {

@@ -140,11 +140,16 @@ fn a_signature_that_does_not_verify_is_reported_invalid() {
     let mut f = Fixture::new(6);
     let bob = f.decryption_key("bob@partner.example", epoch());
 
-    // A forged key file: Mallory's signing key relabelled as Alice's (same length).
+    // A key file relabelled from Mallory to Alice is refused when it is read...
     let mallory = f.signing_key("mallory@corp.example", epoch());
+    let alice = f.signing_key("alice12@corp.example", epoch());
     let mut forged = mallory.to_bytes().to_vec();
     let at = forged.windows(7).position(|w| w == b"mallory").unwrap();
     forged[at..at + 7].copy_from_slice(b"alice12");
+    assert!(envelope::SigningKey::from_bytes(&forged).is_err());
+    // ...and one that also carries Alice's embedded identity signs nothing that verifies.
+    let n = forged.len();
+    forged[n - 32..].copy_from_slice(&alice.to_bytes()[n - 32..]);
     let forged = envelope::SigningKey::from_bytes(&forged).unwrap();
     let sealed = f.seal(&forged, &["bob@partner.example"], b"pay this invoice");
     let mut out = Vec::new();
@@ -161,11 +166,10 @@ fn a_signature_that_does_not_verify_is_reported_invalid() {
     assert!(opened.verdict.to_string().starts_with("INVALID signature"));
 
     // A reader whose parameters lack the signer's master key cannot call it valid.
-    let alice = f.signing_key("alice@corp.example", epoch());
     let sealed = f.seal(&alice, &["bob@partner.example"], b"hello");
     let mut rng = rand::thread_rng();
     let mut unrelated = MasterKeys::new(vec![MasterSecretKey::generate(&mut rng, 1)]).unwrap();
-    // Only the encryption side of the parameters matters for decapsulation, which needs none.
+    // Decapsulation needs no public key, so the message opens; the signature cannot verify.
     unrelated.push(MasterSecretKey::generate(&mut rng, 2));
     let opened = Opener::new(&unrelated.public_params())
         .open(&bob, &sealed[..], Vec::new())
