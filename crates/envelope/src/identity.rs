@@ -176,6 +176,20 @@ impl Epoch {
         Epoch::from_unix(secs)
     }
 
+    /// The first second of the month, in seconds since the Unix epoch.
+    pub fn start_unix(self) -> u64 {
+        // Days from 1970-01-01 to the first of the month ("days from civil", Howard Hinnant).
+        let (y, m) = (i64::from(self.year), i64::from(self.month));
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days).unwrap_or(0) * 86_400
+    }
+
     /// The year, 1970–9999.
     pub fn year(self) -> u16 {
         self.year
@@ -394,6 +408,17 @@ mod tests {
         // 2024-02-29T12:00:00Z (leap day).
         assert_eq!(Epoch::from_unix(1_709_208_000).to_string(), "2024-02");
         assert_eq!(Epoch::from_unix(4_102_444_800).to_string(), "2100-01");
+    }
+
+    #[test]
+    fn epoch_start_is_the_first_second_of_the_month() {
+        assert_eq!(Epoch::new(1970, 1).unwrap().start_unix(), 0);
+        assert_eq!(Epoch::new(2026, 12).unwrap().start_unix(), 1_796_083_200);
+        assert_eq!(Epoch::new(2024, 3).unwrap().start_unix(), 1_709_251_200);
+        for secs in [0, 1_709_251_199, 1_796_083_200, 4_102_444_799] {
+            let e = Epoch::from_unix(secs);
+            assert!(e.start_unix() <= secs && secs < e.next().start_unix());
+        }
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! `postern`: the email encryption gateway's command line.
 
+mod config;
 mod files;
 mod keys_cmd;
+mod keyserver_cmd;
+mod logging;
 mod passphrase;
 mod seal_cmd;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +33,99 @@ enum Command {
     Open(OpenArgs),
     /// Show who a sealed message is from and for, or what a key file holds, without opening it.
     Inspect(InspectArgs),
+    /// Run the gateway (with no configuration: everything on loopback, state in ./postern-data).
+    Serve(ServeArgs),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate FILE: every key known, every value in range; names the bad key and why.
+    Check {
+        /// The postern.toml to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ConfigArgs {
+    /// The configuration file [default: POSTERN_CONFIG, else built-in defaults].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory, overriding data_dir of the configuration.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The configuration file [default: POSTERN_CONFIG, else built-in defaults].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory, overriding data_dir of the configuration.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Comma-separated components to run [default: all]. Known: keyserver.
+    #[arg(long, value_name = "LIST")]
+    components: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a gateway API token for one or more domains; prints it once.
+    Create {
+        /// A name to list and revoke it by.
+        #[arg(long)]
+        name: String,
+        /// A domain whose addresses the token may fetch keys for; repeat for more.
+        #[arg(long = "domain", value_name = "DOMAIN", required = true)]
+        domains: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke a token; it stops working at once.
+    Revoke {
+        /// The token's name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// Only rows about this address.
+    #[arg(long, value_name = "ADDR")]
+    email: Option<String>,
+    /// Only rows from this UTC date on.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    since: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct FetchArgs {
+    /// The key server's base URL, e.g. https://keys.corp.example:8080.
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// Your address; a code is sent to it.
+    #[arg(long, value_name = "ADDR")]
+    email: String,
+    /// The local key cache [default: POSTERN_CACHE, else ~/.postern].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Trust only this CA certificate (PEM) for the server.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +138,13 @@ enum KeysCommand {
     Rotate(DirArgs),
     /// List the master keys in the public parameters.
     List(DirArgs),
+    /// Manage the key server's gateway API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the key server's audit log of issuances and refusals.
+    Audit(AuditArgs),
+    /// Prove your address with an emailed code and keep this and last month's keys in a local cache.
+    Fetch(FetchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,12 +233,15 @@ struct SealArgs {
 
 #[derive(clap::Args, Debug)]
 struct OpenArgs {
-    /// The recipient's decryption key.
+    /// The recipient's decryption key [default: a recipient's key from the local cache].
     #[arg(long, value_name = "FILE")]
-    key: PathBuf,
-    /// Public parameters (params.pub), to verify the signature.
+    key: Option<PathBuf>,
+    /// Public parameters (params.pub), to verify the signature [default: from the local cache].
     #[arg(long, value_name = "FILE")]
-    params: PathBuf,
+    params: Option<PathBuf>,
+    /// The local key cache filled by `keys fetch` [default: POSTERN_CACHE, else ~/.postern].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
     /// The sealed message [default: standard input].
     #[arg(long = "in", value_name = "FILE")]
     input: Option<PathBuf>,
@@ -154,6 +261,39 @@ struct InspectArgs {
     input: Option<PathBuf>,
 }
 
+/// The configuration from `--config`, else `POSTERN_CONFIG`, else the built-in defaults.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    let from_env = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
+    match path.map(PathBuf::from).or(from_env) {
+        Some(p) => config::Config::load(&p),
+        None => Ok(config::Config::default()),
+    }
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        let mut c = load_config(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+/// The local key cache directory of `keys fetch` and `open`.
+fn cache_dir(arg: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = arg {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("POSTERN_CACHE") {
+        return Ok(PathBuf::from(p));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".postern")),
+        None => anyhow::bail!("no key cache: pass --cache DIR or set POSTERN_CACHE"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -164,6 +304,13 @@ fn main() -> ExitCode {
         Command::Seal(a) => seal_cmd::seal(&a),
         Command::Open(a) => seal_cmd::open(&a),
         Command::Inspect(a) => seal_cmd::inspect(&a),
+        Command::Serve(a) => serve::serve(&a),
+        Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file).map(|_| {
+            println!("{}: ok", file.display());
+        }),
+        Command::Keys(KeysCommand::Token(t)) => keyserver_cmd::token(t),
+        Command::Keys(KeysCommand::Audit(a)) => keyserver_cmd::audit(&a),
+        Command::Keys(KeysCommand::Fetch(a)) => keyserver_cmd::fetch(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

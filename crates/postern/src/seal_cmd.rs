@@ -72,10 +72,38 @@ pub fn seal(args: &SealArgs) -> Result<()> {
 }
 
 pub fn open(args: &OpenArgs) -> Result<()> {
-    let params = load_params(&args.params)?;
-    let key = DecryptionKey::from_bytes(&files::read(&args.key, "decryption key")?)
-        .with_context(|| format!("--key {}", args.key.display()))?;
-    let reader = input(args.input.as_deref())?;
+    let mut reader = input(args.input.as_deref())?;
+    let (key, params) = match (&args.key, &args.params) {
+        (Some(key), Some(params)) => (load_key(key)?, load_params(params)?),
+        (key, params) => {
+            // Find a recipient's key in the local cache: read the header, keeping its bytes
+            // so that the opener still sees the whole message.
+            let mut recording = Recording {
+                inner: reader,
+                seen: Vec::new(),
+            };
+            let header = envelope::read_header(&mut recording)?;
+            reader = Box::new(io::Cursor::new(recording.seen).chain(recording.inner));
+            let (cached_key, cached_params) = from_cache(args.cache.as_deref(), &header)?;
+            let key = match key {
+                Some(path) => load_key(path)?,
+                None => cached_key.with_context(|| {
+                    format!(
+                        "no cached key for {} in {} (run `postern keys fetch`, or pass --key)",
+                        header.recipient_list(),
+                        header.epoch
+                    )
+                })?,
+            };
+            let params = match params {
+                Some(path) => load_params(path)?,
+                None => cached_params.context(
+                    "no public parameters in the key cache (run `postern keys fetch`, or pass --params)",
+                )?,
+            };
+            (key, params)
+        }
+    };
     let opener = Opener::new(&params);
     // The plaintext goes to a temporary file first, so nothing reaches --out or standard output
     // unless the whole message authenticates.
@@ -110,6 +138,58 @@ pub fn open(args: &OpenArgs) -> Result<()> {
     }
     eprintln!("postern: {}", opened.verdict);
     Ok(())
+}
+
+fn load_key(path: &Path) -> Result<DecryptionKey> {
+    DecryptionKey::from_bytes(&files::read(path, "decryption key")?)
+        .with_context(|| format!("--key {}", path.display()))
+}
+
+/// The first recipient's decryption key for the message's month, and the public parameters,
+/// from the cache of `keys fetch`.
+fn from_cache(
+    dir: Option<&Path>,
+    header: &envelope::Header,
+) -> Result<(Option<DecryptionKey>, Option<PublicParams>)> {
+    let dir = crate::cache_dir(dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let cache = keys::KeyCache::open_dir(&dir)
+            .await
+            .with_context(|| format!("cannot open the key cache in {}", dir.display()))?;
+        let epoch = header.epoch.to_string();
+        let mut key = None;
+        for r in &header.recipients {
+            if let Some(bytes) = cache
+                .get(r.address.as_str(), &epoch, keys::KeyKind::Decrypt)
+                .await?
+            {
+                key = Some(DecryptionKey::from_bytes(&bytes)?);
+                break;
+            }
+        }
+        let params = match cache.params().await? {
+            Some(bytes) => Some(PublicParams::from_bytes(&bytes)?),
+            None => None,
+        };
+        Ok((key, params))
+    })
+}
+
+/// Keeps a copy of what is read, so that bytes read to look at the header can be read again.
+struct Recording<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Recording<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 enum Spool {

@@ -1,0 +1,691 @@
+//! The key server: an axum router over `/api/keys/v1`. It holds the master keys in memory,
+//! decides who gets what with [`crate::grant`], and writes every issuance and refusal to the
+//! audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use envelope::{Address, Epoch, Identity, MasterKeys};
+use rand::Rng;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::{
+    ErrorBody, KeyKind, KeyRequest, KeyResponse, LoginStart, LoginStarted, LoginVerify,
+    MasterKeyInfo, PREFIX, ParamsResponse, Session,
+};
+use crate::clock::Clock;
+use crate::grant::{self, Requester};
+use crate::limiter::Limiter;
+use crate::mailer::{MailConfig, Mailer};
+use crate::store::{
+    AuditEntry, CodeRow, GATEWAY_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, Store, StoreError,
+};
+
+/// The key server's settings (`[keyserver]` in `postern.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyServerConfig {
+    /// Days before a month starts during which gateways may fetch its keys.
+    pub prefetch_window_days: u32,
+    /// Seconds a one-time code stays valid.
+    pub code_ttl_secs: u64,
+    /// Wrong guesses allowed per code before the address is locked.
+    pub code_attempts: u32,
+    /// Seconds an address stays locked after too many wrong guesses.
+    pub lockout_secs: u64,
+    /// Seconds between two codes to one address.
+    pub resend_cooldown_secs: u64,
+    /// Codes sent to one address per hour.
+    pub codes_per_address_per_hour: u32,
+    /// Login requests (start and verify) per client IP per minute.
+    pub login_requests_per_ip_per_minute: u32,
+    /// Key requests with a session token per client IP per minute (gateway tokens are not limited).
+    pub session_key_requests_per_ip_per_minute: u32,
+    /// Seconds a session from a code login lasts.
+    pub session_ttl_secs: u64,
+    /// The relay that carries code emails.
+    pub mail: MailConfig,
+}
+
+impl Default for KeyServerConfig {
+    fn default() -> Self {
+        KeyServerConfig {
+            prefetch_window_days: 7,
+            code_ttl_secs: 600,
+            code_attempts: 5,
+            lockout_secs: 900,
+            resend_cooldown_secs: 60,
+            codes_per_address_per_hour: 5,
+            login_requests_per_ip_per_minute: 30,
+            session_key_requests_per_ip_per_minute: 120,
+            session_ttl_secs: 1800,
+            mail: MailConfig::default(),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct KeyServer {
+    master: Arc<MasterKeys>,
+    params: ParamsResponse,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: KeyServerConfig,
+    mailer: Mailer,
+    login_per_ip: Limiter,
+    codes_per_address: Limiter,
+    keys_per_ip: Limiter,
+}
+
+impl std::fmt::Debug for KeyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyServer").finish_non_exhaustive()
+    }
+}
+
+/// Why the key server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The mail settings are wrong.
+    #[error(transparent)]
+    Mail(#[from] crate::mailer::MailError),
+}
+
+impl KeyServer {
+    /// A key server over opened master keys and its database.
+    pub fn new(
+        master: MasterKeys,
+        store: Store,
+        config: KeyServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartError> {
+        let public = master.public_params();
+        let newest = public.newest().id();
+        let params = ParamsResponse {
+            keys: public
+                .keys()
+                .iter()
+                .map(|k| MasterKeyInfo {
+                    id: k.id().to_string(),
+                    created: k.created(),
+                    newest: k.id() == newest,
+                })
+                .collect(),
+            params: STANDARD.encode(public.to_bytes()),
+        };
+        let mailer = Mailer::new(&config.mail)?;
+        Ok(Arc::new(KeyServer {
+            master: Arc::new(master),
+            params,
+            store,
+            clock,
+            mailer,
+            login_per_ip: Limiter::new(config.login_requests_per_ip_per_minute, 60),
+            codes_per_address: Limiter::new(config.codes_per_address_per_hour, 3600),
+            keys_per_ip: Limiter::new(config.session_key_requests_per_ip_per_minute, 60),
+            config,
+        }))
+    }
+
+    /// The database, for the CLI's token and audit commands.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The routes under `/api/keys/v1`. Serve with `into_make_service_with_connect_info::<SocketAddr>()`
+/// so that rate limits and the audit log see the client's address.
+pub fn router(server: Arc<KeyServer>) -> Router {
+    Router::new()
+        .route(&format!("{PREFIX}/params"), get(params))
+        .route(&format!("{PREFIX}/key"), post(key))
+        .route(&format!("{PREFIX}/login/start"), post(login_start))
+        .route(&format!("{PREFIX}/login/verify"), post(login_verify))
+        .with_state(server)
+}
+
+/// A refusal as an HTTP response.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl Refused {
+    fn new(status: StatusCode, error: &str, reason: impl Into<String>) -> Self {
+        Refused {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                reason: reason.into(),
+                retry_after: None,
+                attempts_left: None,
+            },
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.body.retry_after = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(&self.body)).into_response();
+        if let Some(secs) = self.body.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "key server database error");
+        Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the key server cannot reach its database; retry later",
+        )
+    }
+}
+
+async fn params(State(s): State<Arc<KeyServer>>) -> Response {
+    let mut response = Json(&s.params).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl KeyServer {
+    async fn audit(
+        &self,
+        actor: &str,
+        client: SocketAddr,
+        address: Option<&str>,
+        epoch: Option<&str>,
+        kind: Option<&str>,
+        outcome: &str,
+    ) {
+        let entry = AuditEntry {
+            at: self.clock.now(),
+            actor: actor.to_string(),
+            client: client.ip().to_string(),
+            address: address.map(str::to_string),
+            epoch: epoch.map(str::to_string),
+            kind: kind.map(str::to_string),
+            outcome: outcome.to_string(),
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, outcome, "cannot write the audit log");
+        }
+    }
+
+    async fn requester(&self, headers: &HeaderMap) -> Result<Option<Requester>, StoreError> {
+        let Some(token) = bearer(headers) else {
+            return Ok(None);
+        };
+        if token.starts_with(GATEWAY_TOKEN_PREFIX) {
+            return Ok(self
+                .store
+                .find_token(token)
+                .await?
+                .map(|t| Requester::Gateway {
+                    name: t.name,
+                    domains: t.domains,
+                }));
+        }
+        if token.starts_with(SESSION_TOKEN_PREFIX) {
+            let now = self.clock.now();
+            return Ok(self
+                .store
+                .find_session(token, now)
+                .await?
+                .and_then(|a| Address::parse(&a).ok())
+                .map(|address| Requester::Person { address }));
+        }
+        Ok(None)
+    }
+}
+
+async fn key(
+    State(s): State<Arc<KeyServer>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(req): Json<KeyRequest>,
+) -> Result<Json<KeyResponse>, Refused> {
+    let kind = req.kind.as_str();
+    let Some(who) = s.requester(&headers).await? else {
+        s.audit(
+            "unknown",
+            client,
+            Some(&req.email),
+            Some(&req.epoch),
+            Some(kind),
+            "refused:bad_credentials",
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "the token is missing, unknown, revoked or expired",
+        ));
+    };
+    let actor = who.actor();
+    let refuse = |code: &'static str| format!("refused:{code}");
+    let address = match Address::parse(&req.email) {
+        Ok(a) => a,
+        Err(e) => {
+            s.audit(
+                &actor,
+                client,
+                Some(&req.email),
+                Some(&req.epoch),
+                Some(kind),
+                &refuse("invalid_address"),
+            )
+            .await;
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_address",
+                format!("email: {e}"),
+            ));
+        }
+    };
+    let epoch: Epoch = match req.epoch.parse() {
+        Ok(e) => e,
+        Err(e) => {
+            s.audit(
+                &actor,
+                client,
+                Some(address.as_str()),
+                Some(&req.epoch),
+                Some(kind),
+                &refuse("invalid_epoch"),
+            )
+            .await;
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_epoch",
+                format!("epoch: {e}"),
+            ));
+        }
+    };
+    let now = s.clock.now();
+    if matches!(who, Requester::Person { .. })
+        && let Err(wait) = s.keys_per_ip.check(&client.ip().to_string(), now)
+    {
+        s.audit(
+            &actor,
+            client,
+            Some(address.as_str()),
+            Some(&req.epoch),
+            Some(kind),
+            &refuse("rate_limited"),
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many key requests from this address",
+        )
+        .retry_after(wait));
+    }
+    let window = u64::from(s.config.prefetch_window_days) * 86_400;
+    if let Err(refusal) = grant::decide(&who, &address, epoch, now, window) {
+        s.audit(
+            &actor,
+            client,
+            Some(address.as_str()),
+            Some(&req.epoch),
+            Some(kind),
+            &refuse(refusal.code()),
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            refusal.code(),
+            refusal.reason(),
+        ));
+    }
+    // Extraction takes milliseconds of CPU: keep it off the async workers.
+    let master = s.master.clone();
+    let identity = Identity::new(address.clone(), epoch);
+    let (key_id, encoded) = tokio::task::spawn_blocking(move || {
+        let msk = master.newest();
+        let bytes = match req.kind {
+            KeyKind::Decrypt => msk.extract_decryption_key(&identity, &mut OsRng).to_bytes(),
+            KeyKind::Sign => msk.extract_signing_key(&identity, &mut OsRng).to_bytes(),
+        };
+        (
+            msk.public().id(),
+            zeroize::Zeroizing::new(STANDARD.encode(&bytes)),
+        )
+    })
+    .await
+    .map_err(|_| {
+        Refused::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "key extraction failed",
+        )
+    })?;
+    s.audit(
+        &actor,
+        client,
+        Some(address.as_str()),
+        Some(&req.epoch),
+        Some(kind),
+        "issued",
+    )
+    .await;
+    tracing::info!(actor, address = %address, %epoch, kind, "key issued");
+    Ok(Json(KeyResponse {
+        email: address.to_string(),
+        epoch: epoch.to_string(),
+        kind: req.kind,
+        key_id: key_id.to_string(),
+        key: encoded.to_string(),
+    }))
+}
+
+fn code_hash(salt: &[u8], address: &str, code: &str) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(b"postern/v1/login-code")
+        .chain_update(salt)
+        .chain_update(address.as_bytes())
+        .chain_update([0])
+        .chain_update(code.as_bytes())
+        .finalize()
+        .to_vec()
+}
+
+impl KeyServer {
+    async fn check_login_limits(
+        &self,
+        client: SocketAddr,
+        address: &str,
+        now: u64,
+    ) -> Result<(), Refused> {
+        if let Err(wait) = self.login_per_ip.check(&client.ip().to_string(), now) {
+            self.audit(
+                "anonymous",
+                client,
+                Some(address),
+                None,
+                Some("login"),
+                "refused:rate_limited",
+            )
+            .await;
+            return Err(Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many login requests from this network address",
+            )
+            .retry_after(wait));
+        }
+        if let Some(until) = self.store.locked_until(address, now).await? {
+            self.audit(
+                "anonymous",
+                client,
+                Some(address),
+                None,
+                Some("login"),
+                "refused:locked",
+            )
+            .await;
+            let minutes = (until - now).div_ceil(60);
+            return Err(Refused::new(
+                StatusCode::LOCKED,
+                "locked",
+                format!(
+                    "too many wrong codes: this address is locked; try again in {minutes} minute(s)"
+                ),
+            )
+            .retry_after(until - now));
+        }
+        Ok(())
+    }
+}
+
+async fn login_start(
+    State(s): State<Arc<KeyServer>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Json(req): Json<LoginStart>,
+) -> Result<(StatusCode, Json<LoginStarted>), Refused> {
+    let address = Address::parse(&req.email).map_err(|e| {
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_address",
+            format!("email: {e}"),
+        )
+    })?;
+    let addr = address.as_str();
+    let now = s.clock.now();
+    s.check_login_limits(client, addr, now).await?;
+    if let Some(pending) = s.store.get_code(addr).await? {
+        let ready = pending.sent_at + s.config.resend_cooldown_secs;
+        if ready > now && pending.expires > now {
+            s.audit(
+                "anonymous",
+                client,
+                Some(addr),
+                None,
+                Some("login"),
+                "refused:resend_cooldown",
+            )
+            .await;
+            return Err(Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "resend_cooldown",
+                "a code was sent moments ago; wait before asking for another",
+            )
+            .retry_after(ready - now));
+        }
+    }
+    if let Err(wait) = s.codes_per_address.check(addr, now) {
+        s.audit(
+            "anonymous",
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "refused:rate_limited",
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many codes were sent to this address",
+        )
+        .retry_after(wait));
+    }
+    let code = zeroize::Zeroizing::new(format!("{:06}", OsRng.gen_range(0..1_000_000u32)));
+    let mut salt = vec![0u8; 16];
+    OsRng.fill(&mut salt[..]);
+    let row = CodeRow {
+        hash: code_hash(&salt, addr, &code),
+        salt,
+        sent_at: now,
+        expires: now + s.config.code_ttl_secs,
+        attempts_left: s.config.code_attempts,
+    };
+    s.store.put_code(addr, &row).await?;
+    if let Err(e) = s
+        .mailer
+        .send_code(addr, &code, s.config.code_ttl_secs / 60)
+        .await
+    {
+        tracing::warn!(address = addr, error = %e, "cannot send a login code");
+        s.store.delete_code(addr).await?;
+        s.audit(
+            "anonymous",
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "refused:mail_unavailable",
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mail_unavailable",
+            "the code could not be sent by email; retry later",
+        )
+        .retry_after(60));
+    }
+    s.audit(
+        "anonymous",
+        client,
+        Some(addr),
+        None,
+        Some("login"),
+        "code_sent",
+    )
+    .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(LoginStarted {
+            expires_in: s.config.code_ttl_secs,
+            resend_after: s.config.resend_cooldown_secs,
+        }),
+    ))
+}
+
+async fn login_verify(
+    State(s): State<Arc<KeyServer>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Json(req): Json<LoginVerify>,
+) -> Result<Json<Session>, Refused> {
+    let address = Address::parse(&req.email).map_err(|e| {
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_address",
+            format!("email: {e}"),
+        )
+    })?;
+    let addr = address.as_str();
+    let now = s.clock.now();
+    s.check_login_limits(client, addr, now).await?;
+    let Some(pending) = s.store.get_code(addr).await? else {
+        s.audit(
+            "anonymous",
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "refused:no_code",
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "no_code",
+            "no code is pending for this address; ask for a new one",
+        ));
+    };
+    if pending.expires <= now {
+        s.store.delete_code(addr).await?;
+        s.audit(
+            "anonymous",
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "refused:code_expired",
+        )
+        .await;
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "code_expired",
+            "the code has expired; ask for a new one",
+        ));
+    }
+    let typed: String = req.code.chars().filter(|c| !c.is_whitespace()).collect();
+    let matches: bool = code_hash(&pending.salt, addr, &typed)
+        .ct_eq(&pending.hash)
+        .into();
+    if matches {
+        s.store.delete_code(addr).await?;
+        let expires_at = now + s.config.session_ttl_secs;
+        let token = s.store.create_session(addr, expires_at).await?;
+        s.audit(
+            &format!("person:{addr}"),
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "login",
+        )
+        .await;
+        return Ok(Json(Session {
+            token: token.to_string(),
+            email: addr.to_string(),
+            expires_at,
+        }));
+    }
+    let left = pending.attempts_left.saturating_sub(1);
+    if left == 0 {
+        s.store.delete_code(addr).await?;
+        let until = now + s.config.lockout_secs;
+        s.store.lock(addr, until).await?;
+        s.audit(
+            "anonymous",
+            client,
+            Some(addr),
+            None,
+            Some("login"),
+            "refused:locked",
+        )
+        .await;
+        let minutes = s.config.lockout_secs.div_ceil(60);
+        return Err(Refused::new(
+            StatusCode::LOCKED,
+            "locked",
+            format!(
+                "too many wrong codes: this address is locked; try again in {minutes} minute(s)"
+            ),
+        )
+        .retry_after(s.config.lockout_secs));
+    }
+    s.store.set_attempts(addr, left).await?;
+    s.audit(
+        "anonymous",
+        client,
+        Some(addr),
+        None,
+        Some("login"),
+        "refused:wrong_code",
+    )
+    .await;
+    let mut refused = Refused::new(
+        StatusCode::UNAUTHORIZED,
+        "wrong_code",
+        format!("the code is wrong; {left} attempt(s) left"),
+    );
+    refused.body.attempts_left = Some(left);
+    Err(refused)
+}

@@ -1,0 +1,148 @@
+//! `postern.toml`: one file, every key optional, every key documented in
+//! `docs/configuration.md`. Unknown keys are errors that name the key, so a typo never passes as
+//! a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use keys::KeyServerConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where Postern keeps its state.
+    pub data_dir: PathBuf,
+    /// The HTTP listener (key server API now; the console and reader later).
+    pub web: WebConfig,
+    /// The key server.
+    pub keyserver: KeyServerSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("postern-data"),
+            web: WebConfig::default(),
+            keyserver: KeyServerSection::default(),
+        }
+    }
+}
+
+/// `[web]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// `[keyserver]`: where its keys are, and its rules. (Unknown keys are caught by the flattened
+/// rules, which deny them; serde cannot deny them here as well.)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct KeyServerSection {
+    /// Directory of `master.sealed` and `params.pub` [default: DATA_DIR/keys].
+    pub key_dir: Option<PathBuf>,
+    /// File holding the master key passphrase (else POSTERN_PASSPHRASE).
+    pub passphrase_file: Option<PathBuf>,
+    /// Limits, windows and mail settings.
+    #[serde(flatten)]
+    pub rules: KeyServerConfig,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses configuration text and checks what types cannot.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
+            anyhow::bail!("web.tls_cert and web.tls_key must be set together");
+        }
+        let k = &self.keyserver.rules;
+        if k.code_attempts == 0 {
+            anyhow::bail!("keyserver.code_attempts must be at least 1");
+        }
+        if k.code_ttl_secs < 60 {
+            anyhow::bail!("keyserver.code_ttl_secs must be at least 60");
+        }
+        if k.prefetch_window_days > 27 {
+            anyhow::bail!("keyserver.prefetch_window_days must be at most 27");
+        }
+        Ok(())
+    }
+
+    /// The key server's key directory.
+    pub fn key_dir(&self) -> PathBuf {
+        self.keyserver
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The key server's database.
+    pub fn keyserver_db(&self) -> PathBuf {
+        self.data_dir.join("keyserver.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::parse("[keyserver]\nprefetch_window_dayz = 3\n").unwrap_err();
+        assert!(err.to_string().contains("prefetch_window_dayz"), "{err}");
+        let err = Config::parse("[web]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = Config::parse("[keyserver]\ncode_attempts = 0\n").unwrap_err();
+        assert!(err.to_string().contains("keyserver.code_attempts"), "{err}");
+        let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("starttls"), "{err}");
+    }
+
+    #[test]
+    fn keyserver_settings_parse() {
+        let c = Config::parse(
+            "data_dir = \"/var/lib/postern\"\n[keyserver]\nprefetch_window_days = 3\n[keyserver.mail]\nrelay_host = \"mx.corp.example\"\nrelay_port = 587\n",
+        )
+        .unwrap();
+        assert_eq!(c.keyserver.rules.prefetch_window_days, 3);
+        assert_eq!(c.keyserver.rules.mail.relay_port, 587);
+        assert_eq!(c.key_dir(), PathBuf::from("/var/lib/postern/keys"));
+    }
+}
