@@ -17,13 +17,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 async fn open_store(config: &ConfigArgs) -> Result<Store> {
     let config = config.load()?;
     let path = config.keyserver_db();
@@ -46,7 +39,7 @@ fn normalize_domain(domain: &str) -> Result<String> {
 }
 
 pub fn token(cmd: TokenCommand) -> Result<()> {
-    runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         match cmd {
             TokenCommand::Create {
                 name,
@@ -118,7 +111,7 @@ pub fn audit(args: &AuditArgs) -> Result<()> {
         .as_deref()
         .map(|e| Address::parse(e).map_err(|err| anyhow::anyhow!("--email {e:?}: {err}")))
         .transpose()?;
-    runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         let store = open_store(&args.config).await?;
         let rows = store
             .audit_log(email.as_ref().map(Address::as_str), since)
@@ -145,7 +138,7 @@ pub fn fetch(args: &FetchArgs) -> Result<()> {
     let address = Address::parse(&args.email)
         .map_err(|e| anyhow::anyhow!("--email {:?}: {e}", args.email))?;
     let dir = crate::cache_dir(args.cache.as_deref())?;
-    runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         let cache = KeyCache::open_dir(&dir)
             .await
             .with_context(|| format!("cannot open the key cache in {}", dir.display()))?;

@@ -280,6 +280,15 @@ impl ConfigArgs {
     }
 }
 
+/// A single-threaded runtime for the CLI's network and database commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// The local key cache directory of `keys fetch` and `open`.
 fn cache_dir(arg: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = arg {

@@ -152,10 +152,7 @@ fn from_cache(
     header: &envelope::Header,
 ) -> Result<(Option<DecryptionKey>, Option<PublicParams>)> {
     let dir = crate::cache_dir(dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    crate::runtime()?.block_on(async {
         let cache = keys::KeyCache::open_dir(&dir)
             .await
             .with_context(|| format!("cannot open the key cache in {}", dir.display()))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use envelope::{Epoch, MasterKeys, MasterSecretKey};
 use keys::mailer::{MailConfig, StartTls};
 use keys::{ClientConfig, KeyClient, KeyServer, KeyServerConfig, ManualClock, Store};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use testkit::smtp_sink;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,53 +23,6 @@ pub fn mid_november() -> u64 {
 
 pub fn november() -> Epoch {
     Epoch::new(2026, 11).unwrap()
-}
-
-/// A minimal SMTP receiver: enough of RFC 5321 for a client to deliver, keeping each message.
-pub async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = BufReader::new(r).lines();
-                w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
-                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
-                        "DATA" => {
-                            w.write_all(b"354 go on\r\n").await.unwrap();
-                            let mut body = String::new();
-                            while let Ok(Some(l)) = lines.next_line().await {
-                                if l == "." {
-                                    break;
-                                }
-                                body.push_str(&l);
-                                body.push('\n');
-                            }
-                            let _ = tx.send(body);
-                            b"250 queued\r\n"
-                        }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n").await;
-                            return;
-                        }
-                        _ => b"502 not here\r\n",
-                    };
-                    w.write_all(reply).await.unwrap();
-                }
-            });
-        }
-    });
-    (port, rx)
 }
 
 pub struct Harness {
@@ -142,12 +95,7 @@ impl Harness {
             .find(|l| l.starts_with("To:"))
             .unwrap_or("")
             .to_string();
-        let code = mail
-            .lines()
-            .map(str::trim)
-            .find(|l| l.len() == 6 && l.bytes().all(|b| b.is_ascii_digit()))
-            .expect("no code in the email")
-            .to_string();
+        let code = testkit::code_in(&mail).expect("no code in the email");
         (code, to)
     }
 
