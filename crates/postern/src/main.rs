@@ -1,5 +1,6 @@
 //! `postern`: the email encryption gateway's command line.
 
+mod bench_cmd;
 mod config;
 mod files;
 mod keys_cmd;
@@ -38,6 +39,26 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure throughput against a baseline taken in the same run (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Keys issued per second by an in-process key server over loopback HTTP, against the raw
+    /// extraction rate on all cores.
+    Keyserver(BenchKeyserverArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchKeyserverArgs {
+    /// Seconds each of the two measurements runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +335,7 @@ fn main() -> ExitCode {
         Command::Open(a) => seal_cmd::open(&a),
         Command::Inspect(a) => seal_cmd::inspect(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file).map(|_| {
             println!("{}: ok", file.display());
         }),
