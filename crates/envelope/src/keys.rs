@@ -96,6 +96,24 @@ impl fmt::Display for KeyId {
     }
 }
 
+impl std::str::FromStr for KeyId {
+    type Err = KeyError;
+
+    /// Parses the 16 hex digits that `Display` writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 16 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return Err(KeyError::Corrupt("key id"));
+        }
+        let mut id = [0u8; 8];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| KeyError::Corrupt("key id"))?;
+            id[i] = u8::from_str_radix(text, 16).map_err(|_| KeyError::Corrupt("key id"))?;
+        }
+        Ok(KeyId(id))
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")
@@ -562,6 +580,9 @@ mod tests {
         let params = master.public_params();
         let parsed = PublicParams::from_bytes(&params.to_bytes()).unwrap();
         assert_eq!(parsed.newest().id(), params.newest().id());
+        let key_id = params.newest().id();
+        assert_eq!(key_id.to_string().parse::<KeyId>().unwrap(), key_id);
+        assert!("xyz".parse::<KeyId>().is_err());
 
         let dk = master
             .newest()

@@ -55,6 +55,10 @@ pub struct KeyRequest {
     pub epoch: String,
     /// Decrypt or sign.
     pub kind: KeyKind,
+    /// Hex id of the master key to extract from [default: the newest]. A message sealed under
+    /// an older master key needs that key's user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// A user key.

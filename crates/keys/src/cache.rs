@@ -60,10 +60,11 @@ CREATE TABLE IF NOT EXISTS keys (
     address TEXT NOT NULL,
     epoch TEXT NOT NULL,
     kind TEXT NOT NULL,
+    key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
     sealed BLOB NOT NULL,
     fetched INTEGER NOT NULL,
-    PRIMARY KEY (address, epoch, kind)
+    PRIMARY KEY (address, epoch, kind, key_id)
 );
 CREATE TABLE IF NOT EXISTS params (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -83,6 +84,13 @@ impl KeyCache {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
+        // An existing directory or key file keeps no looser mode than a new one gets.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        if key_path.exists() {
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
         let key = match std::fs::read(&key_path) {
             Ok(bytes) if bytes.len() == 32 => {
                 let mut k = Zeroizing::new([0u8; 32]);
@@ -131,26 +139,27 @@ impl KeyCache {
         })
     }
 
-    fn aad(address: &str, epoch: &str, kind: KeyKind) -> Vec<u8> {
+    fn aad(address: &str, epoch: &str, kind: KeyKind, key_id: &str) -> Vec<u8> {
         format!(
-            "postern/v1/key-cache\0{address}\0{epoch}\0{}",
+            "postern/v1/key-cache\0{address}\0{epoch}\0{}\0{key_id}",
             kind.as_str()
         )
         .into_bytes()
     }
 
-    /// Stores a key's encoding.
+    /// Stores a key's encoding, under the master key id it was extracted from.
     pub async fn put(
         &self,
         address: &str,
         epoch: &str,
         kind: KeyKind,
+        key_id: &str,
         key: &[u8],
         now: u64,
     ) -> Result<(), CacheError> {
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
-        let aad = Self::aad(address, epoch, kind);
+        let aad = Self::aad(address, epoch, kind, key_id);
         let sealed = self
             .aead
             .encrypt(
@@ -162,12 +171,13 @@ impl KeyCache {
             )
             .map_err(|_| CacheError::Corrupt)?;
         sqlx::query(
-            "INSERT OR REPLACE INTO keys (address, epoch, kind, nonce, sealed, fetched)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO keys (address, epoch, kind, key_id, nonce, sealed, fetched)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(address)
         .bind(epoch)
         .bind(kind.as_str())
+        .bind(key_id)
         .bind(&nonce[..])
         .bind(sealed)
         .bind(i64::try_from(now).unwrap_or(i64::MAX))
@@ -176,28 +186,33 @@ impl KeyCache {
         Ok(())
     }
 
-    /// A cached key's encoding.
+    /// A cached key's encoding: under master key `key_id`, or the one fetched last.
     pub async fn get(
         &self,
         address: &str,
         epoch: &str,
         kind: KeyKind,
+        key_id: Option<&str>,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CacheError> {
         let row = sqlx::query(
-            "SELECT nonce, sealed FROM keys WHERE address = ?1 AND epoch = ?2 AND kind = ?3",
+            "SELECT nonce, sealed, key_id FROM keys
+             WHERE address = ?1 AND epoch = ?2 AND kind = ?3 AND (?4 IS NULL OR key_id = ?4)
+             ORDER BY fetched DESC LIMIT 1",
         )
         .bind(address)
         .bind(epoch)
         .bind(kind.as_str())
+        .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let nonce: Vec<u8> = row.get(0);
         let sealed: Vec<u8> = row.get(1);
+        let key_id: String = row.get(2);
         if nonce.len() != 12 {
             return Err(CacheError::Corrupt);
         }
-        let aad = Self::aad(address, epoch, kind);
+        let aad = Self::aad(address, epoch, kind, &key_id);
         let plain = self
             .aead
             .decrypt(

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use envelope::{Address, DecryptionKey, Epoch, PublicParams, SigningKey};
+use envelope::{Address, DecryptionKey, Epoch, KeyId, PublicParams, SigningKey};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,8 +69,12 @@ pub struct ClientConfig {
     pub ca_file: Option<PathBuf>,
     /// Limit for one request.
     pub timeout: Duration,
-    /// Retries after the first attempt when there is no answer.
+    /// Retries after the first attempt when there is no answer (key and parameter requests
+    /// only: a login request is never sent twice).
     pub retries: u32,
+    /// Allow `http://` to a host other than loopback. Keys and tokens would cross the network
+    /// in clear; only for a network that is itself protected.
+    pub allow_plain_http: bool,
 }
 
 impl ClientConfig {
@@ -82,6 +86,7 @@ impl ClientConfig {
             ca_file: None,
             timeout: Duration::from_secs(10),
             retries: 2,
+            allow_plain_http: false,
         }
     }
 }
@@ -116,6 +121,29 @@ fn now() -> u64 {
 impl KeyClient {
     /// A client for `config`, caching in `cache` when given.
     pub fn new(config: ClientConfig, cache: Option<KeyCache>) -> Result<Self, ClientError> {
+        let url = reqwest::Url::parse(&config.server)
+            .map_err(|e| ClientError::Setup(format!("server URL {:?}: {e}", config.server)))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback || config.allow_plain_http => {}
+            "http" => {
+                return Err(ClientError::Setup(format!(
+                    "refusing plain HTTP to {}: keys and tokens would cross the network in clear; use https://",
+                    config.server
+                )));
+            }
+            other => {
+                return Err(ClientError::Setup(format!(
+                    "server URL scheme {other:?}: use https://"
+                )));
+            }
+        }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(5).min(config.timeout))
@@ -155,10 +183,12 @@ impl KeyClient {
         &self,
         path: &str,
         body: Option<&B>,
+        retry: bool,
     ) -> Result<T, ClientError> {
         let url = format!("{}{PREFIX}{path}", self.base);
         let mut last = String::new();
-        for attempt in 0..=self.retries {
+        let retries = if retry { self.retries } else { 0 };
+        for attempt in 0..=retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 * 4u64.pow(attempt - 1))).await;
             }
@@ -178,7 +208,10 @@ impl KeyClient {
             };
             let status = response.status();
             if status.is_server_error() {
-                last = format!("HTTP {status}");
+                last = match response.json::<ErrorBody>().await {
+                    Ok(b) => format!("HTTP {status}: {}", b.reason),
+                    Err(_) => format!("HTTP {status}"),
+                };
                 continue;
             }
             if status.is_success() {
@@ -210,7 +243,7 @@ impl KeyClient {
     /// The public parameters: from the server, else from the cache when the server is down.
     pub async fn params(&self) -> Result<PublicParams, ClientError> {
         let fetched: Result<ParamsResponse, ClientError> =
-            self.call::<(), _>("/params", None).await;
+            self.call::<(), _>("/params", None, true).await;
         let bytes = match fetched {
             Ok(p) => {
                 let bytes = STANDARD
@@ -230,31 +263,59 @@ impl KeyClient {
         PublicParams::from_bytes(&bytes).map_err(|e| ClientError::Protocol(format!("params: {e}")))
     }
 
-    /// A key's encoding: from the cache, else from the server (and then cached).
+    /// A key's encoding from the newest master key: from the cache, else from the server (and
+    /// then cached). The flag is true when it was fetched now.
     pub async fn key_bytes(
         &self,
         address: &Address,
         epoch: Epoch,
         kind: KeyKind,
     ) -> Result<(Zeroizing<Vec<u8>>, bool), ClientError> {
+        self.key_bytes_for(address, epoch, kind, None).await
+    }
+
+    /// Like [`KeyClient::key_bytes`], for the master key `key_id` (a message sealed before a
+    /// rotation names an older one).
+    pub async fn key_bytes_for(
+        &self,
+        address: &Address,
+        epoch: Epoch,
+        kind: KeyKind,
+        key_id: Option<KeyId>,
+    ) -> Result<(Zeroizing<Vec<u8>>, bool), ClientError> {
         let epoch_s = epoch.to_string();
-        if let Some(cache) = &self.cache
-            && let Some(bytes) = cache.get(address.as_str(), &epoch_s, kind).await?
-        {
-            return Ok((bytes, false));
+        let id_s = key_id.map(|k| k.to_string());
+        if let Some(cache) = &self.cache {
+            match cache
+                .get(address.as_str(), &epoch_s, kind, id_s.as_deref())
+                .await
+            {
+                Ok(Some(bytes)) => return Ok((bytes, false)),
+                Ok(None) => {}
+                // An unreadable row is a miss: the server can replace it.
+                Err(CacheError::Corrupt) => {
+                    tracing::warn!(address = %address, epoch = %epoch, "a cached key does not decrypt; fetching it again");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let request = KeyRequest {
             email: address.to_string(),
             epoch: epoch_s.clone(),
             kind,
+            key_id: id_s.clone(),
         };
-        let response: KeyResponse = self.call("/key", Some(&request)).await?;
+        let response: KeyResponse = self.call("/key", Some(&request), true).await?;
         let bytes = Zeroizing::new(
             STANDARD
                 .decode(&response.key)
                 .map_err(|e| ClientError::Protocol(format!("key: {e}")))?,
         );
-        if response.email != address.as_str() || response.epoch != epoch_s || response.kind != kind
+        let wrong_master = id_s.as_ref().is_some_and(|want| *want != response.key_id);
+        if response.email != address.as_str()
+            || response.epoch != epoch_s
+            || response.kind != kind
+            || wrong_master
         {
             return Err(ClientError::Protocol(
                 "the key is not the one asked for".into(),
@@ -262,7 +323,14 @@ impl KeyClient {
         }
         if let Some(cache) = &self.cache {
             cache
-                .put(address.as_str(), &epoch_s, kind, &bytes, now())
+                .put(
+                    address.as_str(),
+                    &epoch_s,
+                    kind,
+                    &response.key_id,
+                    &bytes,
+                    now(),
+                )
                 .await?;
         }
         Ok((bytes, true))
@@ -316,6 +384,7 @@ impl KeyClient {
             Some(&LoginStart {
                 email: email.into(),
             }),
+            false,
         )
         .await
     }
@@ -329,6 +398,7 @@ impl KeyClient {
                     email: email.into(),
                     code: code.into(),
                 }),
+                false,
             )
             .await?;
         if let Ok(mut t) = self.token.lock() {

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use envelope::{Address, Epoch, Identity, MasterKeys};
+use envelope::{Address, Epoch, Identity, KeyId, MasterKeys};
 use rand::Rng;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use crate::api::{
 };
 use crate::clock::Clock;
 use crate::grant::{self, Requester};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, client_key};
 use crate::mailer::{MailConfig, Mailer};
 use crate::store::{
     AuditEntry, CodeRow, GATEWAY_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, Store, StoreError,
@@ -35,6 +35,10 @@ use crate::store::{
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyServerConfig {
+    /// Directory of `master.sealed` and `params.pub` (read by the binary that starts the server).
+    pub key_dir: Option<std::path::PathBuf>,
+    /// File holding the master key passphrase (read by the binary that starts the server).
+    pub passphrase_file: Option<std::path::PathBuf>,
     /// Days before a month starts during which gateways may fetch its keys.
     pub prefetch_window_days: u32,
     /// Seconds a one-time code stays valid.
@@ -60,6 +64,8 @@ pub struct KeyServerConfig {
 impl Default for KeyServerConfig {
     fn default() -> Self {
         KeyServerConfig {
+            key_dir: None,
+            passphrase_file: None,
             prefetch_window_days: 7,
             code_ttl_secs: 600,
             code_attempts: 5,
@@ -221,28 +227,53 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-impl KeyServer {
-    async fn audit(
-        &self,
-        actor: &str,
-        client: SocketAddr,
-        address: Option<&str>,
-        epoch: Option<&str>,
-        kind: Option<&str>,
-        outcome: &str,
-    ) {
-        let entry = AuditEntry {
-            at: self.clock.now(),
-            actor: actor.to_string(),
-            client: client.ip().to_string(),
-            address: address.map(str::to_string),
-            epoch: epoch.map(str::to_string),
-            kind: kind.map(str::to_string),
+/// Longest string from a request that goes into the audit log.
+const AUDIT_FIELD_MAX: usize = 320;
+
+fn clip(s: &str) -> String {
+    s.chars().take(AUDIT_FIELD_MAX).collect()
+}
+
+/// What an audit row is about.
+struct Event<'a> {
+    actor: &'a str,
+    client: SocketAddr,
+    address: Option<&'a str>,
+    epoch: Option<&'a str>,
+    kind: Option<&'a str>,
+}
+
+impl Event<'_> {
+    fn entry(&self, at: u64, outcome: &str) -> AuditEntry {
+        AuditEntry {
+            at,
+            actor: clip(self.actor),
+            client: self.client.ip().to_string(),
+            address: self.address.map(clip),
+            epoch: self.epoch.map(clip),
+            kind: self.kind.map(str::to_string),
             outcome: outcome.to_string(),
-        };
-        if let Err(e) = self.store.audit(&entry).await {
+        }
+    }
+}
+
+impl KeyServer {
+    /// Writes an audit row; a failure is logged (the request is being refused anyway).
+    async fn audit(&self, event: &Event<'_>, outcome: &str) {
+        if let Err(e) = self
+            .store
+            .audit(&event.entry(self.clock.now(), outcome))
+            .await
+        {
             tracing::error!(error = %e, outcome, "cannot write the audit log");
         }
+    }
+
+    /// Audits a refusal and returns it.
+    async fn refuse(&self, event: &Event<'_>, refused: Refused) -> Refused {
+        self.audit(event, &format!("refused:{}", refused.body.error))
+            .await;
+        refused
     }
 
     async fn requester(&self, headers: &HeaderMap) -> Result<Option<Requester>, StoreError> {
@@ -272,143 +303,158 @@ impl KeyServer {
     }
 }
 
+/// Parses a JSON body, answering 400 with the reason instead of axum's plain-text rejection.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
 async fn key(
     State(s): State<Arc<KeyServer>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(req): Json<KeyRequest>,
+    body: axum::body::Bytes,
 ) -> Result<Json<KeyResponse>, Refused> {
-    let kind = req.kind.as_str();
-    let Some(who) = s.requester(&headers).await? else {
-        s.audit(
-            "unknown",
-            client,
-            Some(&req.email),
-            Some(&req.epoch),
-            Some(kind),
-            "refused:bad_credentials",
-        )
-        .await;
+    let anonymous = Event {
+        actor: "unknown",
+        client,
+        address: None,
+        epoch: None,
+        kind: None,
+    };
+    let now = s.clock.now();
+    let who = s.requester(&headers).await?;
+    // Unauthenticated and session requests are limited per network before anything is written.
+    if !matches!(who, Some(Requester::Gateway { .. }))
+        && let Err(wait) = s.keys_per_ip.check(&client_key(client.ip()), now)
+    {
         return Err(Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "the token is missing, unknown, revoked or expired",
-        ));
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many key requests from this network address",
+        )
+        .retry_after(wait));
+    }
+    let req: KeyRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(refused) => return Err(s.refuse(&anonymous, refused).await),
+    };
+    let kind = req.kind.as_str();
+    let Some(who) = who else {
+        let event = Event {
+            address: Some(&req.email),
+            epoch: Some(&req.epoch),
+            kind: Some(kind),
+            ..anonymous
+        };
+        return Err(s
+            .refuse(
+                &event,
+                Refused::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_credentials",
+                    "the token is missing, unknown, revoked or expired",
+                ),
+            )
+            .await);
     };
     let actor = who.actor();
-    let refuse = |code: &'static str| format!("refused:{code}");
+    let event = Event {
+        actor: &actor,
+        client,
+        address: Some(&req.email),
+        epoch: Some(&req.epoch),
+        kind: Some(kind),
+    };
     let address = match Address::parse(&req.email) {
         Ok(a) => a,
         Err(e) => {
-            s.audit(
-                &actor,
-                client,
-                Some(&req.email),
-                Some(&req.epoch),
-                Some(kind),
-                &refuse("invalid_address"),
-            )
-            .await;
-            return Err(Refused::new(
+            let r = Refused::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_address",
                 format!("email: {e}"),
-            ));
+            );
+            return Err(s.refuse(&event, r).await);
         }
+    };
+    let event = Event {
+        address: Some(address.as_str()),
+        ..event
     };
     let epoch: Epoch = match req.epoch.parse() {
         Ok(e) => e,
         Err(e) => {
-            s.audit(
-                &actor,
-                client,
-                Some(address.as_str()),
-                Some(&req.epoch),
-                Some(kind),
-                &refuse("invalid_epoch"),
-            )
-            .await;
-            return Err(Refused::new(
+            let r = Refused::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_epoch",
                 format!("epoch: {e}"),
-            ));
+            );
+            return Err(s.refuse(&event, r).await);
         }
     };
-    let now = s.clock.now();
-    if matches!(who, Requester::Person { .. })
-        && let Err(wait) = s.keys_per_ip.check(&client.ip().to_string(), now)
-    {
-        s.audit(
-            &actor,
-            client,
-            Some(address.as_str()),
-            Some(&req.epoch),
-            Some(kind),
-            &refuse("rate_limited"),
-        )
-        .await;
-        return Err(Refused::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many key requests from this address",
-        )
-        .retry_after(wait));
-    }
+    let master_id = match req.key_id.as_deref() {
+        None => s.master.newest().public().id(),
+        Some(text) => match text
+            .parse::<KeyId>()
+            .ok()
+            .filter(|id| s.master.get(*id).is_ok())
+        {
+            Some(id) => id,
+            None => {
+                let r = Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_key_id",
+                    format!("key_id: no master key {text:?} on this key server"),
+                );
+                return Err(s.refuse(&event, r).await);
+            }
+        },
+    };
     let window = u64::from(s.config.prefetch_window_days) * 86_400;
     if let Err(refusal) = grant::decide(&who, &address, epoch, now, window) {
-        s.audit(
-            &actor,
-            client,
-            Some(address.as_str()),
-            Some(&req.epoch),
-            Some(kind),
-            &refuse(refusal.code()),
-        )
-        .await;
-        return Err(Refused::new(
-            StatusCode::FORBIDDEN,
-            refusal.code(),
-            refusal.reason(),
-        ));
+        let r = Refused::new(StatusCode::FORBIDDEN, refusal.code(), refusal.reason());
+        return Err(s.refuse(&event, r).await);
     }
     // Extraction takes milliseconds of CPU: keep it off the async workers.
     let master = s.master.clone();
     let identity = Identity::new(address.clone(), epoch);
-    let (key_id, encoded) = tokio::task::spawn_blocking(move || {
-        let msk = master.newest();
+    let extracted = tokio::task::spawn_blocking(move || {
+        let msk = master.get(master_id).ok()?;
         let bytes = match req.kind {
             KeyKind::Decrypt => msk.extract_decryption_key(&identity, &mut OsRng).to_bytes(),
             KeyKind::Sign => msk.extract_signing_key(&identity, &mut OsRng).to_bytes(),
         };
-        (
-            msk.public().id(),
-            zeroize::Zeroizing::new(STANDARD.encode(&bytes)),
-        )
+        Some(zeroize::Zeroizing::new(STANDARD.encode(&bytes)))
     })
-    .await
-    .map_err(|_| {
-        Refused::new(
+    .await;
+    let Ok(Some(encoded)) = extracted else {
+        let r = Refused::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "key extraction failed",
-        )
-    })?;
-    s.audit(
-        &actor,
-        client,
-        Some(address.as_str()),
-        Some(&req.epoch),
-        Some(kind),
-        "issued",
-    )
-    .await;
+        );
+        return Err(s.refuse(&event, r).await);
+    };
+    // No key leaves without its audit row.
+    if let Err(e) = s.store.audit(&event.entry(now, "issued")).await {
+        tracing::error!(error = %e, "cannot write the audit log; key withheld");
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the key server cannot write its audit log; retry later",
+        ));
+    }
     tracing::info!(actor, address = %address, %epoch, kind, "key issued");
     Ok(Json(KeyResponse {
         email: address.to_string(),
         epoch: epoch.to_string(),
         kind: req.kind,
-        key_id: key_id.to_string(),
+        key_id: master_id.to_string(),
         key: encoded.to_string(),
     }))
 }
@@ -424,105 +470,103 @@ fn code_hash(salt: &[u8], address: &str, code: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Wrong codes are counted per address over this window, whatever the number of codes sent.
+const ATTEMPT_WINDOW: u64 = 3600;
+
 impl KeyServer {
-    async fn check_login_limits(
-        &self,
-        client: SocketAddr,
-        address: &str,
-        now: u64,
-    ) -> Result<(), Refused> {
-        if let Err(wait) = self.login_per_ip.check(&client.ip().to_string(), now) {
-            self.audit(
-                "anonymous",
-                client,
-                Some(address),
-                None,
-                Some("login"),
-                "refused:rate_limited",
-            )
-            .await;
-            return Err(Refused::new(
+    fn locked(&self, remaining: u64) -> Refused {
+        let minutes = remaining.div_ceil(60);
+        Refused::new(
+            StatusCode::LOCKED,
+            "locked",
+            format!(
+                "too many wrong codes: this address is locked; try again in {minutes} minute(s)"
+            ),
+        )
+        .retry_after(remaining)
+    }
+
+    async fn check_login_limits(&self, event: &Event<'_>, now: u64) -> Result<(), Refused> {
+        if let Err(wait) = self.login_per_ip.check(&client_key(event.client.ip()), now) {
+            let r = Refused::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many login requests from this network address",
             )
-            .retry_after(wait));
+            .retry_after(wait);
+            return Err(self.refuse(event, r).await);
         }
-        if let Some(until) = self.store.locked_until(address, now).await? {
-            self.audit(
-                "anonymous",
-                client,
-                Some(address),
-                None,
-                Some("login"),
-                "refused:locked",
-            )
-            .await;
-            let minutes = (until - now).div_ceil(60);
-            return Err(Refused::new(
-                StatusCode::LOCKED,
-                "locked",
-                format!(
-                    "too many wrong codes: this address is locked; try again in {minutes} minute(s)"
-                ),
-            )
-            .retry_after(until - now));
+        if let Some(address) = event.address
+            && let Some(until) = self.store.locked_until(address, now).await?
+        {
+            return Err(self.refuse(event, self.locked(until - now)).await);
         }
         Ok(())
+    }
+
+    async fn lock(&self, address: &str, now: u64) -> Result<(), StoreError> {
+        self.store.delete_code(address).await?;
+        self.store
+            .lock(address, now + self.config.lockout_secs)
+            .await?;
+        self.store.clear_attempts(address).await
+    }
+}
+
+fn login_event(client: SocketAddr, address: Option<&str>) -> Event<'_> {
+    Event {
+        actor: "anonymous",
+        client,
+        address,
+        epoch: None,
+        kind: Some("login"),
     }
 }
 
 async fn login_start(
     State(s): State<Arc<KeyServer>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Json(req): Json<LoginStart>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<LoginStarted>), Refused> {
-    let address = Address::parse(&req.email).map_err(|e| {
-        Refused::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_address",
-            format!("email: {e}"),
-        )
-    })?;
+    let req: LoginStart = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return Err(s.refuse(&login_event(client, None), r).await),
+    };
+    let address = match Address::parse(&req.email) {
+        Ok(a) => a,
+        Err(e) => {
+            let r = Refused::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_address",
+                format!("email: {e}"),
+            );
+            return Err(s.refuse(&login_event(client, Some(&req.email)), r).await);
+        }
+    };
     let addr = address.as_str();
+    let event = login_event(client, Some(addr));
     let now = s.clock.now();
-    s.check_login_limits(client, addr, now).await?;
+    s.check_login_limits(&event, now).await?;
     if let Some(pending) = s.store.get_code(addr).await? {
         let ready = pending.sent_at + s.config.resend_cooldown_secs;
         if ready > now && pending.expires > now {
-            s.audit(
-                "anonymous",
-                client,
-                Some(addr),
-                None,
-                Some("login"),
-                "refused:resend_cooldown",
-            )
-            .await;
-            return Err(Refused::new(
+            let r = Refused::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "resend_cooldown",
                 "a code was sent moments ago; wait before asking for another",
             )
-            .retry_after(ready - now));
+            .retry_after(ready - now);
+            return Err(s.refuse(&event, r).await);
         }
     }
     if let Err(wait) = s.codes_per_address.check(addr, now) {
-        s.audit(
-            "anonymous",
-            client,
-            Some(addr),
-            None,
-            Some("login"),
-            "refused:rate_limited",
-        )
-        .await;
-        return Err(Refused::new(
+        let r = Refused::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many codes were sent to this address",
         )
-        .retry_after(wait));
+        .retry_after(wait);
+        return Err(s.refuse(&event, r).await);
     }
     let code = zeroize::Zeroizing::new(format!("{:06}", OsRng.gen_range(0..1_000_000u32)));
     let mut salt = vec![0u8; 16];
@@ -535,38 +579,25 @@ async fn login_start(
         attempts_left: s.config.code_attempts,
     };
     s.store.put_code(addr, &row).await?;
-    if let Err(e) = s
-        .mailer
-        .send_code(addr, &code, s.config.code_ttl_secs / 60)
-        .await
-    {
-        tracing::warn!(address = addr, error = %e, "cannot send a login code");
-        s.store.delete_code(addr).await?;
-        s.audit(
-            "anonymous",
-            client,
-            Some(addr),
-            None,
-            Some("login"),
-            "refused:mail_unavailable",
-        )
-        .await;
-        return Err(Refused::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mail_unavailable",
-            "the code could not be sent by email; retry later",
-        )
-        .retry_after(60));
-    }
-    s.audit(
-        "anonymous",
-        client,
-        Some(addr),
-        None,
-        Some("login"),
-        "code_sent",
-    )
-    .await;
+    // Sent in its own task, so that the answer does not tell (by status or by time) whether the
+    // relay took the address, and a client that hangs up does not cut the send short.
+    let sender = s.clone();
+    let to = addr.to_string();
+    tokio::spawn(async move {
+        let event = login_event(client, Some(&to));
+        match sender
+            .mailer
+            .send_code(&to, &code, sender.config.code_ttl_secs / 60)
+            .await
+        {
+            Ok(()) => sender.audit(&event, "code_sent").await,
+            Err(e) => {
+                tracing::warn!(address = %to, error = %e, "cannot send a login code");
+                let _ = sender.store.consume_code(&to, &row.hash).await;
+                sender.audit(&event, "refused:mail_unavailable").await;
+            }
+        }
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(LoginStarted {
@@ -579,65 +610,75 @@ async fn login_start(
 async fn login_verify(
     State(s): State<Arc<KeyServer>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Json(req): Json<LoginVerify>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Session>, Refused> {
-    let address = Address::parse(&req.email).map_err(|e| {
-        Refused::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_address",
-            format!("email: {e}"),
-        )
-    })?;
+    let req: LoginVerify = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return Err(s.refuse(&login_event(client, None), r).await),
+    };
+    let address = match Address::parse(&req.email) {
+        Ok(a) => a,
+        Err(e) => {
+            let r = Refused::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_address",
+                format!("email: {e}"),
+            );
+            return Err(s.refuse(&login_event(client, Some(&req.email)), r).await);
+        }
+    };
     let addr = address.as_str();
+    let event = login_event(client, Some(addr));
     let now = s.clock.now();
-    s.check_login_limits(client, addr, now).await?;
+    s.check_login_limits(&event, now).await?;
     let Some(pending) = s.store.get_code(addr).await? else {
-        s.audit(
-            "anonymous",
-            client,
-            Some(addr),
-            None,
-            Some("login"),
-            "refused:no_code",
-        )
-        .await;
-        return Err(Refused::new(
+        let r = Refused::new(
             StatusCode::UNAUTHORIZED,
             "no_code",
             "no code is pending for this address; ask for a new one",
-        ));
+        );
+        return Err(s.refuse(&event, r).await);
     };
     if pending.expires <= now {
         s.store.delete_code(addr).await?;
-        s.audit(
-            "anonymous",
-            client,
-            Some(addr),
-            None,
-            Some("login"),
-            "refused:code_expired",
-        )
-        .await;
-        return Err(Refused::new(
+        let r = Refused::new(
             StatusCode::UNAUTHORIZED,
             "code_expired",
             "the code has expired; ask for a new one",
-        ));
+        );
+        return Err(s.refuse(&event, r).await);
+    }
+    // Count the attempt before comparing: concurrent guesses are all counted, and once the
+    // allowance is spent no further guess is even compared.
+    let attempts = s.store.count_attempt(addr, now, ATTEMPT_WINDOW).await?;
+    let allowed = s.config.code_attempts;
+    if attempts > allowed {
+        s.lock(addr, now).await?;
+        return Err(s.refuse(&event, s.locked(s.config.lockout_secs)).await);
     }
     let typed: String = req.code.chars().filter(|c| !c.is_whitespace()).collect();
     let matches: bool = code_hash(&pending.salt, addr, &typed)
         .ct_eq(&pending.hash)
         .into();
     if matches {
-        s.store.delete_code(addr).await?;
+        // Exactly one request may use a code.
+        if !s.store.consume_code(addr, &pending.hash).await? {
+            let r = Refused::new(
+                StatusCode::UNAUTHORIZED,
+                "no_code",
+                "no code is pending for this address; ask for a new one",
+            );
+            return Err(s.refuse(&event, r).await);
+        }
+        s.store.clear_attempts(addr).await?;
         let expires_at = now + s.config.session_ttl_secs;
         let token = s.store.create_session(addr, expires_at).await?;
+        let actor = format!("person:{addr}");
         s.audit(
-            &format!("person:{addr}"),
-            client,
-            Some(addr),
-            None,
-            Some("login"),
+            &Event {
+                actor: &actor,
+                ..event
+            },
             "login",
         )
         .await;
@@ -647,45 +688,16 @@ async fn login_verify(
             expires_at,
         }));
     }
-    let left = pending.attempts_left.saturating_sub(1);
-    if left == 0 {
-        s.store.delete_code(addr).await?;
-        let until = now + s.config.lockout_secs;
-        s.store.lock(addr, until).await?;
-        s.audit(
-            "anonymous",
-            client,
-            Some(addr),
-            None,
-            Some("login"),
-            "refused:locked",
-        )
-        .await;
-        let minutes = s.config.lockout_secs.div_ceil(60);
-        return Err(Refused::new(
-            StatusCode::LOCKED,
-            "locked",
-            format!(
-                "too many wrong codes: this address is locked; try again in {minutes} minute(s)"
-            ),
-        )
-        .retry_after(s.config.lockout_secs));
+    if attempts >= allowed {
+        s.lock(addr, now).await?;
+        return Err(s.refuse(&event, s.locked(s.config.lockout_secs)).await);
     }
-    s.store.set_attempts(addr, left).await?;
-    s.audit(
-        "anonymous",
-        client,
-        Some(addr),
-        None,
-        Some("login"),
-        "refused:wrong_code",
-    )
-    .await;
+    let left = allowed - attempts;
     let mut refused = Refused::new(
         StatusCode::UNAUTHORIZED,
         "wrong_code",
         format!("the code is wrong; {left} attempt(s) left"),
     );
     refused.body.attempts_left = Some(left);
-    Err(refused)
+    Err(s.refuse(&event, refused).await)
 }

@@ -72,6 +72,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_address ON audit(address, at);
     CREATE INDEX audit_at ON audit(at);",
+    // 2: wrong codes counted per address, across resends, so that asking for a new code does
+    // not buy new guesses.
+    "CREATE TABLE failures (
+        address TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        since INTEGER NOT NULL
+    );",
 ];
 
 /// A gateway token as listed (never the token itself).
@@ -310,14 +317,49 @@ impl Store {
         }))
     }
 
-    /// Counts a wrong guess.
-    pub async fn set_attempts(&self, address: &str, left: u32) -> Result<(), StoreError> {
-        sqlx::query("UPDATE codes SET attempts_left = ?1 WHERE address = ?2")
-            .bind(i64::from(left))
+    /// Counts one login attempt for `address` and returns how many were made in the current
+    /// window (which restarts `window` seconds after its first attempt). Atomic, so concurrent
+    /// guesses are all counted.
+    pub async fn count_attempt(
+        &self,
+        address: &str,
+        now: u64,
+        window: u64,
+    ) -> Result<u32, StoreError> {
+        let now = to_i64(now);
+        let window = to_i64(window);
+        let count: i64 = sqlx::query_scalar(
+            "INSERT INTO failures (address, count, since) VALUES (?1, 1, ?2)
+             ON CONFLICT(address) DO UPDATE SET
+                count = CASE WHEN since + ?3 > ?2 THEN count + 1 ELSE 1 END,
+                since = CASE WHEN since + ?3 > ?2 THEN since ELSE ?2 END
+             RETURNING count",
+        )
+        .bind(address)
+        .bind(now)
+        .bind(window)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Forgets the attempts of an address (after a login, or when it is locked).
+    pub async fn clear_attempts(&self, address: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM failures WHERE address = ?1")
             .bind(address)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Uses up the code with this hash; false when another request used or replaced it first.
+    pub async fn consume_code(&self, address: &str, hash: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM codes WHERE address = ?1 AND hash = ?2")
+            .bind(address)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Forgets an address's code (used, expired or exhausted).
@@ -402,6 +444,7 @@ impl Store {
             "DELETE FROM sessions WHERE expires <= ?1",
             "DELETE FROM codes WHERE expires <= ?1",
             "DELETE FROM locks WHERE until <= ?1",
+            "DELETE FROM failures WHERE since <= ?1 - 86400",
         ] {
             sqlx::query(sql).bind(now).execute(&self.pool).await?;
         }

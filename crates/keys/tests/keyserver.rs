@@ -426,3 +426,163 @@ async fn the_client_speaks_https_to_a_pinned_ca() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn a_new_code_does_not_buy_new_guesses_and_parallel_guesses_are_all_counted() {
+    let mut h = Harness::start().await;
+    let c = h.client(None);
+    c.login_start("bob@partner.example").await.unwrap();
+    let (code, _) = h.next_code().await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        c.login_verify("bob@partner.example", wrong)
+            .await
+            .unwrap_err();
+    }
+    h.clock.advance(61);
+    c.login_start("bob@partner.example").await.unwrap();
+    let (code, _) = h.next_code().await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let e = c
+        .login_verify("bob@partner.example", wrong)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("1 attempt(s) left"), "{e}");
+
+    // Twenty guesses at once on Carol's code: at most five are compared, and the address locks.
+    let mut h2 = Harness::start_with(|c| c.login_requests_per_ip_per_minute = 100).await;
+    let c2 = std::sync::Arc::new(h2.client(None));
+    c2.login_start("carol@partner.example").await.unwrap();
+    let (code, _) = h2.next_code().await;
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let c2 = c2.clone();
+            let guess = format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+            tokio::spawn(async move { c2.login_verify("carol@partner.example", &guess).await })
+        })
+        .collect();
+    let mut wrong = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            Err(ClientError::Refused { code, .. }) if code == "wrong_code" => wrong += 1,
+            Err(ClientError::Refused { code, .. }) if code == "locked" || code == "no_code" => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        wrong <= 4,
+        "{wrong} guesses were compared and answered wrong_code"
+    );
+    let e = c2
+        .login_verify("carol@partner.example", &code)
+        .await
+        .unwrap_err();
+    assert_eq!(refused_code(&e), "locked");
+    h.stop().await;
+    h2.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_json_reason_and_an_audit_row() {
+    let h = Harness::start().await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/api/keys/v1/login/start", h.url))
+        .header("content-type", "application/json")
+        .body("{\"mail\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: keys::api::ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error, "invalid_request");
+    let response = http
+        .post(format!("{}/api/keys/v1/login/start", h.url))
+        .json(&serde_json::json!({"email": "no-at-sign"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let audit = h.store.audit_log(None, None).await.unwrap();
+    let outcomes: Vec<_> = audit.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["refused:invalid_request", "refused:invalid_address"]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_another_host_is_refused_by_the_client() {
+    let e = KeyClient::new(ClientConfig::new("http://keys.corp.example:8080"), None).unwrap_err();
+    assert!(e.to_string().contains("refusing plain HTTP"), "{e}");
+    assert!(KeyClient::new(ClientConfig::new("http://127.0.0.1:8080"), None).is_ok());
+    assert!(KeyClient::new(ClientConfig::new("https://keys.corp.example"), None).is_ok());
+}
+
+#[tokio::test]
+async fn after_a_rotation_keys_of_the_older_master_key_can_still_be_had() {
+    let mut rng = rand::rngs::OsRng;
+    let old = envelope::MasterSecretKey::generate(&mut rng, 1);
+    let mut master = envelope::MasterKeys::new(vec![old]).unwrap();
+    let old_id = master.newest().public().id();
+    let sign = master.newest().extract_signing_key(
+        &envelope::Identity::new(addr("alice@corp.example"), november()),
+        &mut rng,
+    );
+    let old_only = master.public_params();
+    master.push(envelope::MasterSecretKey::generate(&mut rng, 2));
+    let h = Harness::start_with_master(master, |_| {}).await;
+    let token = h
+        .store
+        .create_token("gw", &["partner.example".into()], 0)
+        .await
+        .unwrap();
+    let gw = h.client(Some(&token));
+
+    // A message sealed before the rotation names the old master key.
+    let mut sealed = Vec::new();
+    Sealer::new(&old_only)
+        .seal(
+            &sign,
+            &SealOptions {
+                recipients: vec![addr("bob@partner.example")],
+                epoch: november(),
+                sender: None,
+            },
+            &b"before the rotation"[..],
+            &mut sealed,
+        )
+        .unwrap();
+    let header = envelope::read_header(&sealed[..]).unwrap();
+    assert_eq!(header.kem_key_id, old_id);
+    let (bytes, _) = gw
+        .key_bytes_for(
+            &addr("bob@partner.example"),
+            november(),
+            KeyKind::Decrypt,
+            Some(old_id),
+        )
+        .await
+        .unwrap();
+    let key = envelope::DecryptionKey::from_bytes(&bytes).unwrap();
+    let params = gw.params().await.unwrap();
+    assert_ne!(params.newest().id(), old_id);
+    let mut out = Vec::new();
+    Opener::new(&params)
+        .open(&key, &sealed[..], &mut out)
+        .unwrap();
+    assert_eq!(out, b"before the rotation");
+
+    let e = gw
+        .key_bytes_for(
+            &addr("bob@partner.example"),
+            november(),
+            KeyKind::Decrypt,
+            Some(envelope::KeyId([9; 8])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused_code(&e), "unknown_key_id");
+    h.stop().await;
+}

@@ -18,7 +18,7 @@ pub struct Config {
     /// The HTTP listener (key server API now; the console and reader later).
     pub web: WebConfig,
     /// The key server.
-    pub keyserver: KeyServerSection,
+    pub keyserver: KeyServerConfig,
 }
 
 impl Default for Config {
@@ -26,7 +26,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("postern-data"),
             web: WebConfig::default(),
-            keyserver: KeyServerSection::default(),
+            keyserver: KeyServerConfig::default(),
         }
     }
 }
@@ -41,6 +41,9 @@ pub struct WebConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (keys would cross the network in
+    /// clear; only behind a TLS-terminating proxy on a protected network).
+    pub allow_plain_http: bool,
 }
 
 impl Default for WebConfig {
@@ -49,22 +52,9 @@ impl Default for WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls_cert: None,
             tls_key: None,
+            allow_plain_http: false,
         }
     }
-}
-
-/// `[keyserver]`: where its keys are, and its rules. (Unknown keys are caught by the flattened
-/// rules, which deny them; serde cannot deny them here as well.)
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(default)]
-pub struct KeyServerSection {
-    /// Directory of `master.sealed` and `params.pub` [default: DATA_DIR/keys].
-    pub key_dir: Option<PathBuf>,
-    /// File holding the master key passphrase (else POSTERN_PASSPHRASE).
-    pub passphrase_file: Option<PathBuf>,
-    /// Limits, windows and mail settings.
-    #[serde(flatten)]
-    pub rules: KeyServerConfig,
 }
 
 impl Config {
@@ -87,7 +77,16 @@ impl Config {
         if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
-        let k = &self.keyserver.rules;
+        if self.web.tls_cert.is_none()
+            && !self.web.listen.ip().is_loopback()
+            && !self.web.allow_plain_http
+        {
+            anyhow::bail!(
+                "web.listen = {} is not loopback, so web.tls_cert and web.tls_key are needed (or web.allow_plain_http = true behind a TLS proxy)",
+                self.web.listen
+            );
+        }
+        let k = &self.keyserver;
         if k.code_attempts == 0 {
             anyhow::bail!("keyserver.code_attempts must be at least 1");
         }
@@ -131,6 +130,10 @@ mod tests {
         assert!(err.to_string().contains("listen"), "{err}");
         let err = Config::parse("[keyserver]\ncode_attempts = 0\n").unwrap_err();
         assert!(err.to_string().contains("keyserver.code_attempts"), "{err}");
+        let err = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.to_string().contains("web.tls_cert"), "{err}");
+        let err = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.to_string().contains("web.tls_cert"), "{err}");
         let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("starttls"), "{err}");
     }
@@ -141,8 +144,8 @@ mod tests {
             "data_dir = \"/var/lib/postern\"\n[keyserver]\nprefetch_window_days = 3\n[keyserver.mail]\nrelay_host = \"mx.corp.example\"\nrelay_port = 587\n",
         )
         .unwrap();
-        assert_eq!(c.keyserver.rules.prefetch_window_days, 3);
-        assert_eq!(c.keyserver.rules.mail.relay_port, 587);
+        assert_eq!(c.keyserver.prefetch_window_days, 3);
+        assert_eq!(c.keyserver.mail.relay_port, 587);
         assert_eq!(c.key_dir(), PathBuf::from("/var/lib/postern/keys"));
     }
 }

@@ -157,10 +157,16 @@ fn from_cache(
             .await
             .with_context(|| format!("cannot open the key cache in {}", dir.display()))?;
         let epoch = header.epoch.to_string();
+        let key_id = header.kem_key_id.to_string();
         let mut key = None;
         for r in &header.recipients {
             if let Some(bytes) = cache
-                .get(r.address.as_str(), &epoch, keys::KeyKind::Decrypt)
+                .get(
+                    r.address.as_str(),
+                    &epoch,
+                    keys::KeyKind::Decrypt,
+                    Some(&key_id),
+                )
                 .await?
             {
                 key = Some(DecryptionKey::from_bytes(&bytes)?);

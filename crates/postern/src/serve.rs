@@ -72,7 +72,7 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
         let server = KeyServer::new(
             master,
             store,
-            config.keyserver.rules.clone(),
+            config.keyserver.clone(),
             Arc::new(SystemClock),
         )?;
         app = app.merge(keys::router(server));

@@ -41,6 +41,15 @@ impl Harness {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut KeyServerConfig)) -> Harness {
+        let master =
+            MasterKeys::new(vec![MasterSecretKey::generate(&mut rand::rngs::OsRng, 1)]).unwrap();
+        Harness::start_with_master(master, adjust).await
+    }
+
+    pub async fn start_with_master(
+        master: MasterKeys,
+        adjust: impl FnOnce(&mut KeyServerConfig),
+    ) -> Harness {
         let (smtp_port, mail) = smtp_sink().await;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("keyserver.db")).await.unwrap();
@@ -56,8 +65,6 @@ impl Harness {
         };
         adjust(&mut config);
         let clock = ManualClock::at(mid_november());
-        let master =
-            MasterKeys::new(vec![MasterSecretKey::generate(&mut rand::rngs::OsRng, 1)]).unwrap();
         let server = KeyServer::new(master, store.clone(), config, clock.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
