@@ -122,7 +122,7 @@ pub struct ErrorBody {
     /// Seconds until trying again makes sense (rate limits and locks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
-    /// Attempts left for this code (wrong codes).
+    /// Attempts left for this address before it is locked (wrong codes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts_left: Option<u32>,
 }

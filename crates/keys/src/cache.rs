@@ -1,5 +1,6 @@
 //! The key client's cache: keys and public parameters in SQLite, each key encrypted with
-//! AES-256-GCM under a cache key, bound to its (address, epoch, kind) so rows cannot be swapped.
+//! AES-256-GCM under a cache key, bound to its (address, epoch, kind, master key id) so rows
+//! cannot be swapped.
 //!
 //! A key for one month never changes, so a cached key is as good as a fresh one: this is what
 //! lets mail move while the key server is down.
@@ -54,6 +55,8 @@ impl std::fmt::Debug for KeyCache {
 pub const KEY_FILE: &str = "cache.key";
 /// The database file.
 pub const DB_FILE: &str = "keys.db";
+
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -132,7 +135,21 @@ impl KeyCache {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        // A cache is only a copy: one of an older layout is dropped, not migrated.
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await?;
+        if version != SCHEMA_VERSION {
+            sqlx::raw_sql("DROP TABLE IF EXISTS keys; DROP TABLE IF EXISTS params;")
+                .execute(&pool)
+                .await?;
+            sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {SCHEMA_VERSION}"
+            )))
+            .execute(&pool)
+            .await?;
+        }
         Ok(KeyCache {
             pool,
             aead: Aes256Gcm::new(key.into()),

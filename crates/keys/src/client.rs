@@ -110,6 +110,8 @@ pub struct KeyClient {
     token: Mutex<Option<Zeroizing<String>>>,
     cache: Option<KeyCache>,
     retries: u32,
+    /// The newest master key seen in the parameters: keys are asked for (and looked up) under it.
+    newest: Mutex<Option<KeyId>>,
 }
 
 fn now() -> u64 {
@@ -167,6 +169,7 @@ impl KeyClient {
             token: Mutex::new(config.token),
             cache,
             retries: config.retries,
+            newest: Mutex::new(None),
         })
     }
 
@@ -260,18 +263,24 @@ impl KeyClient {
             },
             Err(e) => return Err(e),
         };
-        PublicParams::from_bytes(&bytes).map_err(|e| ClientError::Protocol(format!("params: {e}")))
+        let params = PublicParams::from_bytes(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("params: {e}")))?;
+        if let Ok(mut newest) = self.newest.lock() {
+            *newest = Some(params.newest().id());
+        }
+        Ok(params)
     }
 
-    /// A key's encoding from the newest master key: from the cache, else from the server (and
-    /// then cached). The flag is true when it was fetched now.
+    /// A key's encoding from the newest master key (as of the last [`KeyClient::params`]): from
+    /// the cache, else from the server (and then cached). The flag is true when it was fetched now.
     pub async fn key_bytes(
         &self,
         address: &Address,
         epoch: Epoch,
         kind: KeyKind,
     ) -> Result<(Zeroizing<Vec<u8>>, bool), ClientError> {
-        self.key_bytes_for(address, epoch, kind, None).await
+        let newest = self.newest.lock().ok().and_then(|n| *n);
+        self.key_bytes_for(address, epoch, kind, newest).await
     }
 
     /// Like [`KeyClient::key_bytes`], for the master key `key_id` (a message sealed before a

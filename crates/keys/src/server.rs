@@ -43,7 +43,8 @@ pub struct KeyServerConfig {
     pub prefetch_window_days: u32,
     /// Seconds a one-time code stays valid.
     pub code_ttl_secs: u64,
-    /// Wrong guesses allowed per code before the address is locked.
+    /// Wrong codes allowed per address within an hour, across resent codes, before the address
+    /// is locked.
     pub code_attempts: u32,
     /// Seconds an address stays locked after too many wrong guesses.
     pub lockout_secs: u64,
@@ -342,7 +343,16 @@ async fn key(
     }
     let req: KeyRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(refused) => return Err(s.refuse(&anonymous, refused).await),
+        Err(refused) => {
+            let actor = who
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), Requester::actor);
+            let event = Event {
+                actor: &actor,
+                ..anonymous
+            };
+            return Err(s.refuse(&event, refused).await);
+        }
     };
     let kind = req.kind.as_str();
     let Some(who) = who else {
@@ -486,16 +496,22 @@ impl KeyServer {
         .retry_after(remaining)
     }
 
+    /// The per-network limit on login requests, checked before anything is parsed or written,
+    /// so that a flood cannot grow the audit log.
+    fn login_flood_check(&self, client: SocketAddr) -> Result<(), Refused> {
+        self.login_per_ip
+            .check(&client_key(client.ip()), self.clock.now())
+            .map_err(|wait| {
+                Refused::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many login requests from this network address",
+                )
+                .retry_after(wait)
+            })
+    }
+
     async fn check_login_limits(&self, event: &Event<'_>, now: u64) -> Result<(), Refused> {
-        if let Err(wait) = self.login_per_ip.check(&client_key(event.client.ip()), now) {
-            let r = Refused::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many login requests from this network address",
-            )
-            .retry_after(wait);
-            return Err(self.refuse(event, r).await);
-        }
         if let Some(address) = event.address
             && let Some(until) = self.store.locked_until(address, now).await?
         {
@@ -528,6 +544,7 @@ async fn login_start(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<LoginStarted>), Refused> {
+    s.login_flood_check(client)?;
     let req: LoginStart = match parse_body(&body) {
         Ok(r) => r,
         Err(r) => return Err(s.refuse(&login_event(client, None), r).await),
@@ -612,6 +629,7 @@ async fn login_verify(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<Json<Session>, Refused> {
+    s.login_flood_check(client)?;
     let req: LoginVerify = match parse_body(&body) {
         Ok(r) => r,
         Err(r) => return Err(s.refuse(&login_event(client, None), r).await),
@@ -651,6 +669,10 @@ async fn login_verify(
     // Count the attempt before comparing: concurrent guesses are all counted, and once the
     // allowance is spent no further guess is even compared.
     let attempts = s.store.count_attempt(addr, now, ATTEMPT_WINDOW).await?;
+    // A guess that raced with the one that locked the address must not start a new count.
+    if let Some(until) = s.store.locked_until(addr, now).await? {
+        return Err(s.refuse(&event, s.locked(until - now)).await);
+    }
     let allowed = s.config.code_attempts;
     if attempts > allowed {
         s.lock(addr, now).await?;

@@ -105,7 +105,7 @@ pub struct CodeRow {
     pub sent_at: u64,
     /// Unix seconds it stops working.
     pub expires: u64,
-    /// Wrong guesses left.
+    /// Unused since wrong codes are counted per address (schema 2); kept for the column.
     pub attempts_left: u32,
 }
 
@@ -114,7 +114,7 @@ pub struct CodeRow {
 pub struct AuditEntry {
     /// Unix seconds.
     pub at: u64,
-    /// `token:NAME`, `person:ADDRESS` or `anonymous`.
+    /// `token:NAME`, `person:ADDRESS`, `anonymous` (logins) or `unknown` (bad credentials).
     pub actor: String,
     /// The client's IP address.
     pub client: String,

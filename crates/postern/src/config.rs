@@ -77,15 +77,6 @@ impl Config {
         if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
-        if self.web.tls_cert.is_none()
-            && !self.web.listen.ip().is_loopback()
-            && !self.web.allow_plain_http
-        {
-            anyhow::bail!(
-                "web.listen = {} is not loopback, so web.tls_cert and web.tls_key are needed (or web.allow_plain_http = true behind a TLS proxy)",
-                self.web.listen
-            );
-        }
         let k = &self.keyserver;
         if k.code_attempts == 0 {
             anyhow::bail!("keyserver.code_attempts must be at least 1");
@@ -95,6 +86,20 @@ impl Config {
         }
         if k.prefetch_window_days > 27 {
             anyhow::bail!("keyserver.prefetch_window_days must be at most 27");
+        }
+        Ok(())
+    }
+
+    /// Plain HTTP off loopback would carry keys in clear: refused unless explicitly allowed.
+    pub fn check_plain_http(&self) -> Result<()> {
+        if self.web.tls_cert.is_none()
+            && !self.web.listen.ip().is_loopback()
+            && !self.web.allow_plain_http
+        {
+            anyhow::bail!(
+                "web.listen = {} is not loopback, so web.tls_cert and web.tls_key are needed (or web.allow_plain_http = true behind a TLS proxy)",
+                self.web.listen
+            );
         }
         Ok(())
     }
@@ -130,9 +135,11 @@ mod tests {
         assert!(err.to_string().contains("listen"), "{err}");
         let err = Config::parse("[keyserver]\ncode_attempts = 0\n").unwrap_err();
         assert!(err.to_string().contains("keyserver.code_attempts"), "{err}");
-        let err = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        let open = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = open.check_plain_http().unwrap_err();
         assert!(err.to_string().contains("web.tls_cert"), "{err}");
-        let err = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        let open = Config::parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = open.check_plain_http().unwrap_err();
         assert!(err.to_string().contains("web.tls_cert"), "{err}");
         let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("starttls"), "{err}");

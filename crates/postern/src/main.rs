@@ -336,9 +336,9 @@ fn main() -> ExitCode {
         Command::Inspect(a) => seal_cmd::inspect(&a),
         Command::Serve(a) => serve::serve(&a),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
-        Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file).map(|_| {
-            println!("{}: ok", file.display());
-        }),
+        Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
+            .and_then(|c| c.check_plain_http())
+            .map(|()| println!("{}: ok", file.display())),
         Command::Keys(KeysCommand::Token(t)) => keyserver_cmd::token(t),
         Command::Keys(KeysCommand::Audit(a)) => keyserver_cmd::audit(&a),
         Command::Keys(KeysCommand::Fetch(a)) => keyserver_cmd::fetch(&a),

@@ -52,6 +52,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
 }
 
 async fn run(config: Config, components: Vec<String>) -> Result<()> {
+    config.check_plain_http()?;
     create_private_dir(&config.data_dir)?;
     let mut app = axum::Router::new();
     if components.iter().any(|c| c == "keyserver") {
