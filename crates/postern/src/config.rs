@@ -19,6 +19,10 @@ pub struct Config {
     pub web: WebConfig,
     /// The key server.
     pub keyserver: KeyServerConfig,
+    /// The SMTP listeners.
+    pub smtp: smtp::SmtpConfig,
+    /// Next hops, retries and the queue lifetime.
+    pub delivery: smtp::DeliveryConfig,
 }
 
 impl Default for Config {
@@ -27,6 +31,8 @@ impl Default for Config {
             data_dir: PathBuf::from("postern-data"),
             web: WebConfig::default(),
             keyserver: KeyServerConfig::default(),
+            smtp: smtp::SmtpConfig::default(),
+            delivery: smtp::DeliveryConfig::default(),
         }
     }
 }
@@ -87,6 +93,54 @@ impl Config {
         if k.prefetch_window_days > 27 {
             anyhow::bail!("keyserver.prefetch_window_days must be at most 27");
         }
+        let s = &self.smtp;
+        if s.max_line_length < 1000 {
+            anyhow::bail!(
+                "smtp.max_line_length must be at least 1000 (RFC 5321 section 4.5.3.1.6)"
+            );
+        }
+        if s.max_message_size == 0
+            || s.max_recipients == 0
+            || s.max_connections == 0
+            || s.max_connections_per_client == 0
+        {
+            anyhow::bail!(
+                "smtp.max_message_size, max_recipients, max_connections and max_connections_per_client must be at least 1"
+            );
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            anyhow::bail!("smtp.tls_cert and smtp.tls_key must be set together");
+        }
+        if s.require_auth && s.users.is_empty() {
+            anyhow::bail!("smtp.require_auth is on but smtp.users is empty: nobody could send");
+        }
+        for u in &s.users {
+            if argon2::PasswordHash::new(&u.password_hash).is_err() {
+                anyhow::bail!(
+                    "smtp.users: the password_hash of {:?} is not an Argon2 PHC string (make one with `postern smtp hash-password`)",
+                    u.name
+                );
+            }
+        }
+        for (key, hop) in [
+            ("delivery.internal", &self.delivery.internal),
+            ("delivery.external", &self.delivery.external),
+        ] {
+            if let Some(h) = hop {
+                h.parse::<smtp::NextHop>()
+                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            }
+        }
+        if self.delivery.retry_initial_secs == 0
+            || self.delivery.retry_max_secs < self.delivery.retry_initial_secs
+        {
+            anyhow::bail!(
+                "delivery.retry_initial_secs must be at least 1 and at most delivery.retry_max_secs"
+            );
+        }
+        if self.delivery.concurrency_per_hop == 0 {
+            anyhow::bail!("delivery.concurrency_per_hop must be at least 1");
+        }
         Ok(())
     }
 
@@ -110,6 +164,30 @@ impl Config {
             .key_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The next hops by name: `internal` and `external`.
+    pub fn next_hops(&self) -> Result<std::collections::HashMap<String, smtp::NextHop>> {
+        let default = format!("maildir:{}", self.data_dir.join("maildir").display());
+        let internal = self.delivery.internal.clone().unwrap_or(default);
+        let external = self
+            .delivery
+            .external
+            .clone()
+            .unwrap_or_else(|| internal.clone());
+        let mut hops = std::collections::HashMap::new();
+        for (name, text) in [("internal", internal), ("external", external)] {
+            let hop = text
+                .parse::<smtp::NextHop>()
+                .map_err(|e| anyhow::anyhow!("delivery.{name}: {e}"))?;
+            hops.insert(name.to_string(), hop);
+        }
+        Ok(hops)
+    }
+
+    /// The queue's directory.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.data_dir.join("queue")
     }
 
     /// The key server's database.

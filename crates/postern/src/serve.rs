@@ -21,7 +21,7 @@ use crate::keys_cmd::{MASTER_FILE, PARAMS_FILE};
 use crate::passphrase;
 
 /// The components `serve` can run.
-pub const COMPONENTS: &[&str] = &["keyserver"];
+pub const COMPONENTS: &[&str] = &["smtp", "keyserver"];
 
 /// The generated passphrase file, for a key server started with no configuration.
 pub const GENERATED_PASSPHRASE: &str = "passphrase";
@@ -54,7 +54,16 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
 async fn run(config: Config, components: Vec<String>) -> Result<()> {
     config.check_plain_http()?;
     create_private_dir(&config.data_dir)?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut app = axum::Router::new();
+    let mut background = tokio::task::JoinSet::new();
+    if components.iter().any(|c| c == "smtp") {
+        let (router, tasks) = start_mail(&config, stop.clone()).await?;
+        app = app.merge(router);
+        for t in tasks {
+            background.spawn(t);
+        }
+    }
     if components.iter().any(|c| c == "keyserver") {
         let master = open_or_create_master_keys(&config)?;
         let store = Store::open(&config.keyserver_db())
@@ -83,34 +92,146 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
         .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
     let local = tcp.local_addr()?;
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let web_stop = {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.changed().await;
+        }
+    };
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     match (&config.web.tls_cert, &config.web.tls_key) {
         (Some(cert), Some(key)) => {
             let acceptor = keys::tls::acceptor(cert, key)?;
-            tracing::info!(
-                "key server listening on https://{local}{}",
-                keys::api::PREFIX
-            );
+            tracing::info!("web (key server API, /metrics) on https://{local}");
             // `tap_io` gives the TLS listener axum's ConnectInfo<SocketAddr>.
             let listener = axum::serve::ListenerExt::tap_io(
                 keys::tls::TlsListener::new(tcp, acceptor)?,
                 |_| {},
             );
             axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(web_stop)
                 .await?;
         }
         _ => {
-            tracing::info!(
-                "key server listening on http://{local}{}",
-                keys::api::PREFIX
-            );
+            tracing::info!("web (key server API, /metrics) on http://{local}");
             axum::serve(tcp, service)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(web_stop)
                 .await?;
         }
     }
-    tracing::info!("stopped");
+    signal.abort();
+    while background.join_next().await.is_some() {}
+    tracing::info!("stopped; the queue is kept");
     Ok(())
+}
+
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the SMTP listeners, the pipeline and the delivery workers; returns the `/metrics`
+/// route and the tasks to wait for at shutdown.
+async fn start_mail(
+    config: &Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(axum::Router, Vec<Task>)> {
+    use smtp::session::Shared;
+    use std::sync::atomic::Ordering;
+
+    let hostname = config.smtp.hostname.clone().unwrap_or_else(machine_name);
+    let queue = store::Queue::open(&config.queue_dir())
+        .await
+        .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
+    let metrics = Arc::new(smtp::metrics::Metrics::default());
+    let hops = config.next_hops()?;
+    let deliverer = smtp::deliver::Deliverer::new(
+        queue.clone(),
+        config.delivery.clone(),
+        hops.clone(),
+        hostname.clone(),
+        metrics.clone(),
+    );
+    let pipeline = smtp::pipeline::Pipeline::new(
+        queue.clone(),
+        config.smtp.internal_domains.clone(),
+        deliverer.wake.clone(),
+    );
+    let tls = smtp::server::tls_acceptor(
+        config.smtp.tls_cert.as_deref(),
+        config.smtp.tls_key.as_deref(),
+        &hostname,
+    )?;
+    let mut tasks: Vec<Task> = Vec::new();
+    let grace = Duration::from_secs(30);
+    let mut listeners = vec![(config.smtp.listen, store::Source::Policy)];
+    if let Some(bypass) = config.smtp.bypass_listen {
+        listeners.push((bypass, store::Source::Bypass));
+    }
+    for (addr, source) in listeners {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for SMTP on {addr}"))?;
+        let wake = pipeline.wake.clone();
+        let m = metrics.clone();
+        let shared = Arc::new(Shared {
+            config: config.smtp.clone(),
+            hostname: hostname.clone(),
+            queue: queue.clone(),
+            tls: tls.clone(),
+            source,
+            on_accept: Box::new(move |_, size| {
+                m.received.fetch_add(1, Ordering::Relaxed);
+                m.received_bytes.fetch_add(size, Ordering::Relaxed);
+                wake.notify_one();
+            }),
+        });
+        let which = match source {
+            store::Source::Bypass => "bypass (no policy)",
+            _ => "policy",
+        };
+        tracing::info!("SMTP {which} listening on {addr}: send mail here");
+        tasks.push(Box::pin(smtp::server::serve(
+            listener,
+            shared,
+            stop.clone(),
+            grace,
+        )));
+    }
+    let mut hop_names: Vec<_> = hops.iter().collect();
+    hop_names.sort_by_key(|(name, _)| name.as_str());
+    for (name, hop) in hop_names {
+        tracing::info!("{name} recipients are delivered to {hop}");
+    }
+    tasks.push(Box::pin(pipeline.clone().run(stop.clone())));
+    tasks.push(Box::pin(deliverer.clone().run(stop.clone())));
+    let render_queue = queue.clone();
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (queue, metrics) = (render_queue.clone(), metrics.clone());
+            async move {
+                let depth = queue.depth().await.unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(depth.received, depth.pending, depth.deferred),
+                )
+            }
+        }),
+    );
+    Ok((router, tasks))
+}
+
+/// This machine's name, for the SMTP greeting.
+fn machine_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 async fn shutdown_signal() {

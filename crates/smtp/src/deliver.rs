@@ -1,0 +1,286 @@
+//! Delivery workers: take due recipients from the queue, deliver them to their next hop (SMTP
+//! with connection reuse, or a Maildir), and record each recipient's outcome: delivered, deferred
+//! with exponential backoff, or bounced with a delivery status notification to the sender.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use store::{Delivery, Envelope, Outcome, Queue, Source};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::client::{ClientError, Connection};
+use crate::config::{DeliveryConfig, NextHop};
+use crate::metrics::Metrics;
+
+/// The delivery side of the gateway.
+pub struct Deliverer {
+    queue: Queue,
+    config: DeliveryConfig,
+    hops: HashMap<String, NextHop>,
+    hostname: String,
+    limits: HashMap<String, Arc<Semaphore>>,
+    idle: Mutex<HashMap<String, Vec<Connection>>>,
+    metrics: Arc<Metrics>,
+    /// Wakes the workers when new mail is routed.
+    pub wake: Arc<Notify>,
+}
+
+/// Idle connections kept per next hop.
+const MAX_IDLE: usize = 32;
+
+impl Deliverer {
+    /// A deliverer for named next hops (`internal`, `external`).
+    pub fn new(
+        queue: Queue,
+        config: DeliveryConfig,
+        hops: HashMap<String, NextHop>,
+        hostname: String,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        // Hops that name the same destination share one concurrency limit.
+        let mut by_target: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut limits = HashMap::new();
+        for (name, hop) in &hops {
+            let sem = by_target
+                .entry(hop.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(config.concurrency_per_hop.max(1))))
+                .clone();
+            limits.insert(name.clone(), sem);
+        }
+        Arc::new(Deliverer {
+            queue,
+            config,
+            hops,
+            hostname,
+            limits,
+            idle: Mutex::new(HashMap::new()),
+            metrics,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Runs until `stop` turns true: each round claims what is due and delivers it.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let lease = Duration::from_secs(self.config.timeout_secs * 4 + 60);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let due = match self.queue.due(256, lease).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the queue");
+                    Vec::new()
+                }
+            };
+            let busy = !due.is_empty();
+            for d in due {
+                let me = self.clone();
+                let Some(limit) = self.limits.get(&d.hop).cloned() else {
+                    tracing::error!(queue_id = %d.id, hop = %d.hop, "no such next hop configured");
+                    continue;
+                };
+                tasks.spawn(async move {
+                    let Ok(_permit) = limit.acquire_owned().await else {
+                        return;
+                    };
+                    me.deliver(d).await;
+                });
+            }
+            while tasks.try_join_next().is_some() {}
+            if busy && tasks.len() < 512 {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Let attempts in flight finish; their leases cover a crash anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tasks.abort_all();
+    }
+
+    fn backoff(&self, attempts: u32) -> u64 {
+        let factor = 1u64.checked_shl(attempts.min(30)).unwrap_or(u64::MAX);
+        self.config
+            .retry_initial_secs
+            .saturating_mul(factor)
+            .min(self.config.retry_max_secs)
+    }
+
+    async fn deliver(&self, d: Delivery) {
+        let Some(hop) = self.hops.get(&d.hop).cloned() else {
+            return;
+        };
+        let path = self.queue.spool().path(&d.id);
+        let addresses: Vec<String> = d.recipients.iter().map(|(_, a)| a.clone()).collect();
+        let results: Vec<Result<String, (bool, String)>> = match &hop {
+            NextHop::Maildir(root) => {
+                let mut out = Vec::new();
+                for a in &addresses {
+                    let (root, sender, a2, path) =
+                        (root.clone(), d.sender.clone(), a.clone(), path.clone());
+                    let r = tokio::task::spawn_blocking(move || {
+                        crate::maildir::deliver(&root, &sender, &a2, &path)
+                    })
+                    .await;
+                    out.push(match r {
+                        Ok(Ok(name)) => Ok(format!("delivered to maildir as {name}")),
+                        Ok(Err(e)) => Err((true, format!("maildir: {e}"))),
+                        Err(e) => Err((true, format!("maildir: {e}"))),
+                    });
+                }
+                out
+            }
+            NextHop::Smtp { host, port } => {
+                match self.smtp(&d, host, *port, &addresses, &path).await {
+                    Ok(replies) => replies
+                        .into_iter()
+                        .map(|r| {
+                            if r.is_ok() {
+                                Ok(r.to_string())
+                            } else {
+                                Err((!r.is_permanent(), r.to_string()))
+                            }
+                        })
+                        .collect(),
+                    Err(e) => addresses
+                        .iter()
+                        .map(|_| Err((e.is_transient(), e.to_string())))
+                        .collect(),
+                }
+            }
+        };
+        let now = store::queue::now();
+        let expired = now.saturating_sub(d.received_at) >= self.config.queue_lifetime_secs;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut bounced = Vec::new();
+        for ((rid, address), result) in d.recipients.iter().zip(results) {
+            let outcome = match result {
+                Ok(reply) => {
+                    self.metrics
+                        .delivered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics
+                        .observe_latency(now.saturating_sub(d.received_at) as f64);
+                    tracing::info!(queue_id = %d.id, recipient = %address, hop = %hop, "delivered: {reply}");
+                    Outcome::Delivered(reply)
+                }
+                Err((true, reply)) if !expired => {
+                    let retry_at = now + self.backoff(d.attempts);
+                    self.metrics
+                        .deferred
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(queue_id = %d.id, recipient = %address, hop = %hop, retry_in = retry_at - now, "deferred: {reply}");
+                    Outcome::Deferred { retry_at, reply }
+                }
+                Err((transient, reply)) => {
+                    let reply = if transient {
+                        format!("gave up after the queue lifetime; last error: {reply}")
+                    } else {
+                        reply
+                    };
+                    self.metrics
+                        .bounced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(queue_id = %d.id, recipient = %address, hop = %hop, "bounced: {reply}");
+                    bounced.push((address.clone(), reply.clone()));
+                    Outcome::Bounced(reply)
+                }
+            };
+            outcomes.push((*rid, outcome));
+        }
+        // The null sender (a notification itself) never gets one back.
+        if !bounced.is_empty()
+            && !d.sender.is_empty()
+            && let Err(e) = self.notify_sender(&d, &bounced).await
+        {
+            tracing::error!(queue_id = %d.id, error = %e, "cannot queue the delivery status notification");
+        }
+        if let Err(e) = self.queue.record(&d.id, &outcomes).await {
+            tracing::error!(queue_id = %d.id, error = %e, "cannot record delivery results; the lease will expire and they will be retried");
+        }
+    }
+
+    async fn smtp(
+        &self,
+        d: &Delivery,
+        host: &str,
+        port: u16,
+        recipients: &[String],
+        path: &std::path::Path,
+    ) -> Result<Vec<crate::client::Reply>, ClientError> {
+        let key = format!("{host}:{port}");
+        let reused = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let was_reused = reused.is_some();
+        let mut conn = match reused {
+            Some(c) => c,
+            None => {
+                Connection::open(host, port, &self.hostname, self.config.starttls, timeout).await?
+            }
+        };
+        let result = conn.send_file(&d.sender, recipients, path).await;
+        let result = match result {
+            // A reused connection may have been closed by the server meanwhile: one fresh try.
+            Err(ClientError::Network(_)) if was_reused => {
+                let mut fresh =
+                    Connection::open(host, port, &self.hostname, self.config.starttls, timeout)
+                        .await?;
+                let r = fresh.send_file(&d.sender, recipients, path).await;
+                conn = fresh;
+                r
+            }
+            other => other,
+        };
+        match result {
+            Ok(replies) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    let list = idle.entry(key).or_default();
+                    if list.len() < MAX_IDLE {
+                        list.push(conn);
+                    }
+                }
+                Ok(replies)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues a delivery status notification (RFC 3464) to the sender for `failed` recipients.
+    async fn notify_sender(
+        &self,
+        d: &Delivery,
+        failed: &[(String, String)],
+    ) -> Result<(), store::QueueError> {
+        let text = crate::dsn::build(&self.hostname, d, failed, self.queue.spool());
+        let mut file = self.queue.spool().create()?;
+        file.write(text.as_bytes())?;
+        let finished = tokio::task::spawn_blocking(move || file.finish())
+            .await
+            .map_err(|e| store::QueueError::Io(std::io::Error::other(e)))??;
+        let envelope = Envelope {
+            sender: String::new(),
+            recipients: vec![d.sender.clone()],
+            client: "127.0.0.1".into(),
+            helo: self.hostname.clone(),
+            source: Source::Local,
+            message_id: None,
+        };
+        let id = self.queue.accept(envelope, finished).await?;
+        tracing::info!(queue_id = %id, original = %d.id, "queued a delivery status notification to {}", d.sender);
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Postern's SMTP side: the server that receives mail on the policy and bypass ports, the
+//! pipeline that decides where it goes, and the delivery workers that send it on (SMTP with
+//! retries, or a Maildir), with delivery status notifications for what cannot be delivered.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod deliver;
+pub mod dsn;
+pub mod maildir;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod session;
+
+pub use config::{DeliveryConfig, NextHop, SmtpConfig, TlsMode};

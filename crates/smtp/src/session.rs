@@ -1,0 +1,837 @@
+//! One SMTP server session (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+//! ENHANCEDSTATUSCODES, STARTTLS and AUTH PLAIN/LOGIN), as an explicit state machine over a
+//! buffered stream. A `250` after DATA is sent only once the queue has the message durably.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use store::{Envelope, Queue, Source};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::SmtpConfig;
+
+/// Told the queue id and size of each accepted message.
+pub type AcceptHook = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+/// What a session needs from its server.
+pub struct Shared {
+    /// The settings.
+    pub config: SmtpConfig,
+    /// The greeting name.
+    pub hostname: String,
+    /// Where accepted mail goes.
+    pub queue: Queue,
+    /// For STARTTLS.
+    pub tls: TlsAcceptor,
+    /// Which port this is.
+    pub source: Source,
+    /// Called after each accepted message (metrics, waking the pipeline).
+    pub on_accept: AcceptHook,
+}
+
+/// The connection, before or after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the plain stream is being upgraded.
+    Detached,
+}
+
+fn detached() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "stream detached for STARTTLS",
+    )
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Where the session is in the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Before EHLO/HELO.
+    Connected,
+    /// Greeted, no transaction.
+    Ready,
+    /// After MAIL FROM.
+    Mail,
+    /// After at least one accepted RCPT TO.
+    Rcpt,
+}
+
+/// Why a session ended early.
+enum End {
+    Quit,
+    Closed,
+    Timeout,
+    TooManyErrors,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+/// Longest command line (RFC 5321 §4.5.3.1.4 allows 512 with CRLF; extensions add parameters).
+const MAX_COMMAND_LINE: usize = 2048;
+
+struct Session {
+    shared: Arc<Shared>,
+    io: BufReader<Stream>,
+    out: Vec<u8>,
+    peer: SocketAddr,
+    phase: Phase,
+    helo: String,
+    esmtp: bool,
+    tls: bool,
+    user: Option<String>,
+    sender: Option<String>,
+    recipients: Vec<String>,
+    errors: u32,
+}
+
+/// Runs a session on an accepted connection to its end.
+pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let mut session = Session {
+        shared,
+        io: BufReader::with_capacity(64 * 1024, Stream::Plain(tcp)),
+        out: Vec::with_capacity(1024),
+        peer,
+        phase: Phase::Connected,
+        helo: String::new(),
+        esmtp: false,
+        tls: false,
+        user: None,
+        sender: None,
+        recipients: Vec::new(),
+        errors: 0,
+    };
+    let greeting = format!("220 {} ESMTP Postern\r\n", session.shared.hostname);
+    session.out.extend_from_slice(greeting.as_bytes());
+    let end = session.serve().await;
+    match end {
+        End::Quit | End::Closed => {}
+        End::Timeout => {
+            session.reply(421, "4.4.2", "timeout, closing the connection");
+        }
+        End::TooManyErrors => {
+            session.reply(421, "4.7.0", "too many errors, closing the connection");
+        }
+        End::Io(e) => tracing::debug!(peer = %peer, error = %e, "session I/O error"),
+    }
+    let _ = session.flush().await;
+    let _ = session.io.get_mut().shutdown().await;
+}
+
+impl Session {
+    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        let line = format!("{code} {enhanced} {text}\r\n");
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    fn reply_lines(&mut self, code: u16, lines: &[String]) {
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            self.out
+                .extend_from_slice(format!("{code}{sep}{l}\r\n").as_bytes());
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.get_mut().write_all(&self.out).await?;
+            self.io.get_mut().flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads one line (CRLF or LF ended) of at most `max` bytes; `Ok(None)` at end of input.
+    /// A longer line is consumed and reported as `Err(true)` in the flag.
+    async fn read_line(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Option<(Vec<u8>, bool)>, End> {
+        // Flush replies only when no pipelined input is waiting: one write per batch.
+        if self.io.buffer().is_empty() {
+            self.flush().await?;
+        }
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = match tokio::time::timeout(timeout, self.io.fill_buf()).await {
+                Err(_) => return Err(End::Timeout),
+                Ok(r) => r?,
+            };
+            if buf.is_empty() {
+                return if line.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some((line, too_long)))
+                };
+            }
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if !too_long {
+                if line.len() + take > max {
+                    too_long = true;
+                    line.clear();
+                } else {
+                    line.extend_from_slice(&buf[..take]);
+                }
+            }
+            self.io.consume(take);
+            if done {
+                return Ok(Some((line, too_long)));
+            }
+        }
+    }
+
+    fn error(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), End> {
+        self.reply(code, enhanced, text);
+        self.errors += 1;
+        if self.errors >= self.shared.config.max_errors {
+            return Err(End::TooManyErrors);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.recipients.clear();
+        if self.phase != Phase::Connected {
+            self.phase = Phase::Ready;
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let timeout = Duration::from_secs(self.shared.config.command_timeout_secs);
+        loop {
+            let line = match self.read_line(MAX_COMMAND_LINE, timeout).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return End::Closed,
+                Err(e) => return e,
+            };
+            let result = match line {
+                (_, true) => self.error(500, "5.5.6", "command line too long"),
+                (bytes, false) => self.command(&bytes).await,
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    async fn command(&mut self, raw: &[u8]) -> Result<(), End> {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = match text.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
+            None => (text.to_ascii_uppercase(), ""),
+        };
+        match verb.as_str() {
+            "EHLO" | "HELO" => self.hello(&verb, arg),
+            "MAIL" => self.mail(arg),
+            "RCPT" => self.rcpt(arg),
+            "DATA" => self.data().await,
+            "RSET" => {
+                self.reset();
+                self.reply(250, "2.0.0", "reset");
+                Ok(())
+            }
+            "NOOP" => {
+                self.reply(250, "2.0.0", "ok");
+                Ok(())
+            }
+            "QUIT" => {
+                self.reply(221, "2.0.0", "closing connection");
+                Err(End::Quit)
+            }
+            "STARTTLS" => self.starttls().await,
+            "AUTH" => self.auth(arg).await,
+            "VRFY" | "EXPN" => self.error(502, "5.5.1", "VRFY and EXPN are disabled"),
+            "HELP" => {
+                self.reply(214, "2.0.0", "see RFC 5321");
+                Ok(())
+            }
+            "" => self.error(500, "5.5.2", "empty command"),
+            _ => self.error(500, "5.5.2", "command not recognized"),
+        }
+    }
+
+    fn hello(&mut self, verb: &str, arg: &str) -> Result<(), End> {
+        if arg.is_empty() {
+            return self.error(501, "5.5.4", "a domain or address is required");
+        }
+        self.reset();
+        self.phase = Phase::Ready;
+        self.helo = arg.chars().take(255).collect();
+        if verb == "HELO" {
+            self.esmtp = false;
+            let name = self.shared.hostname.clone();
+            self.out
+                .extend_from_slice(format!("250 {name}\r\n").as_bytes());
+            return Ok(());
+        }
+        self.esmtp = true;
+        let c = &self.shared.config;
+        let mut lines = vec![
+            self.shared.hostname.clone(),
+            "PIPELINING".into(),
+            format!("SIZE {}", c.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.tls && !c.users.is_empty() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        self.reply_lines(250, &lines);
+        Ok(())
+    }
+
+    fn relay_allowed(&self, recipient: &str) -> bool {
+        if self.user.is_some() {
+            return true;
+        }
+        if self
+            .shared
+            .config
+            .client_networks
+            .iter()
+            .any(|n| n.contains(self.peer.ip()))
+        {
+            return true;
+        }
+        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        self.shared
+            .config
+            .internal_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    fn mail(&mut self, arg: &str) -> Result<(), End> {
+        match self.phase {
+            Phase::Connected => return self.error(503, "5.5.1", "say EHLO or HELO first"),
+            Phase::Mail | Phase::Rcpt => {
+                return self.error(503, "5.5.1", "a transaction is already open (RSET first)");
+            }
+            Phase::Ready => {}
+        }
+        if self.shared.config.require_auth && self.user.is_none() {
+            return self.error(530, "5.7.0", "authentication required");
+        }
+        let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
+            return self.error(501, "5.5.4", "syntax: MAIL FROM:<address>");
+        };
+        let Some((path, params)) = parse_path(rest) else {
+            return self.error(501, "5.1.7", "the sender address is malformed");
+        };
+        for p in params.split_whitespace() {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            match key.to_ascii_uppercase().as_str() {
+                "SIZE" if self.esmtp => {
+                    let Ok(size) = value.parse::<u64>() else {
+                        return self.error(501, "5.5.4", "SIZE needs a number");
+                    };
+                    if size > self.shared.config.max_message_size {
+                        return self.error(
+                            552,
+                            "5.3.4",
+                            "the message is larger than this server accepts",
+                        );
+                    }
+                }
+                "BODY" if self.esmtp => {
+                    if !value.eq_ignore_ascii_case("7BIT")
+                        && !value.eq_ignore_ascii_case("8BITMIME")
+                    {
+                        return self.error(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
+                    }
+                }
+                "SMTPUTF8" if self.esmtp => {}
+                "AUTH" if self.esmtp => {}
+                _ => return self.error(555, "5.5.4", "unsupported MAIL parameter"),
+            }
+        }
+        if !path.is_empty() && !valid_mailbox(&path) {
+            return self.error(553, "5.1.7", "the sender address is malformed");
+        }
+        self.sender = Some(path);
+        self.phase = Phase::Mail;
+        self.reply(250, "2.1.0", "sender ok");
+        Ok(())
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Result<(), End> {
+        if !matches!(self.phase, Phase::Mail | Phase::Rcpt) {
+            return self.error(503, "5.5.1", "MAIL first");
+        }
+        let Some(rest) = strip_prefix_ci(arg, "TO:") else {
+            return self.error(501, "5.5.4", "syntax: RCPT TO:<address>");
+        };
+        let Some((path, params)) = parse_path(rest) else {
+            return self.error(501, "5.1.3", "the recipient address is malformed");
+        };
+        if !params.trim().is_empty() {
+            return self.error(555, "5.5.4", "unsupported RCPT parameter");
+        }
+        if path.is_empty() || !valid_mailbox(&path) {
+            return self.error(553, "5.1.3", "the recipient address is malformed");
+        }
+        if self.recipients.len() >= self.shared.config.max_recipients {
+            self.reply(452, "4.5.3", "too many recipients in this message");
+            return Ok(());
+        }
+        if !self.relay_allowed(&path) {
+            tracing::info!(peer = %self.peer, recipient = %path, "relay attempt refused");
+            return self.error(554, "5.7.1", "relaying denied: the recipient's domain is not served here and the client may not relay");
+        }
+        self.recipients.push(path);
+        self.phase = Phase::Rcpt;
+        self.reply(250, "2.1.5", "recipient ok");
+        Ok(())
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        match self.phase {
+            Phase::Rcpt => {}
+            Phase::Mail => return self.error(554, "5.5.1", "no valid recipients"),
+            _ => return self.error(503, "5.5.1", "MAIL and RCPT first"),
+        }
+        let spool = self.shared.queue.spool().clone();
+        let mut file = match spool.create() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a spool file");
+                self.reply(
+                    451,
+                    "4.3.0",
+                    "cannot store the message now; try again later",
+                );
+                self.reset();
+                return Ok(());
+            }
+        };
+        self.reply(354, "", "end data with <CR><LF>.<CR><LF>");
+        let received = format!(
+            "Received: from {} ([{}])\r\n\tby {} (Postern) with {}{};\r\n\t{}\r\n",
+            sanitize(&self.helo),
+            self.peer.ip(),
+            self.shared.hostname,
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            if self.tls { "S" } else { "" },
+            rfc2822_now(),
+        );
+        let c = self.shared.config.clone();
+        let timeout = Duration::from_secs(c.data_timeout_secs);
+        let mut problem: Option<(u16, &str, &str)> = None;
+        let mut in_header = true;
+        let mut header_bytes = 0usize;
+        let mut size = 0u64;
+        let mut message_id = None;
+        let mut write_error = false;
+        if file.write(received.as_bytes()).is_err() {
+            write_error = true;
+        }
+        loop {
+            let (line, too_long) = match self.read_line(c.max_line_length, timeout).await? {
+                Some(l) => l,
+                None => return Err(End::Closed),
+            };
+            if !too_long && (line == b".\r\n" || line == b".\n") {
+                break;
+            }
+            if too_long {
+                problem.get_or_insert((
+                    552,
+                    "5.3.4",
+                    "a line of the message is longer than allowed",
+                ));
+                continue;
+            }
+            let body = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            size += body.len() as u64;
+            if size > c.max_message_size {
+                problem.get_or_insert((
+                    552,
+                    "5.3.4",
+                    "the message is larger than this server accepts",
+                ));
+                continue;
+            }
+            if in_header {
+                if body == b"\r\n" || body == b"\n" {
+                    in_header = false;
+                } else {
+                    header_bytes += body.len();
+                    if header_bytes > c.max_header_size {
+                        problem.get_or_insert((
+                            552,
+                            "5.3.4",
+                            "the message header is larger than allowed",
+                        ));
+                        continue;
+                    }
+                    if message_id.is_none()
+                        && body.len() > 11
+                        && body[..11].eq_ignore_ascii_case(b"message-id:")
+                    {
+                        message_id = Some(
+                            String::from_utf8_lossy(&body[11..])
+                                .trim()
+                                .chars()
+                                .take(250)
+                                .collect::<String>(),
+                        );
+                    }
+                }
+            }
+            if problem.is_none() && !write_error && file.write(body).is_err() {
+                write_error = true;
+            }
+        }
+        if let Some((code, enhanced, text)) = problem {
+            file.discard();
+            self.reset();
+            return self.error(code, enhanced, text);
+        }
+        if write_error {
+            file.discard();
+            self.reset();
+            self.reply(
+                451,
+                "4.3.0",
+                "cannot store the message now; try again later",
+            );
+            return Ok(());
+        }
+        let finished = match tokio::task::spawn_blocking(move || file.finish()).await {
+            Ok(Ok(f)) => f,
+            _ => {
+                self.reset();
+                self.reply(
+                    451,
+                    "4.3.0",
+                    "cannot store the message now; try again later",
+                );
+                return Ok(());
+            }
+        };
+        let len = finished.len;
+        let envelope = Envelope {
+            sender: self.sender.clone().unwrap_or_default(),
+            recipients: std::mem::take(&mut self.recipients),
+            client: self.peer.ip().to_string(),
+            helo: self.helo.clone(),
+            source: self.shared.source,
+            message_id,
+        };
+        let rcpts = envelope.recipients.len();
+        match self.shared.queue.accept(envelope, finished).await {
+            Ok(id) => {
+                tracing::info!(queue_id = %id, peer = %self.peer, size = len, recipients = rcpts, "accepted");
+                (self.shared.on_accept)(&id, len);
+                self.reply(250, "2.0.0", &format!("queued as {id}"));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a message");
+                self.reply(
+                    451,
+                    "4.3.0",
+                    "cannot store the message now; try again later",
+                );
+            }
+        }
+        self.reset();
+        Ok(())
+    }
+
+    async fn starttls(&mut self) -> Result<(), End> {
+        if self.tls {
+            return self.error(503, "5.5.1", "TLS is already active");
+        }
+        // Anything pipelined after STARTTLS was sent in clear and must not be obeyed after it.
+        if !self.io.buffer().is_empty() {
+            return self.error(
+                503,
+                "5.5.1",
+                "no commands may follow STARTTLS in the same packet",
+            );
+        }
+        self.reply(220, "2.0.0", "ready to start TLS");
+        self.flush().await?;
+        let io = std::mem::replace(&mut self.io, BufReader::new(Stream::Detached));
+        let Stream::Plain(tcp) = io.into_inner() else {
+            return Err(End::Closed);
+        };
+        let accepted =
+            tokio::time::timeout(Duration::from_secs(30), self.shared.tls.accept(tcp)).await;
+        match accepted {
+            Ok(Ok(tls)) => {
+                self.io = BufReader::with_capacity(64 * 1024, Stream::Tls(Box::new(tls)));
+                self.tls = true;
+                self.phase = Phase::Connected;
+                self.esmtp = false;
+                self.user = None;
+                self.reset();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "STARTTLS handshake failed");
+                Err(End::Closed)
+            }
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    async fn auth(&mut self, arg: &str) -> Result<(), End> {
+        if self.shared.config.users.is_empty() {
+            return self.error(502, "5.5.1", "authentication is not offered");
+        }
+        if !self.tls {
+            return self.error(538, "5.7.11", "encryption required: use STARTTLS first");
+        }
+        if self.phase == Phase::Connected {
+            return self.error(503, "5.5.1", "say EHLO first");
+        }
+        if self.user.is_some() {
+            return self.error(503, "5.5.1", "already authenticated");
+        }
+        if matches!(self.phase, Phase::Mail | Phase::Rcpt) {
+            return self.error(503, "5.5.1", "not during a transaction");
+        }
+        let (mech, initial) = match arg.split_once(' ') {
+            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_string())),
+            None => (arg.to_ascii_uppercase(), None),
+        };
+        let credentials = match mech.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(i) => i,
+                    None => match self.challenge("").await? {
+                        Some(r) => r,
+                        None => return self.error(501, "5.0.0", "authentication cancelled"),
+                    },
+                };
+                let Ok(decoded) = STANDARD.decode(response.as_bytes()) else {
+                    return self.error(501, "5.5.2", "the response is not base64");
+                };
+                let mut parts = decoded.split(|b| *b == 0);
+                let (_authz, user, pass) = (parts.next(), parts.next(), parts.next());
+                match (user, pass) {
+                    (Some(u), Some(p)) => (String::from_utf8_lossy(u).into_owned(), p.to_vec()),
+                    _ => return self.error(501, "5.5.2", "malformed PLAIN response"),
+                }
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(i) => i,
+                    None => match self.challenge("VXNlcm5hbWU6").await? {
+                        Some(r) => r,
+                        None => return self.error(501, "5.0.0", "authentication cancelled"),
+                    },
+                };
+                let pass = match self.challenge("UGFzc3dvcmQ6").await? {
+                    Some(r) => r,
+                    None => return self.error(501, "5.0.0", "authentication cancelled"),
+                };
+                match (
+                    STANDARD.decode(user.as_bytes()),
+                    STANDARD.decode(pass.as_bytes()),
+                ) {
+                    (Ok(u), Ok(p)) => (String::from_utf8_lossy(&u).into_owned(), p),
+                    _ => return self.error(501, "5.5.2", "the response is not base64"),
+                }
+            }
+            _ => return self.error(504, "5.5.4", "unsupported mechanism (use PLAIN or LOGIN)"),
+        };
+        let (name, password) = credentials;
+        let users = self.shared.config.users.clone();
+        let name_for_check = name.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            crate::auth::verify(&users, &name_for_check, &password)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            tracing::info!(peer = %self.peer, user = %name, "authenticated");
+            self.user = Some(name);
+            self.reply(235, "2.7.0", "authentication succeeded");
+            Ok(())
+        } else {
+            tracing::info!(peer = %self.peer, user = %name, "authentication failed");
+            self.error(535, "5.7.8", "authentication credentials invalid")
+        }
+    }
+
+    /// Sends a 334 challenge and reads the response; `None` when the client cancels with `*`.
+    async fn challenge(&mut self, prompt: &str) -> Result<Option<String>, End> {
+        self.out
+            .extend_from_slice(format!("334 {prompt}\r\n").as_bytes());
+        let timeout = Duration::from_secs(self.shared.config.command_timeout_secs);
+        let Some((line, too_long)) = self.read_line(MAX_COMMAND_LINE, timeout).await? else {
+            return Err(End::Closed);
+        };
+        let text = String::from_utf8_lossy(&line).trim().to_string();
+        if too_long || text == "*" {
+            return Ok(None);
+        }
+        Ok(Some(text))
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(s[prefix.len()..].trim_start())
+    } else {
+        None
+    }
+}
+
+/// `<path> params` → (address, params). Source routes (`<@a,@b:user@d>`) are stripped.
+fn parse_path(s: &str) -> Option<(String, &str)> {
+    let s = s.trim_start();
+    let rest = s.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let inner = &rest[..end];
+    let inner = match inner.rfind(':') {
+        Some(i) if inner.starts_with('@') => &inner[i + 1..],
+        _ => inner,
+    };
+    Some((inner.to_string(), &rest[end + 1..]))
+}
+
+fn valid_mailbox(a: &str) -> bool {
+    match a.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && a.len() <= 254
+                && !a
+                    .chars()
+                    .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>')
+        }
+        None => a.eq_ignore_ascii_case("postmaster"),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+/// The current time as RFC 5322 wants it, in UTC.
+pub fn rfc2822_now() -> String {
+    let secs = store::queue::now();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let (y, mo, d) = civil(days);
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
+    format!("{weekday}, {d} {month} {y} {h:02}:{m:02}:{s:02} +0000")
+}
+
+/// Days since 1970-01-01 to (year, month, day) ("civil from days", Howard Hinnant).
+fn civil(days: u64) -> (i64, u64, u64) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("<a@b.example> SIZE=10").unwrap(),
+            ("a@b.example".into(), " SIZE=10")
+        );
+        assert_eq!(parse_path("<>").unwrap().0, "");
+        assert_eq!(
+            parse_path("<@relay.example:a@b.example>").unwrap().0,
+            "a@b.example"
+        );
+        assert!(parse_path("a@b.example").is_none());
+        assert!(valid_mailbox("Postmaster"));
+        assert!(!valid_mailbox("no-at"));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(20_781), (2026, 11, 24));
+    }
+}

@@ -1,0 +1,10 @@
+//! Postern's durable mail queue: message files in a spool directory and their states in a
+//! database. See [`queue`] for the life of a message and the durability rules.
+
+pub mod queue;
+pub mod spool;
+
+pub use queue::{
+    Delivery, Depth, Envelope, MessageInfo, Outcome, Queue, QueueError, RecipientInfo, Source,
+};
+pub use spool::{Finished, Incoming, Spool};

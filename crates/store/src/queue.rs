@@ -1,0 +1,694 @@
+//! The mail queue: every message and recipient with its state, in a database, beside the spool.
+//!
+//! A message moves `received → processing → queued → delivered | bounced | deleted`; each of its
+//! recipients is `new → pending → delivered | deferred | bounced`. Every change is one
+//! transaction. [`Queue::accept`] returns only once the message file is fsynced, renamed into
+//! place and its rows committed; concurrent accepts share one commit and one directory fsync
+//! (group commit). After a crash, [`Queue::open`] returns messages left in `processing` to
+//! `received` and releases leases, so every accepted message is processed and delivered at
+//! least once.
+//!
+//! `Queue` is the interface the rest of Postern uses; its back end is SQLite today. The
+//! PostgreSQL back end will slot in beside it (leasing with `FOR UPDATE SKIP LOCKED`).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::spool::{Finished, Spool};
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The database failed.
+    #[error("queue database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The spool failed (a full disk, permissions).
+    #[error("spool: {0}")]
+    Io(#[from] std::io::Error),
+    /// The committer is gone (shutting down).
+    #[error("the queue is shutting down")]
+    Closed,
+    /// No such message.
+    #[error("no message {0} in the queue")]
+    NotFound(String),
+    /// The database was written by a newer Postern.
+    #[error("the queue database has schema version {0}, newer than this Postern knows")]
+    TooNew(i64),
+}
+
+/// Where a message came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The policy port: decided and transformed before delivery.
+    Policy,
+    /// The bypass port: delivered as received.
+    Bypass,
+    /// Made by Postern itself (delivery status notifications).
+    Local,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Policy => "policy",
+            Source::Bypass => "bypass",
+            Source::Local => "local",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "bypass" => Source::Bypass,
+            "local" => Source::Local,
+            _ => Source::Policy,
+        }
+    }
+}
+
+/// The SMTP envelope of a message, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// MAIL FROM; empty for the null sender `<>`.
+    pub sender: String,
+    /// RCPT TO, in order.
+    pub recipients: Vec<String>,
+    /// The client's IP address.
+    pub client: String,
+    /// What the client said in EHLO/HELO.
+    pub helo: String,
+    /// Which port.
+    pub source: Source,
+    /// The Message-ID header, if any (for logs and duplicate detection).
+    pub message_id: Option<String>,
+}
+
+/// A message as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Queue id.
+    pub id: String,
+    /// MAIL FROM.
+    pub sender: String,
+    /// Where it came in.
+    pub source: Source,
+    /// Bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub received_at: u64,
+    /// Message state.
+    pub state: String,
+    /// The Message-ID header.
+    pub message_id: Option<String>,
+    /// Its recipients.
+    pub recipients: Vec<RecipientInfo>,
+}
+
+/// A recipient as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientInfo {
+    /// Row id.
+    pub id: i64,
+    /// RCPT TO.
+    pub address: String,
+    /// Next hop name, once routed.
+    pub hop: Option<String>,
+    /// `new`, `pending`, `deferred`, `delivered` or `bounced`.
+    pub state: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt: u64,
+    /// The last reply or error.
+    pub last_reply: Option<String>,
+}
+
+/// Recipients of one message due for one next hop.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Queue id.
+    pub id: String,
+    /// MAIL FROM.
+    pub sender: String,
+    /// The next hop's name.
+    pub hop: String,
+    /// (row id, address).
+    pub recipients: Vec<(i64, String)>,
+    /// Attempts made before this one (the most among the recipients).
+    pub attempts: u32,
+    /// When the message arrived.
+    pub received_at: u64,
+    /// The Message-ID header.
+    pub message_id: Option<String>,
+}
+
+/// Counts by state, for metrics and the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages waiting to be processed.
+    pub received: u64,
+    /// Recipients waiting for their first attempt.
+    pub pending: u64,
+    /// Recipients waiting for a retry.
+    pub deferred: u64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A sortable, unique queue id: 11 hex digits of microseconds, 5 random.
+fn new_id() -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let r: u32 = rand::thread_rng().gen_range(0..0x10_0000);
+    format!("{:011x}{r:05x}", micros & 0xfff_ffff_ffff)
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        client TEXT NOT NULL,
+        helo TEXT NOT NULL,
+        source TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        message_id TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX messages_state ON messages(state, received_at);
+    CREATE TABLE recipients (
+        id INTEGER PRIMARY KEY,
+        message TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        hop TEXT,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        leased_until INTEGER NOT NULL DEFAULT 0,
+        last_reply TEXT
+    );
+    CREATE INDEX recipients_due ON recipients(state, next_attempt);
+    CREATE INDEX recipients_message ON recipients(message);"];
+
+struct Pending {
+    id: String,
+    envelope: Envelope,
+    file: Finished,
+    at: u64,
+    done: oneshot::Sender<Result<(), QueueError>>,
+}
+
+/// The queue. Cheap to clone; clones share the database and the committer.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pool: SqlitePool,
+    spool: Spool,
+    commits: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// Opens the queue in `dir` (database `queue.db`, spool beside it) and recovers from a crash.
+    pub async fn open(dir: &Path) -> Result<Self, QueueError> {
+        std::fs::create_dir_all(dir)?;
+        let spool = Spool::open(&dir.join("spool"))?;
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(dir.join("queue.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Every commit reaches the disk before a 250 is sent.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        // Crash recovery: unfinished processing starts again; leases of the dead process end.
+        sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
+            .execute(&pool)
+            .await?;
+        sqlx::query("UPDATE recipients SET leased_until = 0 WHERE leased_until > 0")
+            .execute(&pool)
+            .await?;
+        let (commits, rx) = mpsc::channel(1024);
+        tokio::spawn(committer(pool.clone(), spool.clone(), rx));
+        Ok(Queue {
+            pool,
+            spool,
+            commits,
+        })
+    }
+
+    /// The spool, for writing incoming messages and reading queued ones.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Makes a received message durable and returns its queue id. Only after this returns may
+    /// the client be told 250.
+    pub async fn accept(&self, envelope: Envelope, file: Finished) -> Result<String, QueueError> {
+        let id = new_id();
+        let (done, wait) = oneshot::channel();
+        self.commits
+            .send(Pending {
+                id: id.clone(),
+                envelope,
+                file,
+                at: now(),
+                done,
+            })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        wait.await.map_err(|_| QueueError::Closed)??;
+        Ok(id)
+    }
+
+    /// Claims up to `limit` received messages for processing.
+    pub async fn claim_received(&self, limit: u32) -> Result<Vec<(String, Envelope)>, QueueError> {
+        let rows = sqlx::query(
+            "UPDATE messages SET state = 'processing', updated_at = ?1
+             WHERE id IN (SELECT id FROM messages WHERE state = 'received'
+                          ORDER BY received_at LIMIT ?2)
+             RETURNING id, sender, client, helo, source, message_id",
+        )
+        .bind(to_i64(now()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let recipients: Vec<String> =
+                sqlx::query_scalar("SELECT address FROM recipients WHERE message = ?1 ORDER BY id")
+                    .bind(&id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let source: String = r.get(4);
+            out.push((
+                id,
+                Envelope {
+                    sender: r.get(1),
+                    recipients,
+                    client: r.get(2),
+                    helo: r.get(3),
+                    source: Source::parse(&source),
+                    message_id: r.get(5),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records the decision for a processed message: each recipient's next hop (recipients not
+    /// named are dropped as decided), in one transaction.
+    pub async fn route(&self, id: &str, routes: &[(String, String)]) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let at = to_i64(now());
+        for (address, hop) in routes {
+            sqlx::query(
+                "UPDATE recipients SET hop = ?1, state = 'pending', next_attempt = ?2
+                 WHERE message = ?3 AND address = ?4 AND state = 'new'",
+            )
+            .bind(hop)
+            .bind(at)
+            .bind(id)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy' WHERE message = ?1 AND state = 'new'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET state = 'queued', updated_at = ?1 WHERE id = ?2")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.finish_if_done(id).await
+    }
+
+    /// Claims recipients due now, grouped by message and next hop, leasing them for `lease`
+    /// so that no other worker takes them meanwhile.
+    pub async fn due(&self, limit: u32, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let at = now();
+        let until = to_i64(at + lease.as_secs());
+        let rows = sqlx::query(
+            "UPDATE recipients SET leased_until = ?1
+             WHERE id IN (
+                SELECT r.id FROM recipients r JOIN messages m ON m.id = r.message
+                WHERE r.state IN ('pending', 'deferred') AND r.next_attempt <= ?2
+                  AND r.leased_until <= ?2 AND m.state = 'queued'
+                ORDER BY r.next_attempt LIMIT ?3)
+             RETURNING id, message, address, hop, attempts",
+        )
+        .bind(until)
+        .bind(to_i64(at))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut groups: Vec<Delivery> = Vec::new();
+        for r in rows {
+            let (rid, message, address, hop): (i64, String, String, Option<String>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let attempts = u32::try_from(r.get::<i64, _>(4)).unwrap_or(0);
+            let hop = hop.unwrap_or_default();
+            if let Some(g) = groups.iter_mut().find(|g| g.id == message && g.hop == hop) {
+                g.recipients.push((rid, address));
+                g.attempts = g.attempts.max(attempts);
+                continue;
+            }
+            let m =
+                sqlx::query("SELECT sender, received_at, message_id FROM messages WHERE id = ?1")
+                    .bind(&message)
+                    .fetch_one(&self.pool)
+                    .await?;
+            groups.push(Delivery {
+                id: message,
+                sender: m.get(0),
+                hop,
+                recipients: vec![(rid, address)],
+                attempts,
+                received_at: to_u64(m.get(1)),
+                message_id: m.get(2),
+            });
+        }
+        Ok(groups)
+    }
+
+    /// Records an attempt's outcome for recipients of one message.
+    pub async fn record(&self, id: &str, outcome: &[(i64, Outcome)]) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin().await?;
+        for (rid, o) in outcome {
+            let (state, next, reply) = match o {
+                Outcome::Delivered(reply) => ("delivered", 0, reply.as_str()),
+                Outcome::Deferred { retry_at, reply } => ("deferred", *retry_at, reply.as_str()),
+                Outcome::Bounced(reply) => ("bounced", 0, reply.as_str()),
+            };
+            sqlx::query(
+                "UPDATE recipients SET state = ?1, next_attempt = ?2, last_reply = ?3,
+                    attempts = attempts + 1, leased_until = 0 WHERE id = ?4",
+            )
+            .bind(state)
+            .bind(to_i64(next))
+            .bind(reply)
+            .bind(rid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.finish_if_done(id).await
+    }
+
+    /// Ends a message whose recipients are all final: delivered if any was, else bounced.
+    async fn finish_if_done(&self, id: &str) -> Result<(), QueueError> {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recipients WHERE message = ?1 AND state IN ('new', 'pending', 'deferred')",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        if open > 0 {
+            return Ok(());
+        }
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recipients WHERE message = ?1 AND state = 'delivered'",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let state = if delivered > 0 {
+            "delivered"
+        } else {
+            "bounced"
+        };
+        sqlx::query(
+            "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'queued'",
+        )
+        .bind(state)
+        .bind(to_i64(now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.spool.remove(id)?;
+        Ok(())
+    }
+
+    /// Messages, newest first, optionally in one state.
+    pub async fn list(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<MessageInfo>, QueueError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE (?1 IS NULL OR state = ?1) ORDER BY received_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(state)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.show(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// One message with its recipients.
+    pub async fn show(&self, id: &str) -> Result<MessageInfo, QueueError> {
+        let m = sqlx::query(
+            "SELECT id, sender, source, size, received_at, state, message_id FROM messages WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT id, address, hop, state, attempts, next_attempt, last_reply
+             FROM recipients WHERE message = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let source: String = m.get(2);
+        Ok(MessageInfo {
+            id: m.get(0),
+            sender: m.get(1),
+            source: Source::parse(&source),
+            size: to_u64(m.get(3)),
+            received_at: to_u64(m.get(4)),
+            state: m.get(5),
+            message_id: m.get(6),
+            recipients: rows
+                .iter()
+                .map(|r| RecipientInfo {
+                    id: r.get(0),
+                    address: r.get(1),
+                    hop: r.get(2),
+                    state: r.get(3),
+                    attempts: u32::try_from(r.get::<i64, _>(4)).unwrap_or(0),
+                    next_attempt: to_u64(r.get(5)),
+                    last_reply: r.get(6),
+                })
+                .collect(),
+        })
+    }
+
+    /// Makes a message's deferred recipients due now; returns how many.
+    pub async fn retry(&self, id: &str) -> Result<u64, QueueError> {
+        self.show(id).await?;
+        let done = sqlx::query(
+            "UPDATE recipients SET next_attempt = 0 WHERE message = ?1 AND state = 'deferred'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes a message: no further delivery, file removed; the rows stay as a record.
+    pub async fn delete(&self, id: &str) -> Result<(), QueueError> {
+        self.show(id).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE recipients SET state = 'bounced', last_reply = 'deleted by an administrator' WHERE message = ?1 AND state IN ('new', 'pending', 'deferred')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET state = 'deleted', updated_at = ?1 WHERE id = ?2")
+            .bind(to_i64(now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.spool.remove(id)?;
+        Ok(())
+    }
+
+    /// How much is waiting.
+    pub async fn depth(&self) -> Result<Depth, QueueError> {
+        let received: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE state IN ('received', 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) FROM recipients WHERE state IN ('pending', 'deferred') GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut depth = Depth {
+            received: to_u64(received),
+            ..Depth::default()
+        };
+        for r in rows {
+            let state: String = r.get(0);
+            let n = to_u64(r.get(1));
+            if state == "pending" {
+                depth.pending = n;
+            } else {
+                depth.deferred = n;
+            }
+        }
+        Ok(depth)
+    }
+}
+
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The next hop took it.
+    Delivered(String),
+    /// Try again at `retry_at`.
+    Deferred {
+        /// Unix seconds.
+        retry_at: u64,
+        /// Why.
+        reply: String,
+    },
+    /// Refused for good (a notification goes to the sender).
+    Bounced(String),
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
+    let mut conn = pool.acquire().await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(QueueError::TooNew(version));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        // The version is our own integer, not input.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Commits accepted messages in groups: whatever is waiting when a commit starts goes into it.
+async fn committer(pool: SqlitePool, spool: Spool, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let result = commit_batch(&pool, &spool, &batch).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, messages = batch.len(), "cannot commit received messages");
+        }
+        for p in batch {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(QueueError::Io(std::io::Error::other(e.to_string()))),
+            };
+            if r.is_err() {
+                let _ = std::fs::remove_file(spool.path(&p.id));
+            }
+            let _ = p.done.send(r);
+        }
+    }
+}
+
+async fn commit_batch(
+    pool: &SqlitePool,
+    spool: &Spool,
+    batch: &[Pending],
+) -> Result<(), QueueError> {
+    for p in batch {
+        spool.place(&p.file.path, &p.id)?;
+    }
+    spool.sync_dir()?;
+    let mut tx = pool.begin().await?;
+    for p in batch {
+        let e = &p.envelope;
+        sqlx::query(
+            "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state, message_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?7)",
+        )
+        .bind(&p.id)
+        .bind(&e.sender)
+        .bind(&e.client)
+        .bind(&e.helo)
+        .bind(e.source.as_str())
+        .bind(to_i64(p.file.len))
+        .bind(to_i64(p.at))
+        .bind(&e.message_id)
+        .execute(&mut *tx)
+        .await?;
+        for r in &e.recipients {
+            sqlx::query(
+                "INSERT INTO recipients (message, address, state, next_attempt) VALUES (?1, ?2, 'new', 0)",
+            )
+            .bind(&p.id)
+            .bind(r)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Message files. A message is written to `incoming/` while it arrives, fsynced, and renamed into
+//! `messages/` when the queue accepts it; the rename is made durable by the committer's fsync of
+//! the directory, shared by every message of a commit group.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+/// The spool directories.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// A message file being received.
+#[derive(Debug)]
+pub struct Incoming {
+    path: PathBuf,
+    file: BufWriter<File>,
+    len: u64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `root`, and clears files of messages that never arrived.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root.join("incoming"))?;
+        fs::create_dir_all(root.join("messages"))?;
+        for entry in fs::read_dir(root.join("incoming"))? {
+            // Only messages that were never answered 250 are here.
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(Spool {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Starts a new message file.
+    pub fn create(&self) -> io::Result<Incoming> {
+        let mut raw = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.root.join("incoming").join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Incoming {
+            path,
+            file: BufWriter::with_capacity(128 * 1024, file),
+            len: 0,
+        })
+    }
+
+    /// Where the message `id` lives once accepted.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.root.join("messages").join(id)
+    }
+
+    /// Moves a finished incoming file to its place for `id` (durable after [`Spool::sync_dir`]).
+    pub(crate) fn place(&self, incoming: &Path, id: &str) -> io::Result<()> {
+        fs::rename(incoming, self.path(id))
+    }
+
+    /// Makes renames into `messages/` durable.
+    pub(crate) fn sync_dir(&self) -> io::Result<()> {
+        File::open(self.root.join("messages"))?.sync_all()
+    }
+
+    /// Removes a message file (delivered or deleted).
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a whole message.
+    pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(id))
+    }
+}
+
+impl Incoming {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.len += bytes.len() as u64;
+        self.file.write_all(bytes)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs; the file is then complete on disk.
+    pub fn finish(self) -> io::Result<Finished> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(Finished {
+            path: self.path,
+            len: self.len,
+        })
+    }
+
+    /// Drops a message that will not be accepted.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A complete, fsynced message file waiting for its queue row.
+#[derive(Debug)]
+pub struct Finished {
+    pub(crate) path: PathBuf,
+    /// Its size in bytes.
+    pub len: u64,
+}
+
+impl Finished {
+    /// Drops a message that will not be accepted.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
