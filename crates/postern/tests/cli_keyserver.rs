@@ -307,5 +307,5 @@ fn serve_refuses_without_the_passphrase_once_keys_exist() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown component \"smtp\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown component \"ftp\""));
 }
