@@ -302,7 +302,7 @@ fn serve_refuses_without_the_passphrase_once_keys_exist() {
             "--data-dir",
             s(&data),
             "--components",
-            "smtp,keyserver",
+            "ftp,keyserver",
         ])
         .output()
         .unwrap();
