@@ -89,7 +89,7 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
     })
 }
 
-fn format_time(secs: u64) -> String {
+pub fn format_time(secs: u64) -> String {
     let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
         .ok()

@@ -7,6 +7,7 @@ mod keys_cmd;
 mod keyserver_cmd;
 mod logging;
 mod passphrase;
+mod queue_cmd;
 mod seal_cmd;
 mod serve;
 
@@ -39,9 +40,57 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect and act on the mail queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// SMTP helpers.
+    #[command(subcommand)]
+    Smtp(SmtpCommand),
     /// Measure throughput against a baseline taken in the same run (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// List messages, newest first.
+    List {
+        /// Only messages in this state (received, processing, queued, delivered, bounced, deleted).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Show one message and its recipients.
+    Show {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Try a message's deferred recipients now.
+    Retry {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete a message: it will not be delivered.
+    Delete {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SmtpCommand {
+    /// Print an Argon2 hash of a password (read from standard input) for smtp.users.
+    HashPassword,
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,6 +350,20 @@ impl ConfigArgs {
     }
 }
 
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    println!(
+        "{}",
+        smtp::auth::hash_password(password).map_err(anyhow::Error::msg)?
+    );
+    Ok(())
+}
+
 /// A single-threaded runtime for the CLI's network and database commands.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context;
@@ -335,6 +398,8 @@ fn main() -> ExitCode {
         Command::Open(a) => seal_cmd::open(&a),
         Command::Inspect(a) => seal_cmd::inspect(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::Queue(q) => queue_cmd::run(q),
+        Command::Smtp(SmtpCommand::HashPassword) => hash_password(),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
             .and_then(|c| c.check_plain_http())

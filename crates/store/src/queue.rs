@@ -34,8 +34,8 @@ pub enum QueueError {
     /// The committer is gone (shutting down).
     #[error("the queue is shutting down")]
     Closed,
-    /// No such message.
-    #[error("no message {0} in the queue")]
+    /// No such message (or no queue).
+    #[error("no {0} in the queue")]
     NotFound(String),
     /// The database was written by a newer Postern.
     #[error("the queue database has schema version {0}, newer than this Postern knows")]
@@ -235,9 +235,30 @@ impl std::fmt::Debug for Pending {
 
 impl Queue {
     /// Opens the queue in `dir` (database `queue.db`, spool beside it) and recovers from a crash.
+    /// Only the process that delivers may open it so; tools use [`Queue::open_admin`].
     pub async fn open(dir: &Path) -> Result<Self, QueueError> {
+        Queue::open_with(dir, true).await
+    }
+
+    /// Opens the queue of a running (or stopped) gateway for inspection and changes, without
+    /// crash recovery: the gateway's leases and messages in processing are left alone.
+    pub async fn open_admin(dir: &Path) -> Result<Self, QueueError> {
+        if !dir.join("queue.db").exists() {
+            return Err(QueueError::NotFound(format!(
+                "queue database in {}",
+                dir.display()
+            )));
+        }
+        Queue::open_with(dir, false).await
+    }
+
+    async fn open_with(dir: &Path, recover: bool) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir)?;
-        let spool = Spool::open(&dir.join("spool"))?;
+        let spool = if recover {
+            Spool::open(&dir.join("spool"))?
+        } else {
+            Spool::existing(&dir.join("spool"))
+        };
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(dir.join("queue.db"))
             .create_if_missing(true)
@@ -251,13 +272,15 @@ impl Queue {
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
-        // Crash recovery: unfinished processing starts again; leases of the dead process end.
-        sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
-            .execute(&pool)
-            .await?;
-        sqlx::query("UPDATE recipients SET leased_until = 0 WHERE leased_until > 0")
-            .execute(&pool)
-            .await?;
+        if recover {
+            // Crash recovery: unfinished processing starts again; leases of the dead process end.
+            sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
+                .execute(&pool)
+                .await?;
+            sqlx::query("UPDATE recipients SET leased_until = 0 WHERE leased_until > 0")
+                .execute(&pool)
+                .await?;
+        }
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
         Ok(Queue {
@@ -491,7 +514,7 @@ impl Queue {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        .ok_or_else(|| QueueError::NotFound(format!("message {id}")))?;
         let rows = sqlx::query(
             "SELECT id, address, hop, state, attempts, next_attempt, last_reply
              FROM recipients WHERE message = ?1 ORDER BY id",

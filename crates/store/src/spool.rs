@@ -37,6 +37,13 @@ impl Spool {
         })
     }
 
+    /// The spool under `root` as it is, touching nothing (for tools beside a running gateway).
+    pub fn existing(root: &Path) -> Self {
+        Spool {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Starts a new message file.
     pub fn create(&self) -> io::Result<Incoming> {
         let mut raw = [0u8; 12];

@@ -10,7 +10,12 @@ use tokio::sync::mpsc;
 
 /// A minimal SMTP receiver: enough of RFC 5321 for a client to deliver, keeping each message.
 pub async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    smtp_sink_on(0).await
+}
+
+/// [`smtp_sink`] on a chosen port (0 for any).
+pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -35,7 +40,8 @@ pub async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<String>) {
                                 if l == "." {
                                     break;
                                 }
-                                body.push_str(&l);
+                                // Undo dot-stuffing, as a real receiver does.
+                                body.push_str(l.strip_prefix('.').unwrap_or(&l));
                                 body.push('\n');
                             }
                             let _ = tx.send(body);
