@@ -64,6 +64,11 @@ pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
 /// Starts [`smtp_sink`] on its own runtime thread, for tests without one; messages arrive on
 /// the returned standard channel.
 pub fn smtp_sink_thread() -> (u16, std::sync::mpsc::Receiver<String>) {
+    smtp_sink_thread_on(0)
+}
+
+/// [`smtp_sink_thread`] on a chosen port (0 for any).
+pub fn smtp_sink_thread_on(port: u16) -> (u16, std::sync::mpsc::Receiver<String>) {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     let (mail_tx, mail_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -72,7 +77,7 @@ pub fn smtp_sink_thread() -> (u16, std::sync::mpsc::Receiver<String>) {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let (port, mut rx) = smtp_sink().await;
+            let (port, mut rx) = smtp_sink_on(port).await;
             port_tx.send(port).unwrap();
             while let Some(m) = rx.recv().await {
                 if mail_tx.send(m).is_err() {
@@ -111,4 +116,87 @@ pub fn code_in(mail: &str) -> Option<String> {
         .map(str::trim)
         .find(|l| l.len() == 6 && l.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
+}
+
+/// A blocking SMTP client for load and crash tests: one connection, one message at a time.
+pub struct SmtpConn {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl SmtpConn {
+    /// Connects and says EHLO.
+    pub fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let writer = stream.try_clone()?;
+        let mut conn = SmtpConn {
+            reader: std::io::BufReader::new(stream),
+            writer,
+        };
+        conn.expect(220)?;
+        conn.command("EHLO load.test", 250)?;
+        Ok(conn)
+    }
+
+    fn reply(&mut self) -> std::io::Result<(u16, String)> {
+        use std::io::BufRead;
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed",
+                ));
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return Ok((code, all));
+            }
+        }
+    }
+
+    fn expect(&mut self, code: u16) -> std::io::Result<String> {
+        let (got, text) = self.reply()?;
+        if got == code {
+            Ok(text)
+        } else {
+            Err(std::io::Error::other(format!(
+                "expected {code}, got {}",
+                text.trim_end()
+            )))
+        }
+    }
+
+    fn command(&mut self, line: &str, code: u16) -> std::io::Result<String> {
+        use std::io::Write;
+        self.writer.write_all(format!("{line}\r\n").as_bytes())?;
+        self.expect(code)
+    }
+
+    /// Sends one message; `Ok` only on the final 250.
+    pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> std::io::Result<String> {
+        use std::io::Write;
+        self.command(&format!("MAIL FROM:<{from}>"), 250)?;
+        for r in to {
+            self.command(&format!("RCPT TO:<{r}>"), 250)?;
+        }
+        self.command("DATA", 354)?;
+        self.writer.write_all(message)?;
+        self.writer.write_all(b".\r\n")?;
+        self.expect(250)
+    }
+}
+
+/// The Message-ID header value of a message, if any.
+pub fn message_id(message: &str) -> Option<String> {
+    message
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Message-ID:")
+                .or_else(|| l.strip_prefix("Message-Id:"))
+        })
+        .map(|v| v.trim().to_string())
 }
