@@ -118,3 +118,103 @@ async fn http_rate(master: MasterKeys, concurrency: usize, length: Duration) -> 
     server_task.abort();
     Ok(rate)
 }
+
+/// `postern bench smtp`: a load generator. Sends `messages` messages of `size` bytes over
+/// `connections` concurrent connections (reused, pipelined when offered) and reports the rate
+/// and the latency of each transaction (MAIL to the final 250).
+pub fn smtp(args: &crate::BenchSmtpArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (host, port) = args
+            .to
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--to {:?}: expected HOST:PORT", args.to))?;
+        let connections = args.connections.max(1);
+        let next = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let (host, next) = (host.clone(), next.clone());
+            let (total, size, from, to) = (args.messages, args.size, args.from.clone(), args.rcpt.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0u64;
+                let mut conn = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let body = bench_message(i, size, &from, &to);
+                    if conn.is_none() {
+                        conn = smtp::client::Connection::open(&host, port, "bench.postern", smtp::TlsMode::Off, Duration::from_secs(60))
+                            .await
+                            .ok();
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        failures += 1;
+                        continue;
+                    };
+                    let t = Instant::now();
+                    let reader = tokio::io::BufReader::new(std::io::Cursor::new(body));
+                    match c.send(&from, std::slice::from_ref(&to), reader).await {
+                        Ok(replies) if replies.iter().all(|r| r.is_ok()) => latencies.push(t.elapsed()),
+                        _ => {
+                            failures += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                if let Some(c) = conn {
+                    c.quit().await;
+                }
+                (latencies, failures)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for t in tasks {
+            let (l, f) = t.await?;
+            latencies.extend(l);
+            failures += f;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        latencies.sort();
+        let pct = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies[i].as_secs_f64() * 1000.0
+        };
+        println!(
+            "sent={} failed={failures} seconds={elapsed:.3} rate_per_s={:.1} latency_ms_p50={:.2} latency_ms_p99={:.2}",
+            latencies.len(),
+            latencies.len() as f64 / elapsed,
+            pct(0.50),
+            pct(0.99)
+        );
+        Ok(())
+    })
+}
+
+fn bench_message(i: u64, size: usize, from: &str, to: &str) -> Vec<u8> {
+    let mut m = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: bench {i}\r\nMessage-ID: <bench-{i}-{}@postern.bench>\r\n\r\n",
+        std::process::id()
+    )
+    .into_bytes();
+    let line =
+        b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n";
+    while m.len() + line.len() <= size {
+        m.extend_from_slice(line);
+    }
+    while m.len() < size {
+        m.push(b'x');
+    }
+    m.extend_from_slice(b"\r\n");
+    m
+}

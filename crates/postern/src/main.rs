@@ -98,6 +98,30 @@ enum BenchCommand {
     /// Keys issued per second by an in-process key server over loopback HTTP, against the raw
     /// extraction rate on all cores.
     Keyserver(BenchKeyserverArgs),
+    /// Load an SMTP server: messages per second and transaction latency (p50, p99).
+    Smtp(BenchSmtpArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchSmtpArgs {
+    /// The server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 20)]
+    connections: usize,
+    /// Messages in all.
+    #[arg(long, default_value_t = 5000)]
+    messages: u64,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// MAIL FROM.
+    #[arg(long, default_value = "bench@corp.example")]
+    from: String,
+    /// RCPT TO.
+    #[arg(long, default_value = "sink@partner.example")]
+    rcpt: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -401,6 +425,7 @@ fn main() -> ExitCode {
         Command::Queue(q) => queue_cmd::run(q),
         Command::Smtp(SmtpCommand::HashPassword) => hash_password(),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
+        Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
             .and_then(|c| c.check_plain_http())
             .map(|()| println!("{}: ok", file.display())),

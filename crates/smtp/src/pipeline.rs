@@ -59,16 +59,22 @@ impl Pipeline {
                 }
             };
             let busy = !claimed.is_empty();
-            for (id, envelope) in claimed {
-                let routes: Vec<(String, String)> = envelope
-                    .recipients
-                    .iter()
-                    .map(|r| (r.clone(), self.hop_for(r).to_string()))
-                    .collect();
-                match self.queue.route(&id, &routes).await {
-                    Ok(()) => tracing::debug!(queue_id = %id, "routed"),
-                    // Left in processing: it is routed again at the next start.
-                    Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot route"),
+            let batch: Vec<(String, Vec<(String, String)>)> = claimed
+                .into_iter()
+                .map(|(id, envelope)| {
+                    let routes = envelope
+                        .recipients
+                        .iter()
+                        .map(|r| (r.clone(), self.hop_for(r).to_string()))
+                        .collect();
+                    (id, routes)
+                })
+                .collect();
+            if !batch.is_empty() {
+                match self.queue.route_batch(&batch).await {
+                    Ok(()) => tracing::debug!(messages = batch.len(), "routed"),
+                    // Left in processing: routed again at the next start.
+                    Err(e) => tracing::error!(error = %e, messages = batch.len(), "cannot route"),
                 }
             }
             if busy {

@@ -209,6 +209,12 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
     CREATE INDEX recipients_due ON recipients(state, next_attempt);
     CREATE INDEX recipients_message ON recipients(message);"];
 
+struct Record {
+    id: String,
+    outcome: Vec<(i64, Outcome)>,
+    done: oneshot::Sender<Result<(), QueueError>>,
+}
+
 struct Pending {
     id: String,
     envelope: Envelope,
@@ -223,6 +229,15 @@ pub struct Queue {
     pool: SqlitePool,
     spool: Spool,
     commits: mpsc::Sender<Pending>,
+    records: mpsc::Sender<Record>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -283,10 +298,13 @@ impl Queue {
         }
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
+        let (records, rx) = mpsc::channel(1024);
+        tokio::spawn(recorder(pool.clone(), spool.clone(), rx));
         Ok(Queue {
             pool,
             spool,
             commits,
+            records,
         })
     }
 
@@ -326,58 +344,95 @@ impl Queue {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.get(0);
-            let recipients: Vec<String> =
-                sqlx::query_scalar("SELECT address FROM recipients WHERE message = ?1 ORDER BY id")
-                    .bind(&id)
-                    .fetch_all(&self.pool)
-                    .await?;
-            let source: String = r.get(4);
-            out.push((
-                id,
-                Envelope {
+        let ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let mut recipients: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        if !ids.is_empty() {
+            let list = sqlx::query(
+                "SELECT message, address FROM recipients
+                 WHERE message IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            )
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await?;
+            for r in list {
+                recipients.entry(r.get(0)).or_default().push(r.get(1));
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let source: String = r.get(4);
+                let envelope = Envelope {
                     sender: r.get(1),
-                    recipients,
+                    recipients: recipients.remove(&id).unwrap_or_default(),
                     client: r.get(2),
                     helo: r.get(3),
                     source: Source::parse(&source),
                     message_id: r.get(5),
-                },
-            ));
-        }
-        Ok(out)
+                };
+                (id, envelope)
+            })
+            .collect())
     }
 
     /// Records the decision for a processed message: each recipient's next hop (recipients not
     /// named are dropped as decided), in one transaction.
     pub async fn route(&self, id: &str, routes: &[(String, String)]) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin().await?;
-        let at = to_i64(now());
-        for (address, hop) in routes {
-            sqlx::query(
-                "UPDATE recipients SET hop = ?1, state = 'pending', next_attempt = ?2
-                 WHERE message = ?3 AND address = ?4 AND state = 'new'",
-            )
-            .bind(hop)
-            .bind(at)
-            .bind(id)
-            .bind(address)
-            .execute(&mut *tx)
-            .await?;
+        self.route_batch(&[(id.to_string(), routes.to_vec())]).await
+    }
+
+    /// [`Queue::route`] for many messages in one transaction (one commit, one fsync).
+    pub async fn route_batch(
+        &self,
+        batch: &[(String, Vec<(String, String)>)],
+    ) -> Result<(), QueueError> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        sqlx::query("UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy' WHERE message = ?1 AND state = 'new'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE messages SET state = 'queued', updated_at = ?1 WHERE id = ?2")
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let routes: Vec<serde_json::Value> = batch
+            .iter()
+            .flat_map(|(id, routes)| {
+                routes
+                    .iter()
+                    .map(move |(a, h)| serde_json::json!({"m": id, "a": a, "h": h}))
+            })
+            .collect();
+        let ids = json_ids(batch.iter().map(|(id, _)| id.as_str()));
+        let at = to_i64(now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE recipients SET hop = j.value->>'h', state = 'pending', next_attempt = ?2
+             FROM json_each(?1) AS j
+             WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
+               AND recipients.state = 'new'",
+        )
+        .bind(serde_json::Value::Array(routes).to_string())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
+             WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new'",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET state = 'queued', updated_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let finished = finish_done(&mut tx, &ids).await?;
         tx.commit().await?;
-        self.finish_if_done(id).await
+        for id in finished {
+            self.spool.remove(&id)?;
+        }
+        Ok(())
     }
 
     /// Claims recipients due now, grouped by message and next hop, leasing them for `lease`
@@ -399,6 +454,21 @@ impl Queue {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        let ids = json_ids(rows.iter().map(|r| r.get::<&str, _>(1)));
+        let mut messages: std::collections::HashMap<String, (String, u64, Option<String>)> =
+            std::collections::HashMap::new();
+        if !rows.is_empty() {
+            let list = sqlx::query(
+                "SELECT id, sender, received_at, message_id FROM messages
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            for m in list {
+                messages.insert(m.get(0), (m.get(1), to_u64(m.get(2)), m.get(3)));
+            }
+        }
         let mut groups: Vec<Delivery> = Vec::new();
         for r in rows {
             let (rid, message, address, hop): (i64, String, String, Option<String>) =
@@ -410,80 +480,35 @@ impl Queue {
                 g.attempts = g.attempts.max(attempts);
                 continue;
             }
-            let m =
-                sqlx::query("SELECT sender, received_at, message_id FROM messages WHERE id = ?1")
-                    .bind(&message)
-                    .fetch_one(&self.pool)
-                    .await?;
+            let Some((sender, received_at, message_id)) = messages.get(&message).cloned() else {
+                continue;
+            };
             groups.push(Delivery {
                 id: message,
-                sender: m.get(0),
+                sender,
                 hop,
                 recipients: vec![(rid, address)],
                 attempts,
-                received_at: to_u64(m.get(1)),
-                message_id: m.get(2),
+                received_at,
+                message_id,
             });
         }
         Ok(groups)
     }
 
-    /// Records an attempt's outcome for recipients of one message.
+    /// Records an attempt's outcome for recipients of one message. Concurrent calls share one
+    /// transaction (group commit), like [`Queue::accept`].
     pub async fn record(&self, id: &str, outcome: &[(i64, Outcome)]) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin().await?;
-        for (rid, o) in outcome {
-            let (state, next, reply) = match o {
-                Outcome::Delivered(reply) => ("delivered", 0, reply.as_str()),
-                Outcome::Deferred { retry_at, reply } => ("deferred", *retry_at, reply.as_str()),
-                Outcome::Bounced(reply) => ("bounced", 0, reply.as_str()),
-            };
-            sqlx::query(
-                "UPDATE recipients SET state = ?1, next_attempt = ?2, last_reply = ?3,
-                    attempts = attempts + 1, leased_until = 0 WHERE id = ?4",
-            )
-            .bind(state)
-            .bind(to_i64(next))
-            .bind(reply)
-            .bind(rid)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        self.finish_if_done(id).await
-    }
-
-    /// Ends a message whose recipients are all final: delivered if any was, else bounced.
-    async fn finish_if_done(&self, id: &str) -> Result<(), QueueError> {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM recipients WHERE message = ?1 AND state IN ('new', 'pending', 'deferred')",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        if open > 0 {
-            return Ok(());
-        }
-        let delivered: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM recipients WHERE message = ?1 AND state = 'delivered'",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        let state = if delivered > 0 {
-            "delivered"
-        } else {
-            "bounced"
-        };
-        sqlx::query(
-            "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'queued'",
-        )
-        .bind(state)
-        .bind(to_i64(now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        self.spool.remove(id)?;
-        Ok(())
+        let (done, wait) = oneshot::channel();
+        self.records
+            .send(Record {
+                id: id.to_string(),
+                outcome: outcome.to_vec(),
+                done,
+            })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        wait.await.map_err(|_| QueueError::Closed)?
     }
 
     /// Messages, newest first, optionally in one state.
@@ -621,6 +646,94 @@ pub enum Outcome {
     Bounced(String),
 }
 
+/// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
+/// was, else bounced); returns them, so that their files can go once the transaction commits.
+async fn finish_done(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &str,
+) -> Result<Vec<String>, QueueError> {
+    let finished = sqlx::query_scalar(
+        "UPDATE messages SET updated_at = ?2, state = CASE WHEN EXISTS (
+                SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'delivered')
+             THEN 'delivered' ELSE 'bounced' END
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id
+                           AND r.state IN ('new', 'pending', 'deferred'))
+         RETURNING id",
+    )
+    .bind(ids)
+    .bind(to_i64(now()))
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(finished)
+}
+
+/// A JSON array of ids, for `json_each` (one statement for a whole batch).
+fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(ids.map(serde_json::Value::from).collect()).to_string()
+}
+
+/// Records delivery outcomes in groups: whatever is waiting when a commit starts goes into it.
+async fn recorder(pool: SqlitePool, spool: Spool, mut rx: mpsc::Receiver<Record>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        match record_batch(&pool, &batch).await {
+            Ok(finished) => {
+                for id in finished {
+                    if let Err(e) = spool.remove(&id) {
+                        tracing::warn!(queue_id = %id, error = %e, "cannot remove a finished message file");
+                    }
+                }
+                for r in batch {
+                    let _ = r.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record delivery outcomes");
+                for r in batch {
+                    let _ = r
+                        .done
+                        .send(Err(QueueError::Io(std::io::Error::other(e.to_string()))));
+                }
+            }
+        }
+    }
+}
+
+async fn record_batch(pool: &SqlitePool, batch: &[Record]) -> Result<Vec<String>, QueueError> {
+    let rows: Vec<serde_json::Value> = batch
+        .iter()
+        .flat_map(|r| r.outcome.iter())
+        .map(|(rid, o)| {
+            let (state, next, reply) = match o {
+                Outcome::Delivered(reply) => ("delivered", 0, reply.as_str()),
+                Outcome::Deferred { retry_at, reply } => ("deferred", *retry_at, reply.as_str()),
+                Outcome::Bounced(reply) => ("bounced", 0, reply.as_str()),
+            };
+            serde_json::json!({"id": rid, "s": state, "n": next, "r": reply})
+        })
+        .collect();
+    let ids = json_ids(batch.iter().map(|r| r.id.as_str()));
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE recipients SET state = j.value->>'s', next_attempt = j.value->>'n',
+            last_reply = j.value->>'r', attempts = attempts + 1, leased_until = 0
+         FROM json_each(?1) AS j WHERE recipients.id = j.value->>'id'",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *tx)
+    .await?;
+    let finished = finish_done(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok(finished)
+}
+
 async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     let mut conn = pool.acquire().await?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
@@ -685,33 +798,42 @@ async fn commit_batch(
         spool.place(&p.file.path, &p.id)?;
     }
     spool.sync_dir()?;
+    let messages: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|p| {
+            let e = &p.envelope;
+            serde_json::json!({
+                "id": p.id, "sender": e.sender, "client": e.client, "helo": e.helo,
+                "source": e.source.as_str(), "size": p.file.len, "at": p.at, "mid": e.message_id,
+            })
+        })
+        .collect();
+    let recipients: Vec<serde_json::Value> = batch
+        .iter()
+        .flat_map(|p| {
+            p.envelope
+                .recipients
+                .iter()
+                .map(move |r| serde_json::json!({"m": p.id, "a": r}))
+        })
+        .collect();
     let mut tx = pool.begin().await?;
-    for p in batch {
-        let e = &p.envelope;
-        sqlx::query(
-            "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state, message_id, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?7)",
-        )
-        .bind(&p.id)
-        .bind(&e.sender)
-        .bind(&e.client)
-        .bind(&e.helo)
-        .bind(e.source.as_str())
-        .bind(to_i64(p.file.len))
-        .bind(to_i64(p.at))
-        .bind(&e.message_id)
-        .execute(&mut *tx)
-        .await?;
-        for r in &e.recipients {
-            sqlx::query(
-                "INSERT INTO recipients (message, address, state, next_attempt) VALUES (?1, ?2, 'new', 0)",
-            )
-            .bind(&p.id)
-            .bind(r)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
+    sqlx::query(
+        "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state, message_id, updated_at)
+         SELECT j.value->>'id', j.value->>'sender', j.value->>'client', j.value->>'helo',
+                j.value->>'source', j.value->>'size', j.value->>'at', 'received', j.value->>'mid', j.value->>'at'
+         FROM json_each(?1) AS j",
+    )
+    .bind(serde_json::Value::Array(messages).to_string())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO recipients (message, address, state, next_attempt)
+         SELECT j.value->>'m', j.value->>'a', 'new', 0 FROM json_each(?1) AS j ORDER BY j.key",
+    )
+    .bind(serde_json::Value::Array(recipients).to_string())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
