@@ -136,7 +136,7 @@ pub fn smtp(args: &crate::BenchSmtpArgs) -> Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = Vec::new();
-        for c in 0..connections {
+        for _ in 0..connections {
             let (host, next) = (host.clone(), next.clone());
             let (total, size, from, to) = (args.messages, args.size, args.from.clone(), args.rcpt.clone());
             tasks.push(tokio::spawn(async move {
