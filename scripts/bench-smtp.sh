@@ -70,6 +70,7 @@ listen = "127.0.0.1:$WEB_PORT"
 [smtp]
 listen = "127.0.0.1:$POSTERN_PORT"
 bypass_listen = "127.0.0.1:$BYPASS_PORT"
+max_message_size = 150000000
 [delivery]
 internal = "127.0.0.1:$SINK_PORT"
 external = "127.0.0.1:$SINK_PORT"
@@ -142,6 +143,6 @@ postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
 
 # --- One 100 MB message through Postern, peak memory ----------------------------------------------
 start_sink
-"$BIN" bench smtp --to "127.0.0.1:$POSTERN_PORT" --connections 1 --messages 1 --size 100000000 > /dev/null
+"$BIN" bench smtp --to "127.0.0.1:$POSTERN_PORT" --connections 1 --messages 1 --size 100000000
 wait_sink 1 > /dev/null
 echo "postern 100MB message: peak_rss_kib=$(awk '/VmHWM/ {print $2}' /proc/$POSTERN_PID/status)"
