@@ -179,6 +179,10 @@ pub struct DeliveryConfig {
     pub external: Option<String>,
     /// STARTTLS towards next hops: `opportunistic`, `required` or `off`.
     pub starttls: TlsMode,
+    /// STARTTLS towards the internal next hop, overriding `starttls`.
+    pub internal_starttls: Option<TlsMode>,
+    /// STARTTLS towards the external next hop, overriding `starttls`.
+    pub external_starttls: Option<TlsMode>,
     /// Connections at once to one next hop.
     pub concurrency_per_hop: usize,
     /// Seconds before the first retry; doubled each time.
@@ -209,12 +213,26 @@ impl Default for DeliveryConfig {
             internal: None,
             external: None,
             starttls: TlsMode::Opportunistic,
+            internal_starttls: None,
+            external_starttls: None,
             concurrency_per_hop: 20,
             retry_initial_secs: 60,
             retry_max_secs: 3600,
             queue_lifetime_secs: 5 * 86_400,
             timeout_secs: 60,
         }
+    }
+}
+
+impl DeliveryConfig {
+    /// The STARTTLS mode towards the next hop named `hop` (`internal` or `external`).
+    pub fn starttls_for(&self, hop: &str) -> TlsMode {
+        let specific = match hop {
+            "internal" => self.internal_starttls,
+            "external" => self.external_starttls,
+            _ => None,
+        };
+        specific.unwrap_or(self.starttls)
     }
 }
 

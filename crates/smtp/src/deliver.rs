@@ -218,7 +218,8 @@ impl Deliverer {
         recipients: &[String],
         path: &std::path::Path,
     ) -> Result<Vec<crate::client::Reply>, ClientError> {
-        let key = format!("{host}:{port}");
+        let tls = self.config.starttls_for(&d.hop);
+        let key = format!("{host}:{port}:{tls:?}");
         let reused = self
             .idle
             .lock()
@@ -228,17 +229,13 @@ impl Deliverer {
         let was_reused = reused.is_some();
         let mut conn = match reused {
             Some(c) => c,
-            None => {
-                Connection::open(host, port, &self.hostname, self.config.starttls, timeout).await?
-            }
+            None => Connection::open(host, port, &self.hostname, tls, timeout).await?,
         };
         let result = conn.send_file(&d.sender, recipients, path).await;
         let result = match result {
             // A reused connection may have been closed by the server meanwhile: one fresh try.
             Err(ClientError::Network(_)) if was_reused => {
-                let mut fresh =
-                    Connection::open(host, port, &self.hostname, self.config.starttls, timeout)
-                        .await?;
+                let mut fresh = Connection::open(host, port, &self.hostname, tls, timeout).await?;
                 let r = fresh.send_file(&d.sender, recipients, path).await;
                 conn = fresh;
                 r

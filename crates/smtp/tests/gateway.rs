@@ -27,6 +27,13 @@ struct Gateway {
 }
 
 async fn start(adjust: impl FnOnce(&mut SmtpConfig)) -> Gateway {
+    start_with(adjust, |_| {}).await
+}
+
+async fn start_with(
+    adjust: impl FnOnce(&mut SmtpConfig),
+    adjust_delivery: impl FnOnce(&mut DeliveryConfig),
+) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let (sink_port, sink) = testkit::smtp_sink().await;
     let mut config = SmtpConfig {
@@ -49,11 +56,12 @@ async fn start(adjust: impl FnOnce(&mut SmtpConfig)) -> Gateway {
     ]
     .into();
     let metrics = Arc::new(smtp::metrics::Metrics::default());
-    let delivery = DeliveryConfig {
+    let mut delivery = DeliveryConfig {
         retry_initial_secs: 1,
         retry_max_secs: 2,
         ..DeliveryConfig::default()
     };
+    adjust_delivery(&mut delivery);
     let deliverer =
         smtp::deliver::Deliverer::new(queue.clone(), delivery, hops, "gw.test".into(), metrics);
     let pipeline = smtp::pipeline::Pipeline::new(
@@ -468,4 +476,80 @@ async fn total_connections_and_required_authentication() {
             .starts_with("538 5.7.11")
     );
     assert!(s.send("QUIT").await.starts_with("221"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_bounces_with_a_notification_to_the_sender() {
+    let mut gw = start(|_| {}).await;
+    let (ok, log) = swaks(
+        gw.addr,
+        &[
+            "--from",
+            "alice@corp.example",
+            "--to",
+            "reject-me@partner.example,bob@partner.example",
+            "--header",
+            "Message-ID: <dsn@test>",
+        ],
+    )
+    .await;
+    assert!(ok, "{log}");
+    // Bob gets the message; Alice gets a notification naming the refused recipient and why.
+    let mut got = [gw.next_message().await, gw.next_message().await];
+    got.sort_by_key(|m| m.contains("Undelivered Mail"));
+    assert!(got[0].contains("Message-ID: <dsn@test>"), "{}", got[0]);
+    let dsn = &got[1];
+    assert!(
+        dsn.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("To: <alice@corp.example>"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; reject-me@partner.example"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(
+        dsn.contains("Message-ID: <dsn@test>"),
+        "the original header is quoted: {dsn}"
+    );
+    assert!(
+        !dsn.contains("bob@partner.example>: "),
+        "Bob was delivered: {dsn}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_towards_a_hop_defers_rather_than_sending_in_clear() {
+    let mut gw = start_with(
+        |_| {},
+        |d| d.external_starttls = Some(smtp::TlsMode::Required),
+    )
+    .await;
+    let (ok, log) = swaks(
+        gw.addr,
+        &[
+            "--from",
+            "alice@corp.example",
+            "--to",
+            "bob@partner.example",
+        ],
+    )
+    .await;
+    assert!(ok, "{log}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        gw.sink.try_recv().is_err(),
+        "sent in clear to a hop that must use TLS"
+    );
+    let m = &gw.queue.list(None, 1).await.unwrap()[0];
+    let r = &m.recipients[0];
+    assert_eq!(r.state, "deferred");
+    assert!(
+        r.last_reply
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not offer STARTTLS"),
+        "{r:?}"
+    );
 }

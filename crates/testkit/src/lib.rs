@@ -32,6 +32,11 @@ pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        // Addresses starting with "reject" are refused for good, as an unknown
+                        // mailbox would be.
+                        "RCPT" if line.to_ascii_lowercase().contains("<reject") => {
+                            b"550 5.1.1 no such mailbox\r\n"
+                        }
                         "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
                         "DATA" => {
                             w.write_all(b"354 go on\r\n").await.unwrap();
