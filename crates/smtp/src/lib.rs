@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod server;
 pub mod session;
+mod stream;
 
 pub use config::{DeliveryConfig, NextHop, SmtpConfig, TlsMode};
