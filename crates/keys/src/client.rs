@@ -271,6 +271,13 @@ impl KeyClient {
         Ok(params)
     }
 
+    /// True when the server answers now (one request, no retries, no cache): how a gateway
+    /// notices that a key server outage is over.
+    pub async fn reachable(&self) -> bool {
+        let r: Result<ParamsResponse, ClientError> = self.call::<(), _>("/params", None, false).await;
+        r.is_ok()
+    }
+
     /// A key's encoding from the newest master key (as of the last [`KeyClient::params`]): from
     /// the cache, else from the server (and then cached). The flag is true when it was fetched now.
     pub async fn key_bytes(

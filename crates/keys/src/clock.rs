@@ -1,7 +1,7 @@
 //! Time as the key server sees it. Tests replace the clock to stand at the end of a month.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of the current time in seconds since the Unix epoch.
@@ -10,16 +10,31 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> u64;
 }
 
-/// The system clock.
+/// The system clock, moved by the process-wide offset (zero unless a test sets one with
+/// [`set_offset`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Moves [`SystemClock`] by `secs` for the whole process. For tests that run Postern at the end
+/// of a month (`POSTERN_FAKE_NOW`); never set in production.
+pub fn set_offset(secs: i64) {
+    OFFSET.store(secs, Ordering::SeqCst);
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
-        SystemTime::now()
+        let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+            .map_or(0, |d| d.as_secs());
+        real.saturating_add_signed(OFFSET.load(Ordering::SeqCst))
     }
+}
+
+/// The current month by [`SystemClock`] (for the envelope caches).
+pub fn current_epoch() -> envelope::Epoch {
+    envelope::Epoch::from_unix(SystemClock.now())
 }
 
 /// A clock that stands still until moved: for tests.

@@ -23,6 +23,10 @@ pub struct Config {
     pub smtp: smtp::SmtpConfig,
     /// Next hops, retries and the queue lifetime.
     pub delivery: smtp::DeliveryConfig,
+    /// Encryption in the mail path: the key server, signing, the errored queue, prefetch.
+    pub gateway: pipeline::GatewayConfig,
+    /// How encrypted email is built and decrypted email restored (the MIMEBuilder).
+    pub mime: mime::MimeSettings,
 }
 
 impl Default for Config {
@@ -33,6 +37,8 @@ impl Default for Config {
             keyserver: KeyServerConfig::default(),
             smtp: smtp::SmtpConfig::default(),
             delivery: smtp::DeliveryConfig::default(),
+            gateway: pipeline::GatewayConfig::default(),
+            mime: mime::MimeSettings::default(),
         }
     }
 }
@@ -141,6 +147,8 @@ impl Config {
         if self.delivery.concurrency_per_hop == 0 {
             anyhow::bail!("delivery.concurrency_per_hop must be at least 1");
         }
+        self.gateway.validate().map_err(anyhow::Error::msg)?;
+        self.mime.validate()?;
         Ok(())
     }
 
@@ -190,6 +198,11 @@ impl Config {
         self.data_dir.join("queue")
     }
 
+    /// The gateway's key cache.
+    pub fn gateway_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("keycache")
+    }
+
     /// The key server's database.
     pub fn keyserver_db(&self) -> PathBuf {
         self.data_dir.join("keyserver.db")
@@ -221,6 +234,27 @@ mod tests {
         assert!(err.to_string().contains("web.tls_cert"), "{err}");
         let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("starttls"), "{err}");
+    }
+
+    #[test]
+    fn gateway_and_mime_settings_are_checked() {
+        let err = Config::parse(
+            "[mime]\nencryption_header = \"X-Crypt\"\ndecryption_header = \"x-crypt\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("mime.decryption_header"), "{err}");
+        let err = Config::parse("[gateway]\ndefault_sender = \"nobody\"\n").unwrap_err();
+        assert!(err.to_string().contains("gateway.default_sender"), "{err}");
+        let err = Config::parse("[gateway]\nerrored_retry_initial_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("gateway.errored_retry_initial_secs"),
+            "{err}"
+        );
+        let c = Config::parse(
+            "[mime]\nadd_decryption_notice = true\nreplace_subject = \"Encrypted\"\n[gateway]\nreencrypt_inbound = true\n",
+        )
+        .unwrap();
+        assert!(c.mime.add_decryption_notice && c.gateway.reencrypt_inbound);
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             );
         }
     }
+    if let Some(fake) = std::env::var_os("POSTERN_FAKE_NOW") {
+        let fake: u64 = fake
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .context("POSTERN_FAKE_NOW must be Unix seconds")?;
+        let real = keys::Clock::now(&SystemClock);
+        keys::clock::set_offset(fake as i64 - real as i64);
+        tracing::warn!("POSTERN_FAKE_NOW is set: this process runs at Unix time {fake} (for tests only)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,18 +66,24 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut app = axum::Router::new();
     let mut background = tokio::task::JoinSet::new();
+    let keyserver_store = if components.iter().any(|c| c == "keyserver") {
+        Some(
+            Store::open(&config.keyserver_db())
+                .await
+                .with_context(|| format!("cannot open {}", config.keyserver_db().display()))?,
+        )
+    } else {
+        None
+    };
     if components.iter().any(|c| c == "smtp") {
-        let (router, tasks) = start_mail(&config, stop.clone()).await?;
+        let (router, tasks) = start_mail(&config, stop.clone(), keyserver_store.as_ref()).await?;
         app = app.merge(router);
         for t in tasks {
             background.spawn(t);
         }
     }
-    if components.iter().any(|c| c == "keyserver") {
+    if let Some(store) = keyserver_store {
         let master = open_or_create_master_keys(&config)?;
-        let store = Store::open(&config.keyserver_db())
-            .await
-            .with_context(|| format!("cannot open {}", config.keyserver_db().display()))?;
         let sweeper = store.clone();
         tokio::spawn(async move {
             loop {
@@ -135,6 +150,7 @@ type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 async fn start_mail(
     config: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
+    local_keyserver: Option<&Store>,
 ) -> Result<(axum::Router, Vec<Task>)> {
     use smtp::session::Shared;
     use std::sync::atomic::Ordering;
@@ -152,11 +168,15 @@ async fn start_mail(
         hostname.clone(),
         metrics.clone(),
     );
-    let pipeline = smtp::pipeline::Pipeline::new(
-        queue.clone(),
-        config.smtp.internal_domains.clone(),
-        deliverer.wake.clone(),
-    );
+    let settings = pipeline::Settings {
+        internal_domains: config.smtp.internal_domains.clone(),
+        gateway: config.gateway.clone(),
+        mime: config.mime.clone(),
+        hostname: hostname.clone(),
+    };
+    let keyring = gateway_keys(config, &settings, local_keyserver).await?;
+    let pipeline =
+        pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone());
     let tls = smtp::server::tls_acceptor(
         config.smtp.tls_cert.as_deref(),
         config.smtp.tls_key.as_deref(),
@@ -209,20 +229,135 @@ async fn start_mail(
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (queue, metrics) = (render_queue.clone(), metrics.clone());
+            let (queue, metrics, pipeline) =
+                (render_queue.clone(), metrics.clone(), pipeline.clone());
             async move {
                 let depth = queue.depth().await.unwrap_or_default();
+                let mut text = metrics.render(depth.received, depth.pending, depth.deferred);
+                let c = &pipeline.counters;
+                text.push_str(&format!(
+                    "# HELP postern_queue_errored Recipients waiting in the errored queue for a key.\n# TYPE postern_queue_errored gauge\npostern_queue_errored {}\n\
+                     # HELP postern_encrypted_total Sealed messages made.\n# TYPE postern_encrypted_total counter\npostern_encrypted_total {}\n\
+                     # HELP postern_decrypted_total Sealed messages opened.\n# TYPE postern_decrypted_total counter\npostern_decrypted_total {}\n\
+                     # HELP postern_errored_total Recipients put in the errored queue.\n# TYPE postern_errored_total counter\npostern_errored_total {}\n\
+                     # HELP postern_keyserver_up Whether the key server answered the last request.\n# TYPE postern_keyserver_up gauge\npostern_keyserver_up {}\n",
+                    depth.errored,
+                    c.encrypted.load(Ordering::Relaxed),
+                    c.decrypted.load(Ordering::Relaxed),
+                    c.errored.load(Ordering::Relaxed),
+                    u8::from(!pipeline.keys().is_down()),
+                ));
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    metrics.render(depth.received, depth.pending, depth.deferred),
+                    text,
                 )
             }
         }),
     );
     Ok((router, tasks))
+}
+
+/// The gateway's key client: the configured key server with the configured token, or the key
+/// server in this process with a token it makes for the gateway's domains.
+async fn gateway_keys(
+    config: &Config,
+    settings: &pipeline::Settings,
+    local: Option<&Store>,
+) -> Result<Arc<pipeline::KeyRing>> {
+    let g = &config.gateway;
+    let configured_token = match &g.token_file {
+        Some(path) => Some(Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("gateway.token_file {}", path.display()))?
+                .trim()
+                .to_string(),
+        )),
+        None => std::env::var("POSTERN_GATEWAY_TOKEN").ok().map(Zeroizing::new),
+    };
+    let (url, token, ca_file) = match (&g.keyserver_url, local) {
+        (Some(url), _) => (url.clone(), configured_token, g.keyserver_ca_file.clone()),
+        (None, Some(store)) => {
+            let mut listen = config.web.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let scheme = if config.web.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let token = match configured_token {
+                Some(t) => t,
+                None => local_token(config, settings, store).await?,
+            };
+            let ca = g
+                .keyserver_ca_file
+                .clone()
+                .or_else(|| config.web.tls_cert.clone());
+            (format!("{scheme}://{listen}"), Some(token), ca)
+        }
+        (None, None) => bail!(
+            "gateway.keyserver_url is needed: the keyserver component does not run in this process"
+        ),
+    };
+    let cache = keys::KeyCache::open_dir(&config.gateway_cache_dir())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the gateway's key cache in {}",
+                config.gateway_cache_dir().display()
+            )
+        })?;
+    let mut client = keys::ClientConfig::new(url.clone());
+    client.token = token;
+    client.ca_file = ca_file;
+    client.retries = 1;
+    client.timeout = Duration::from_secs(10);
+    let client = keys::KeyClient::new(client, Some(cache))
+        .with_context(|| format!("key server {url}"))?;
+    tracing::info!("keys come from {url}");
+    Ok(Arc::new(pipeline::KeyRing::new(
+        client,
+        Arc::new(SystemClock),
+    )))
+}
+
+/// The token the gateway uses with the key server in its own process, kept in
+/// `gateway.token` (mode 0600) and made again when the domains it needs change.
+async fn local_token(
+    config: &Config,
+    settings: &pipeline::Settings,
+    store: &Store,
+) -> Result<Zeroizing<String>> {
+    let mut domains: Vec<String> = settings
+        .internal_domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    if let Some(d) = pipeline::run::default_sender(settings) {
+        domains.push(d.domain().to_string());
+    }
+    domains.sort();
+    domains.dedup();
+    let path = config.data_dir.join("gateway.token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = Zeroizing::new(text.trim().to_string());
+        if let Some(info) = store.find_token(&token).await?
+            && domains.iter().all(|d| info.domains.contains(d))
+        {
+            return Ok(token);
+        }
+    }
+    let now = keys::Clock::now(&SystemClock);
+    let name = format!("local-gateway-{now}");
+    let token = store.create_token(&name, &domains, now).await?;
+    let _ = std::fs::remove_file(&path);
+    files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)?;
+    tracing::info!(token = %name, domains = ?domains, "made a key server token for this gateway");
+    Ok(token)
 }
 
 /// This machine's name, for the SMTP greeting.

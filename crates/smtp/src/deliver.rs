@@ -264,7 +264,7 @@ impl Deliverer {
     ) -> Result<(), store::QueueError> {
         let text = crate::dsn::build(&self.hostname, d, failed, self.queue.spool());
         let mut file = self.queue.spool().create()?;
-        file.write(text.as_bytes())?;
+        file.append(text.as_bytes())?;
         let finished = tokio::task::spawn_blocking(move || file.finish())
             .await
             .map_err(|e| store::QueueError::Io(std::io::Error::other(e)))??;

@@ -1,5 +1,5 @@
-//! Postern's SMTP side: the server that receives mail on the policy and bypass ports, the
-//! pipeline that decides where it goes, and the delivery workers that send it on (SMTP with
+//! Postern's SMTP side: the server that receives mail on the policy and bypass ports and
+//! the delivery workers that send it on (SMTP with
 //! retries, or a Maildir), with delivery status notifications for what cannot be delivered.
 
 pub mod auth;
@@ -9,7 +9,6 @@ pub mod deliver;
 pub mod dsn;
 pub mod maildir;
 pub mod metrics;
-pub mod pipeline;
 pub mod server;
 pub mod session;
 mod stream;

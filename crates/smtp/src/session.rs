@@ -432,7 +432,7 @@ impl Session {
         let mut size = 0u64;
         let mut message_id = None;
         let mut write_error = false;
-        if file.write(received.as_bytes()).is_err() {
+        if file.append(received.as_bytes()).is_err() {
             write_error = true;
         }
         loop {
@@ -492,7 +492,7 @@ impl Session {
                     }
                 }
             }
-            if problem.is_none() && !write_error && file.write(body).is_err() {
+            if problem.is_none() && !write_error && file.append(body).is_err() {
                 write_error = true;
             }
         }

@@ -5,6 +5,7 @@ pub mod queue;
 pub mod spool;
 
 pub use queue::{
-    Delivery, Depth, Envelope, MessageInfo, Outcome, Queue, QueueError, RecipientInfo, Source,
+    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, MessageInfo, Outcome, Queue,
+    QueueError, RecipientInfo, Source,
 };
 pub use spool::{Finished, Incoming, Spool};

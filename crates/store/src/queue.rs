@@ -51,6 +51,8 @@ pub enum Source {
     Bypass,
     /// Made by Postern itself (delivery status notifications).
     Local,
+    /// A transformed copy (encrypted or decrypted) of a message that came in on the policy port.
+    Derived,
 }
 
 impl Source {
@@ -59,6 +61,7 @@ impl Source {
             Source::Policy => "policy",
             Source::Bypass => "bypass",
             Source::Local => "local",
+            Source::Derived => "derived",
         }
     }
 
@@ -66,6 +69,7 @@ impl Source {
         match s {
             "bypass" => Source::Bypass,
             "local" => Source::Local,
+            "derived" => Source::Derived,
             _ => Source::Policy,
         }
     }
@@ -105,6 +109,10 @@ pub struct MessageInfo {
     pub state: String,
     /// The Message-ID header.
     pub message_id: Option<String>,
+    /// The message this one is a transformed copy of.
+    pub parent: Option<String>,
+    /// What the transformation did (encrypted for whom, signed by whom; the signature verdict).
+    pub note: Option<String>,
     /// Its recipients.
     pub recipients: Vec<RecipientInfo>,
 }
@@ -118,7 +126,8 @@ pub struct RecipientInfo {
     pub address: String,
     /// Next hop name, once routed.
     pub hop: Option<String>,
-    /// `new`, `pending`, `deferred`, `delivered` or `bounced`.
+    /// `new`, `pending`, `deferred`, `errored` (waiting for a key), `split` (went into a
+    /// transformed copy), `delivered` or `bounced`.
     pub state: String,
     /// Delivery attempts so far.
     pub attempts: u32,
@@ -156,6 +165,62 @@ pub struct Depth {
     pub pending: u64,
     /// Recipients waiting for a retry.
     pub deferred: u64,
+    /// Recipients waiting for a key (the errored queue).
+    pub errored: u64,
+}
+
+/// One copy of a processed message: its content and the recipients that get it.
+#[derive(Debug)]
+pub struct Copy {
+    /// The transformed content, or `None` for the message as received.
+    pub file: Option<Finished>,
+    /// (recipient, next hop).
+    pub routes: Vec<(String, String)>,
+    /// What the transformation did, for the record.
+    pub note: Option<String>,
+}
+
+/// A recipient whose copy cannot be made now (no key): it waits in the errored queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Errored {
+    /// The recipient.
+    pub address: String,
+    /// Why, for the administrator and, at the end of the lifetime, the sender.
+    pub reason: String,
+}
+
+/// When errored recipients are retried: `initial` seconds after their first failure, doubling
+/// with each failure up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Seconds before the first retry.
+    pub initial: u64,
+    /// Longest wait.
+    pub max: u64,
+}
+
+/// What processing decided for one message. Recipients named nowhere are dropped.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// Queue id.
+    pub id: String,
+    /// The copies to deliver.
+    pub copies: Vec<Copy>,
+    /// Recipients for the errored queue.
+    pub errored: Vec<Errored>,
+    /// Internal users seen in the message (for key prefetching).
+    pub users: Vec<String>,
+}
+
+/// Which errored messages an operation covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErroredFilter {
+    /// One message.
+    pub id: Option<String>,
+    /// Received at or after (Unix seconds).
+    pub since: Option<u64>,
+    /// Received before (Unix seconds).
+    pub until: Option<u64>,
 }
 
 /// Seconds since the Unix epoch.
@@ -207,7 +272,13 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
         last_reply TEXT
     );
     CREATE INDEX recipients_due ON recipients(state, next_attempt);
-    CREATE INDEX recipients_message ON recipients(message);"];
+    CREATE INDEX recipients_message ON recipients(message);",
+    // Transformed copies (encrypted, decrypted) are messages of their own with a parent; what
+    // the transformation did is noted; internal users are remembered for key prefetching.
+    "ALTER TABLE messages ADD COLUMN parent TEXT;
+    ALTER TABLE messages ADD COLUMN note TEXT;
+    CREATE INDEX messages_parent ON messages(parent);
+    CREATE TABLE users (address TEXT PRIMARY KEY, last_seen INTEGER NOT NULL);"];
 
 struct Record {
     id: String,
@@ -332,7 +403,8 @@ impl Queue {
         Ok(id)
     }
 
-    /// Claims up to `limit` received messages for processing.
+    /// Claims up to `limit` received messages for processing, each with its recipients still to
+    /// be decided.
     pub async fn claim_received(&self, limit: u32) -> Result<Vec<(String, Envelope)>, QueueError> {
         let rows = sqlx::query(
             "UPDATE messages SET state = 'processing', updated_at = ?1
@@ -350,7 +422,7 @@ impl Queue {
         if !ids.is_empty() {
             let list = sqlx::query(
                 "SELECT message, address FROM recipients
-                 WHERE message IN (SELECT value FROM json_each(?1)) ORDER BY id",
+                 WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new' ORDER BY id",
             )
             .bind(serde_json::to_string(&ids).unwrap_or_default())
             .fetch_all(&self.pool)
@@ -534,7 +606,7 @@ impl Queue {
     /// One message with its recipients.
     pub async fn show(&self, id: &str) -> Result<MessageInfo, QueueError> {
         let m = sqlx::query(
-            "SELECT id, sender, source, size, received_at, state, message_id FROM messages WHERE id = ?1",
+            "SELECT id, sender, source, size, received_at, state, message_id, parent, note FROM messages WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -556,6 +628,8 @@ impl Queue {
             received_at: to_u64(m.get(4)),
             state: m.get(5),
             message_id: m.get(6),
+            parent: m.get(7),
+            note: m.get(8),
             recipients: rows
                 .iter()
                 .map(|r| RecipientInfo {
@@ -583,11 +657,308 @@ impl Queue {
         Ok(done.rows_affected())
     }
 
+    /// Records what processing decided for a batch of messages, in one transaction: transformed
+    /// copies become messages of their own (their files placed and fsynced first), recipients
+    /// of the message as received are routed, errored ones wait for their retry.
+    pub async fn apply(&self, batch: Vec<Decision>, backoff: Backoff) -> Result<(), QueueError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let mut children = Vec::new();
+        let mut child_rcpts = Vec::new();
+        let mut routes = Vec::new();
+        let mut splits = Vec::new();
+        let mut errored = Vec::new();
+        let mut users = Vec::new();
+        let mut placed: Vec<String> = Vec::new();
+        for d in &batch {
+            for copy in &d.copies {
+                match &copy.file {
+                    None => {
+                        for (a, h) in &copy.routes {
+                            routes.push(serde_json::json!({"m": d.id, "a": a, "h": h}));
+                        }
+                    }
+                    Some(file) => {
+                        let child = new_id();
+                        if let Err(e) = self.spool.place(&file.path, &child) {
+                            for id in &placed {
+                                let _ = self.spool.remove(id);
+                            }
+                            return Err(e.into());
+                        }
+                        placed.push(child.clone());
+                        children.push(serde_json::json!({
+                            "id": child, "parent": d.id, "size": file.len, "note": copy.note,
+                        }));
+                        for (a, h) in &copy.routes {
+                            child_rcpts.push(serde_json::json!({"m": child, "a": a, "h": h}));
+                            splits.push(serde_json::json!({"m": d.id, "a": a, "c": child}));
+                        }
+                    }
+                }
+            }
+            for e in &d.errored {
+                errored.push(serde_json::json!({"m": d.id, "a": e.address, "r": e.reason}));
+            }
+            for u in &d.users {
+                users.push(serde_json::Value::from(u.as_str()));
+            }
+        }
+        let result = self
+            .apply_rows(
+                &batch,
+                at,
+                backoff,
+                [children, child_rcpts, routes, splits, errored, users],
+                !placed.is_empty(),
+            )
+            .await;
+        match result {
+            Ok(finished) => {
+                for id in finished {
+                    self.spool.remove(&id)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for id in &placed {
+                    let _ = self.spool.remove(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_rows(
+        &self,
+        batch: &[Decision],
+        at: u64,
+        backoff: Backoff,
+        rows: [Vec<serde_json::Value>; 6],
+        sync: bool,
+    ) -> Result<Vec<String>, QueueError> {
+        let [children, child_rcpts, routes, splits, errored, users] = rows;
+        if sync {
+            self.spool.sync_dir()?;
+        }
+        let ids = json_ids(batch.iter().map(|d| d.id.as_str()));
+        let at = to_i64(at);
+        let mut tx = self.pool.begin().await?;
+        if !children.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state,
+                                       message_id, updated_at, parent, note)
+                 SELECT j.value->>'id', p.sender, p.client, p.helo, 'derived', j.value->>'size',
+                        p.received_at, 'queued', p.message_id, ?2, p.id, j.value->>'note'
+                 FROM json_each(?1) AS j JOIN messages p ON p.id = j.value->>'parent'",
+            )
+            .bind(serde_json::Value::Array(children).to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO recipients (message, address, hop, state, next_attempt)
+                 SELECT j.value->>'m', j.value->>'a', j.value->>'h', 'pending', ?2
+                 FROM json_each(?1) AS j ORDER BY j.key",
+            )
+            .bind(serde_json::Value::Array(child_rcpts).to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE recipients SET state = 'split', last_reply = 'as ' || (j.value->>'c')
+                 FROM json_each(?1) AS j
+                 WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
+                   AND recipients.state = 'new'",
+            )
+            .bind(serde_json::Value::Array(splits).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !routes.is_empty() {
+            sqlx::query(
+                "UPDATE recipients SET hop = j.value->>'h', state = 'pending', next_attempt = ?2
+                 FROM json_each(?1) AS j
+                 WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
+                   AND recipients.state = 'new'",
+            )
+            .bind(serde_json::Value::Array(routes).to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !errored.is_empty() {
+            sqlx::query(
+                "UPDATE recipients SET state = 'errored', last_reply = j.value->>'r',
+                    next_attempt = ?2 + min(?4, ?3 << min(attempts, 20)), attempts = attempts + 1
+                 FROM json_each(?1) AS j
+                 WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
+                   AND recipients.state = 'new'",
+            )
+            .bind(serde_json::Value::Array(errored).to_string())
+            .bind(at)
+            .bind(to_i64(backoff.initial))
+            .bind(to_i64(backoff.max))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !users.is_empty() {
+            sqlx::query(
+                "INSERT INTO users (address, last_seen) SELECT DISTINCT value, ?2 FROM json_each(?1) WHERE true
+                 ON CONFLICT (address) DO UPDATE SET last_seen = excluded.last_seen",
+            )
+            .bind(serde_json::Value::Array(users).to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
+             WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new'",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET state = 'queued', updated_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let finished = finish_done(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    /// Sends errored recipients due by `due_by` (Unix seconds) back to processing, with their
+    /// messages; returns how many recipients. `u64::MAX` takes all of them (the key server is
+    /// back), a filter narrows it (an administrator's resend).
+    pub async fn requeue_errored(
+        &self,
+        due_by: u64,
+        filter: &ErroredFilter,
+    ) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE recipients SET state = 'new'
+             WHERE state = 'errored' AND next_attempt <= ?1
+               AND message IN (SELECT id FROM messages WHERE (?2 IS NULL OR id = ?2)
+                               AND (?3 IS NULL OR received_at >= ?3)
+                               AND (?4 IS NULL OR received_at < ?4))
+             RETURNING message",
+        )
+        .bind(to_i64(due_by))
+        .bind(filter.id.as_deref())
+        .bind(filter.since.map(to_i64))
+        .bind(filter.until.map(to_i64))
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = ids.len() as u64;
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE messages SET state = 'received', updated_at = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
+            )
+            .bind(json_ids(ids.iter().map(String::as_str)))
+            .bind(to_i64(now()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Messages with recipients in the errored queue, oldest first.
+    pub async fn errored(
+        &self,
+        filter: &ErroredFilter,
+        limit: u32,
+    ) -> Result<Vec<MessageInfo>, QueueError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM messages m WHERE EXISTS (
+                 SELECT 1 FROM recipients r WHERE r.message = m.id AND r.state = 'errored')
+               AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR received_at >= ?2)
+               AND (?3 IS NULL OR received_at < ?3)
+             ORDER BY received_at, id LIMIT ?4",
+        )
+        .bind(filter.id.as_deref())
+        .bind(filter.since.map(to_i64))
+        .bind(filter.until.map(to_i64))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.show(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Errored recipients of messages received before `cutoff` (past their lifetime), grouped
+    /// by message with each one's reason, for bouncing.
+    pub async fn expired_errored(
+        &self,
+        cutoff: u64,
+    ) -> Result<Vec<(Delivery, Vec<String>)>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.address, r.attempts, m.id, m.sender, m.received_at, m.message_id,
+                    r.last_reply
+             FROM recipients r JOIN messages m ON m.id = r.message
+             WHERE r.state = 'errored' AND m.received_at < ?1 AND m.state = 'queued'
+             ORDER BY m.id, r.id LIMIT 1000",
+        )
+        .bind(to_i64(cutoff))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(Delivery, Vec<String>)> = Vec::new();
+        for r in rows {
+            let id: String = r.get(3);
+            let rid: i64 = r.get(0);
+            let address: String = r.get(1);
+            let reason: Option<String> = r.get(7);
+            let reason = reason.unwrap_or_default();
+            let attempts = u32::try_from(r.get::<i64, _>(2)).unwrap_or(0);
+            match out.last_mut() {
+                Some((d, reasons)) if d.id == id => {
+                    d.recipients.push((rid, address));
+                    reasons.push(reason);
+                }
+                _ => out.push((
+                    Delivery {
+                        id,
+                        sender: r.get(4),
+                        hop: String::new(),
+                        recipients: vec![(rid, address)],
+                        attempts,
+                        received_at: to_u64(r.get(5)),
+                        message_id: r.get(6),
+                    },
+                    vec![reason],
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Internal users seen since `since` (Unix seconds).
+    pub async fn users_seen(&self, since: u64) -> Result<Vec<String>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT address FROM users WHERE last_seen >= ?1 ORDER BY address",
+        )
+        .bind(to_i64(since))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Deletes a message: no further delivery, file removed; the rows stay as a record.
     pub async fn delete(&self, id: &str) -> Result<(), QueueError> {
         self.show(id).await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE recipients SET state = 'bounced', last_reply = 'deleted by an administrator' WHERE message = ?1 AND state IN ('new', 'pending', 'deferred')")
+        sqlx::query("UPDATE recipients SET state = 'bounced', last_reply = 'deleted by an administrator' WHERE message = ?1 AND state IN ('new', 'pending', 'deferred', 'errored')")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -609,7 +980,7 @@ impl Queue {
         .fetch_one(&self.pool)
         .await?;
         let rows = sqlx::query(
-            "SELECT state, COUNT(*) FROM recipients WHERE state IN ('pending', 'deferred') GROUP BY state",
+            "SELECT state, COUNT(*) FROM recipients WHERE state IN ('pending', 'deferred', 'errored') GROUP BY state",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -620,10 +991,10 @@ impl Queue {
         for r in rows {
             let state: String = r.get(0);
             let n = to_u64(r.get(1));
-            if state == "pending" {
-                depth.pending = n;
-            } else {
-                depth.deferred = n;
+            match state.as_str() {
+                "pending" => depth.pending = n,
+                "deferred" => depth.deferred = n,
+                _ => depth.errored = n,
             }
         }
         Ok(depth)
@@ -647,18 +1018,21 @@ pub enum Outcome {
 }
 
 /// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
-/// was, else bounced); returns them, so that their files can go once the transaction commits.
+/// was, transformed if any went into a copy, else bounced); returns them, so that their files can go once the transaction commits.
 async fn finish_done(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &str,
 ) -> Result<Vec<String>, QueueError> {
     let finished = sqlx::query_scalar(
-        "UPDATE messages SET updated_at = ?2, state = CASE WHEN EXISTS (
-                SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'delivered')
-             THEN 'delivered' ELSE 'bounced' END
+        "UPDATE messages SET updated_at = ?2, state = CASE
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'delivered')
+             THEN 'delivered'
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'split')
+             THEN 'transformed'
+             ELSE 'bounced' END
          WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id
-                           AND r.state IN ('new', 'pending', 'deferred'))
+                           AND r.state IN ('new', 'pending', 'deferred', 'errored'))
          RETURNING id",
     )
     .bind(ids)

@@ -93,7 +93,7 @@ impl Spool {
 
 impl Incoming {
     /// Appends bytes.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.len += bytes.len() as u64;
         self.file.write_all(bytes)
     }
@@ -122,6 +122,28 @@ impl Incoming {
     pub fn discard(self) {
         let _ = fs::remove_file(&self.path);
     }
+
+    /// Flushes without an fsync: for a scratch file that is read back and discarded (it is
+    /// cleared with `incoming/` after a crash).
+    pub fn finish_unsynced(self) -> io::Result<Finished> {
+        self.file.into_inner().map_err(|e| e.into_error())?;
+        Ok(Finished {
+            path: self.path,
+            len: self.len,
+        })
+    }
+}
+
+impl Write for Incoming {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A complete, fsynced message file waiting for its queue row.
@@ -133,6 +155,11 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Drops a message that will not be accepted.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.path);

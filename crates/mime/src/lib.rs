@@ -1,0 +1,29 @@
+//! Postern's MIMEBuilder: the encrypted email that carries a sealed message, and reading it
+//! back.
+//!
+//! An encrypted email keeps the original's addressing and threading headers, says
+//! `X-PP-ENCRYPTED: TRUE` and (if set) the encryption X-header with the gateway's host name,
+//! shows a notice (or the meeting-request notice), and attaches `encrypted_message.htm`: a page
+//! holding the sealed message as 7bit base64 lines and an "Open my email" form that posts it to
+//! the Zero Download reader. Decrypting restores the original byte for byte and puts the
+//! decryption X-header, the signature verdict and, if set, a notice on it.
+//!
+//! This crate does no I/O of its own: it works on byte slices and on the readers and writers it
+//! is given, so that a message of any size streams through it.
+
+mod build;
+pub mod headers;
+mod read;
+mod settings;
+
+pub use build::{
+    ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, Wrapper, is_meeting_request, wrapper,
+};
+pub use read::{
+    HeaderFilter, ReadError, SealedReader, Signature, add_notice, decryption_prefix,
+    guarded_fields, is_encrypted, sealed_from_mime,
+};
+pub use settings::{
+    ENCRYPTED_MARKER, MimeSettings, OutgoingEnvelope, SIGNATURE_HEADER, SettingsError,
+    WARNING_HEADER,
+};

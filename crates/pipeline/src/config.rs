@@ -1,0 +1,106 @@
+//! `[gateway]` of `postern.toml`: where keys come from, who signs, and how the errored queue
+//! retries.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The encryption gateway's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The key server's base URL [default: the key server in this process].
+    pub keyserver_url: Option<String>,
+    /// File holding this gateway's API token (`postern keys token create`) [default: a token
+    /// made by the key server in this process].
+    pub token_file: Option<PathBuf>,
+    /// Trust only this CA (PEM) for the key server's certificate.
+    pub keyserver_ca_file: Option<PathBuf>,
+    /// Sign with the default sender's key when the sender's own key cannot be had ("Use
+    /// default sender?").
+    pub use_default_sender: bool,
+    /// The default sender [default: postmaster@ the first internal domain].
+    pub default_sender: Option<String>,
+    /// Encrypt decrypted inbound mail again before internal delivery (after it was opened for
+    /// scanning), signed by the default sender.
+    pub reencrypt_inbound: bool,
+    /// Seconds before the first automatic retry of an errored message.
+    pub errored_retry_initial_secs: u64,
+    /// Longest wait between automatic retries.
+    pub errored_retry_max_secs: u64,
+    /// Seconds after which an errored message is bounced to its sender (3 days).
+    pub errored_lifetime_secs: u64,
+    /// Seconds between checks of a key server that did not answer; when it answers again,
+    /// every errored message is retried at once.
+    pub keyserver_probe_secs: u64,
+    /// Days before a month starts when next month's keys are prefetched.
+    pub prefetch_days: u32,
+    /// Users seen in mail within this many days get their keys prefetched.
+    pub prefetch_seen_days: u32,
+    /// More addresses to prefetch keys for.
+    pub prefetch_addresses: Vec<String>,
+    /// Seconds between prefetch rounds.
+    pub prefetch_interval_secs: u64,
+    /// Messages transformed at once.
+    pub workers: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            keyserver_url: None,
+            token_file: None,
+            keyserver_ca_file: None,
+            use_default_sender: true,
+            default_sender: None,
+            reencrypt_inbound: false,
+            errored_retry_initial_secs: 30,
+            errored_retry_max_secs: 600,
+            errored_lifetime_secs: 3 * 24 * 3600,
+            keyserver_probe_secs: 10,
+            prefetch_days: 7,
+            prefetch_seen_days: 60,
+            prefetch_addresses: Vec::new(),
+            prefetch_interval_secs: 3600,
+            workers: 8,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks what the types cannot; errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.errored_retry_initial_secs == 0
+            || self.errored_retry_max_secs < self.errored_retry_initial_secs
+        {
+            return Err("gateway.errored_retry_initial_secs must be at least 1 and at most gateway.errored_retry_max_secs".into());
+        }
+        if self.errored_lifetime_secs < self.errored_retry_initial_secs {
+            return Err(
+                "gateway.errored_lifetime_secs must be at least gateway.errored_retry_initial_secs"
+                    .into(),
+            );
+        }
+        if self.keyserver_probe_secs == 0 || self.prefetch_interval_secs == 0 {
+            return Err(
+                "gateway.keyserver_probe_secs and gateway.prefetch_interval_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if self.prefetch_days > 27 {
+            return Err("gateway.prefetch_days must be at most 27".into());
+        }
+        if self.workers == 0 {
+            return Err("gateway.workers must be at least 1".into());
+        }
+        if let Some(s) = &self.default_sender {
+            envelope::Address::parse(s)
+                .map_err(|e| format!("gateway.default_sender {s:?}: {e}"))?;
+        }
+        for a in &self.prefetch_addresses {
+            envelope::Address::parse(a)
+                .map_err(|e| format!("gateway.prefetch_addresses {a:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}

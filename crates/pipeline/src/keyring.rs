@@ -1,0 +1,221 @@
+//! The gateway's keys: the key client (with its encrypted cache) in front, parsed keys kept in
+//! memory, and the key server's reachability, so that an outage ending is noticed.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use envelope::{Address, DecryptionKey, Epoch, KeyId, PublicParams, SigningKey};
+use keys::{ClientError, KeyClient, KeyKind};
+use lru::LruCache;
+
+/// Why a key could not be had. Every kind goes to the errored queue: an outage ends, a refusal
+/// may be lifted (a token's domains extended).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFailure {
+    /// The key server did not answer and the key is not cached.
+    #[error("the key server is unreachable and the key is not cached ({0})")]
+    Unreachable(String),
+    /// The key server refused the key.
+    #[error("the key server refused the key: {0}")]
+    Refused(String),
+    /// Anything else (a damaged key, a protocol error).
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl From<ClientError> for KeyFailure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Unreachable(why) => KeyFailure::Unreachable(why),
+            ClientError::Refused { code, reason, .. } => {
+                KeyFailure::Refused(format!("{reason} ({code})"))
+            }
+            ClientError::BadCredentials(why) => {
+                KeyFailure::Refused(format!("the gateway token was not accepted: {why}"))
+            }
+            other => KeyFailure::Broken(other.to_string()),
+        }
+    }
+}
+
+/// Parsed keys kept in memory (parsing a key costs milliseconds; a message must not pay it).
+const PARSED_KEYS: usize = 4096;
+
+/// Seconds public parameters are used before they are fetched again.
+const PARAMS_TTL: u64 = 600;
+
+type SigningCache = LruCache<(Address, Epoch), Arc<SigningKey>>;
+type DecryptionCache = LruCache<(Address, Epoch, KeyId), Arc<DecryptionKey>>;
+
+/// Keys for the mail path.
+pub struct KeyRing {
+    client: KeyClient,
+    clock: Arc<dyn keys::Clock>,
+    params: Mutex<Option<(Arc<PublicParams>, u64)>>,
+    signing: Mutex<SigningCache>,
+    decryption: Mutex<DecryptionCache>,
+    down: AtomicBool,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("down", &self.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+fn cache<K: std::hash::Hash + Eq, V>() -> LruCache<K, V> {
+    LruCache::new(NonZeroUsize::new(PARSED_KEYS).unwrap_or(NonZeroUsize::MIN))
+}
+
+impl KeyRing {
+    /// Keys from `client`, with time from `clock`.
+    pub fn new(client: KeyClient, clock: Arc<dyn keys::Clock>) -> Self {
+        KeyRing {
+            client,
+            clock,
+            params: Mutex::new(None),
+            signing: Mutex::new(cache()),
+            decryption: Mutex::new(cache()),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    /// The key client.
+    pub fn client(&self) -> &KeyClient {
+        &self.client
+    }
+
+    /// The time now.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// True when the last request found the key server unreachable.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    fn note<T>(&self, r: &Result<T, ClientError>) {
+        match r {
+            Err(e) if e.is_unreachable() => {
+                if !self.down.swap(true, Ordering::SeqCst) {
+                    tracing::warn!("the key server is unreachable; cached keys keep mail moving, the rest waits in the errored queue");
+                }
+            }
+            Err(_) => {}
+            Ok(_) => {}
+        }
+    }
+
+    /// Asks the key server whether it is back; true when it answers (and the outage is over).
+    pub async fn probe(&self) -> bool {
+        if self.client.reachable().await {
+            if self.down.swap(false, Ordering::SeqCst) {
+                tracing::info!("the key server answers again");
+            }
+            // New parameters (a rotated master key) are taken up at once.
+            if let Ok(mut p) = self.params.lock() {
+                *p = None;
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The public parameters: fetched every few minutes, from the cache while the server is down.
+    pub async fn params(&self) -> Result<Arc<PublicParams>, KeyFailure> {
+        let now = self.now();
+        let cached = self.params.lock().ok().and_then(|p| p.clone());
+        if let Some((params, at)) = &cached
+            && now.saturating_sub(*at) < PARAMS_TTL
+        {
+            return Ok(params.clone());
+        }
+        let fetched = self.client.params().await;
+        self.note(&fetched);
+        match fetched {
+            Ok(p) => {
+                let p = Arc::new(p);
+                if let Ok(mut slot) = self.params.lock() {
+                    *slot = Some((p.clone(), now));
+                }
+                Ok(p)
+            }
+            Err(e) => match cached {
+                Some((p, _)) => Ok(p),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Forgets the parameters, so that the next message fetches them (a message names a master
+    /// key they do not have).
+    pub fn refresh_params(&self) {
+        if let Ok(mut p) = self.params.lock() {
+            *p = None;
+        }
+    }
+
+    /// The signing key of `address` for `epoch`.
+    pub async fn signing_key(
+        &self,
+        address: &Address,
+        epoch: Epoch,
+    ) -> Result<Arc<SigningKey>, KeyFailure> {
+        let key = (address.clone(), epoch);
+        if let Some(k) = self.signing.lock().ok().and_then(|mut c| c.get(&key).cloned()) {
+            return Ok(k);
+        }
+        self.params().await?;
+        let fetched = self.client.key_bytes(address, epoch, KeyKind::Sign).await;
+        self.note(&fetched);
+        let (bytes, _) = fetched?;
+        let parsed = tokio::task::spawn_blocking(move || SigningKey::from_bytes(&bytes))
+            .await
+            .map_err(|e| KeyFailure::Broken(e.to_string()))?
+            .map_err(|e| KeyFailure::Broken(format!("signing key of {address}: {e}")))?;
+        let parsed = Arc::new(parsed);
+        if let Ok(mut c) = self.signing.lock() {
+            c.put(key, parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    /// The decryption key of `address` for `epoch` under the master key `key_id`.
+    pub async fn decryption_key(
+        &self,
+        address: &Address,
+        epoch: Epoch,
+        key_id: KeyId,
+    ) -> Result<Arc<DecryptionKey>, KeyFailure> {
+        let key = (address.clone(), epoch, key_id);
+        if let Some(k) = self
+            .decryption
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
+            return Ok(k);
+        }
+        let fetched = self
+            .client
+            .key_bytes_for(address, epoch, KeyKind::Decrypt, Some(key_id))
+            .await;
+        self.note(&fetched);
+        let (bytes, _) = fetched?;
+        let parsed = tokio::task::spawn_blocking(move || DecryptionKey::from_bytes(&bytes))
+            .await
+            .map_err(|e| KeyFailure::Broken(e.to_string()))?
+            .map_err(|e| KeyFailure::Broken(format!("decryption key of {address}: {e}")))?;
+        let parsed = Arc::new(parsed);
+        if let Ok(mut c) = self.decryption.lock() {
+            c.put(key, parsed.clone());
+        }
+        Ok(parsed)
+    }
+}

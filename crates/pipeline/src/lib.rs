@@ -1,0 +1,20 @@
+//! Postern's decision step: between the SMTP server that receives mail and the workers that
+//! deliver it. It encrypts outbound mail and decrypts inbound mail with the MIMEBuilder
+//! ([`mime`]) around sealed messages ([`envelope`]), with keys from the key server through a
+//! cache ([`keyring`]), and keeps every message that needs a missing key in the errored queue
+//! until the key comes.
+//!
+//! - [`config`]: `[gateway]` of `postern.toml`.
+//! - [`keyring`]: keys for the mail path, parsed once, and the key server's reachability.
+//! - [`transform`]: the blocking file-to-file work (sealing into an encrypted email, opening one).
+//! - [`run`]: the loop that claims, decides, transforms and records; the errored queue's retries
+//!   and bounces; the key prefetch.
+
+pub mod config;
+pub mod keyring;
+pub mod run;
+pub mod transform;
+
+pub use config::GatewayConfig;
+pub use keyring::{KeyFailure, KeyRing};
+pub use run::{Pipeline, Settings};

@@ -1,0 +1,265 @@
+//! The blocking half of a transformation: file in, file out, crypto in between. Run on the
+//! blocking thread pool; each function streams, so memory stays bounded for large messages
+//! (except when a notice must be put inside a body, which needs the message parsed).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use envelope::{
+    Address, DecapsCache, DecryptionKey, EncapsCache, Epoch, Header, OpenError, Opener,
+    PublicParams, SealError, SealOptions, Sealer, SigningKey, Verdict,
+};
+use mime::{MimeSettings, Signature};
+use store::{Finished, Spool};
+
+/// Largest header section read (a longer one is not a header an MUA wrote).
+pub const MAX_HEAD: usize = 1024 * 1024;
+
+/// Largest message read whole when its sealed message cannot be streamed (an MTA re-encoded
+/// the attachment) or a notice must go into its body.
+const MAX_IN_MEMORY: u64 = 64 * 1024 * 1024;
+
+/// Plaintext smaller than this is opened into memory rather than a scratch file.
+const SMALL: u64 = 1024 * 1024;
+
+/// Why a transformation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// The spool (a full disk).
+    #[error("spool: {0}")]
+    Io(#[from] io::Error),
+    /// No sealed message could be read from the email.
+    #[error("{0}")]
+    NotSealed(#[from] mime::ReadError),
+    /// Sealing failed.
+    #[error("cannot seal: {0}")]
+    Seal(#[from] SealError),
+    /// Opening failed.
+    #[error("cannot open the sealed message: {0}")]
+    Open(#[from] OpenError),
+    /// Too large to handle in memory.
+    #[error("the message is too large to read whole ({0} bytes)")]
+    TooLarge(u64),
+}
+
+/// The header section at the start of a message file.
+pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut head = Vec::with_capacity(4096);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" || head.len() > MAX_HEAD {
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// Everything an encryption needs.
+pub struct Encrypt {
+    /// The message.
+    pub source: PathBuf,
+    /// Who it is sealed to.
+    pub recipients: Vec<Address>,
+    /// The month of their keys.
+    pub epoch: Epoch,
+    /// The sender (the signer is its key, or the default sender's).
+    pub sender: Option<Address>,
+    /// The signing key.
+    pub signer: Arc<SigningKey>,
+    /// Public parameters.
+    pub params: Arc<PublicParams>,
+    /// Shared encapsulations.
+    pub encaps: Arc<EncapsCache>,
+    /// MIMEBuilder settings.
+    pub settings: Arc<MimeSettings>,
+    /// The encryption X-header's value.
+    pub hostname: String,
+}
+
+/// Seals `job.source` into a new encrypted email in the spool (fsynced). A `Bcc` field in the
+/// original is left out of what is sealed, so that no recipient learns of a blind copy.
+pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError> {
+    let meeting = mime::is_meeting_request(BufReader::new(File::open(&job.source)?))?;
+    let head = read_head(&job.source)?;
+    let wrapper = mime::wrapper(&head, meeting, &job.settings, &job.hostname);
+    let mut file = File::open(&job.source)?;
+    file.seek(SeekFrom::Start(head.len() as u64))?;
+    let plain = Cursor::new(mime::headers::without_fields(&head, &["Bcc"])).chain(file);
+    let options = SealOptions {
+        recipients: job.recipients.clone(),
+        epoch: job.epoch,
+        sender: job.sender.clone(),
+    };
+    let mut out = spool.create()?;
+    let written = (|| -> Result<(), TransformError> {
+        out.append(&wrapper.head)?;
+        let mut b64 = mime::Base64Lines::new(&mut out);
+        Sealer::new(&job.params).with_cache(&job.encaps).seal(
+            &job.signer,
+            &options,
+            BufReader::with_capacity(64 * 1024, plain),
+            &mut b64,
+        )?;
+        b64.finish()?;
+        out.append(&wrapper.tail)?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => Ok(out.finish()?),
+        Err(e) => {
+            out.discard();
+            Err(e)
+        }
+    }
+}
+
+/// The sealed message inside an encrypted email: streamed as Postern writes it, or read whole
+/// when the attachment was re-encoded on the way.
+enum Sealed {
+    Stream(PathBuf),
+    Whole(Vec<u8>),
+}
+
+impl Sealed {
+    fn locate(path: &Path) -> Result<Sealed, TransformError> {
+        let mut probe = mime::SealedReader::new(BufReader::new(File::open(path)?));
+        let mut first = [0u8; 1];
+        match probe.read(&mut first) {
+            Ok(_) => Ok(Sealed::Stream(path.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let len = std::fs::metadata(path)?.len();
+                if len > MAX_IN_MEMORY {
+                    return Err(TransformError::TooLarge(len));
+                }
+                let bytes = std::fs::read(path)?;
+                Ok(Sealed::Whole(mime::sealed_from_mime(&bytes)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn reader(&self) -> Result<Box<dyn Read + '_>, TransformError> {
+        Ok(match self {
+            Sealed::Stream(p) => Box::new(mime::SealedReader::new(BufReader::with_capacity(
+                64 * 1024,
+                File::open(p)?,
+            ))),
+            Sealed::Whole(b) => Box::new(&b[..]),
+        })
+    }
+}
+
+/// The sealed message's header: who signed it, to whom, which month and master key.
+pub fn sealed_header(path: &Path) -> Result<Header, TransformError> {
+    let sealed = Sealed::locate(path)?;
+    Ok(envelope::read_header(sealed.reader()?)?)
+}
+
+/// Everything a decryption needs.
+pub struct Decrypt {
+    /// The encrypted email.
+    pub source: PathBuf,
+    /// The recipient's key.
+    pub key: Arc<DecryptionKey>,
+    /// Public parameters (the signer's master key).
+    pub params: Arc<PublicParams>,
+    /// Shared decapsulations.
+    pub decaps: Arc<DecapsCache>,
+    /// MIMEBuilder settings.
+    pub settings: Arc<MimeSettings>,
+    /// The decryption X-header's value.
+    pub hostname: String,
+}
+
+/// The verdict as recorded in a decrypted message.
+pub fn signature(verdict: &Verdict) -> Signature {
+    match verdict {
+        Verdict::Valid {
+            signer,
+            default_sender: false,
+        } => Signature::Sender(signer.address.to_string()),
+        Verdict::Valid {
+            signer,
+            default_sender: true,
+        } => Signature::DefaultSender(signer.address.to_string()),
+        Verdict::Invalid { claimed, reason } => Signature::Invalid {
+            claimed: claimed.address.to_string(),
+            reason: reason.to_string(),
+        },
+    }
+}
+
+/// Opens an encrypted email into a new message in the spool (fsynced): the original, byte for
+/// byte, under the decryption X-header, the verdict and the trace fields of the way.
+pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), TransformError> {
+    let sealed = Sealed::locate(&job.source)?;
+    let outer = read_head(&job.source)?;
+    let opener = Opener::new(&job.params).with_cache(&job.decaps);
+    let guarded = mime::guarded_fields(&job.settings);
+    let size = std::fs::metadata(&job.source)?.len();
+    let in_memory = size < SMALL || job.settings.add_decryption_notice;
+    if in_memory && size > MAX_IN_MEMORY {
+        return Err(TransformError::TooLarge(size));
+    }
+
+    // The plaintext goes somewhere private first: only an authenticated whole is used.
+    enum Plain {
+        Memory(Vec<u8>),
+        Scratch(Finished),
+    }
+    let (plain, opened) = if in_memory {
+        let mut filter = mime::HeaderFilter::new(Vec::new(), guarded, MAX_HEAD);
+        let opened = opener.open(&job.key, sealed.reader()?, &mut filter)?;
+        let mut bytes = filter.finish()?;
+        if job.settings.add_decryption_notice {
+            bytes = mime::add_notice(&bytes, &job.settings.decryption_notice);
+        }
+        (Plain::Memory(bytes), opened)
+    } else {
+        let mut scratch = spool.create()?;
+        let result = (|| -> Result<_, TransformError> {
+            let mut filter = mime::HeaderFilter::new(&mut scratch, guarded, MAX_HEAD);
+            let opened = opener.open(&job.key, sealed.reader()?, &mut filter)?;
+            filter.finish()?;
+            Ok(opened)
+        })();
+        match result {
+            Ok(opened) => (Plain::Scratch(scratch.finish_unsynced()?), opened),
+            Err(e) => {
+                scratch.discard();
+                return Err(e);
+            }
+        }
+    };
+    let verdict = signature(&opened.verdict);
+    let prefix = mime::decryption_prefix(&outer, &job.settings, &job.hostname, &verdict);
+    let mut out = spool.create()?;
+    let written = (|| -> io::Result<()> {
+        out.append(&prefix)?;
+        match &plain {
+            Plain::Memory(b) => out.append(b)?,
+            Plain::Scratch(f) => {
+                io::copy(&mut File::open(f.path())?, &mut out)?;
+            }
+        }
+        out.flush()
+    })();
+    if let Plain::Scratch(f) = plain {
+        f.discard();
+    }
+    match written {
+        Ok(()) => Ok((out.finish()?, verdict)),
+        Err(e) => {
+            out.discard();
+            Err(e.into())
+        }
+    }
+}
