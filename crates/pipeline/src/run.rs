@@ -289,7 +289,19 @@ impl Pipeline {
             decision.copies.push(pass(&to_pass));
         }
         if !to_encrypt.is_empty() {
-            self.encrypt(&id, &path, &to_encrypt, from.as_ref(), &visible, &mut decision)
+            // The sender whose key signs: the From address if it is one of this gateway's
+            // users, else the envelope sender if it is (a message relayed for a user with a
+            // foreign From); else nobody, and the default sender signs.
+            let own = from
+                .clone()
+                .filter(|f| self.is_internal(f.as_str()))
+                .or_else(|| {
+                    Address::parse(&envelope.sender)
+                        .ok()
+                        .filter(|a| self.is_internal(a.as_str()))
+                });
+            let sender = own.clone().or(from.clone());
+            self.encrypt(&id, &path, &to_encrypt, own.as_ref(), sender.as_ref(), &visible, &mut decision)
                 .await;
         }
         if !to_decrypt.is_empty() {
@@ -318,7 +330,7 @@ impl Pipeline {
         };
         let own_problem = match &own {
             Some((s, e)) => format!("no signing key for the sender {s} ({e})"),
-            None => "the sender has no usable address".to_string(),
+            None => "the sender is not one of this gateway's users".to_string(),
         };
         if !self.settings.gateway.use_default_sender {
             return Err(own_problem);
@@ -334,11 +346,13 @@ impl Pipeline {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn encrypt(
         &self,
         id: &str,
         path: &std::path::Path,
         recipients: &[String],
+        own: Option<&Address>,
         from: Option<&Address>,
         visible: &HashSet<Address>,
         decision: &mut Decision,
@@ -357,7 +371,7 @@ impl Pipeline {
             Ok(p) => p,
             Err(e) => return fail(decision, recipients, reason("cannot encrypt", &e)),
         };
-        let (signer, signed_as) = match self.signer(from, epoch).await {
+        let (signer, signed_as) = match self.signer(own, epoch).await {
             Ok(s) => s,
             Err(why) => return fail(decision, recipients, format!("cannot sign: {why}")),
         };

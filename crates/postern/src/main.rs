@@ -43,6 +43,9 @@ enum Command {
     /// Inspect and act on the mail queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// The errored queue: mail waiting for a key (retried automatically; resend by hand here).
+    #[command(subcommand)]
+    Errored(ErroredCommand),
     /// SMTP helpers.
     #[command(subcommand)]
     Smtp(SmtpCommand),
@@ -82,6 +85,37 @@ enum QueueCommand {
     Delete {
         /// The queue id.
         id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ErroredCommand {
+    /// List messages waiting for a key, oldest first, with each recipient's reason.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Send errored messages back for processing now: one (--id), all (--all), or those
+    /// received in a period (--since, --until: YYYY-MM-DD or RFC 3339). The running gateway
+    /// picks them up at once.
+    Resend {
+        /// One message.
+        #[arg(long, conflicts_with_all = ["all", "since", "until"])]
+        id: Option<String>,
+        /// Every errored message.
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        all: bool,
+        /// Received at or after this time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Received before this time.
+        #[arg(long)]
+        until: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -423,6 +457,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => seal_cmd::inspect(&a),
         Command::Serve(a) => serve::serve(&a),
         Command::Queue(q) => queue_cmd::run(q),
+        Command::Errored(e) => queue_cmd::errored(e),
         Command::Smtp(SmtpCommand::HashPassword) => hash_password(),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),

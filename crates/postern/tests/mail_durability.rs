@@ -52,7 +52,7 @@ impl Gateway {
             .args([
                 "serve",
                 "--components",
-                "smtp",
+                "smtp,keyserver",
                 "--config",
                 self.config.to_str().unwrap(),
             ])
@@ -96,6 +96,11 @@ fn collect(rx: std::sync::mpsc::Receiver<String>) -> Arc<Mutex<HashMap<String, u
     let s = seen.clone();
     std::thread::spawn(move || {
         while let Ok(m) = rx.recv() {
+            // Mail leaves encrypted: a message that arrives in clear does not count.
+            assert!(
+                m.contains("X-PP-ENCRYPTED: TRUE") && !m.contains("quick brown fox"),
+                "a message left the gateway unencrypted"
+            );
             if let Some(id) = testkit::message_id(&m) {
                 *s.lock().unwrap().entry(id).or_insert(0) += 1;
             }

@@ -64,7 +64,7 @@ async fn start_with(
     adjust_delivery(&mut delivery);
     let deliverer =
         smtp::deliver::Deliverer::new(queue.clone(), delivery, hops, "gw.test".into(), metrics);
-    let pipeline = smtp::pipeline::Pipeline::new(
+    let pipeline = PassThrough::new(
         queue.clone(),
         config.internal_domains.clone(),
         deliverer.wake.clone(),
@@ -100,6 +100,64 @@ async fn start_with(
         sink,
         _stop: stop_tx,
         _dir: dir,
+    }
+}
+
+/// The decision step reduced to routing (the pipeline crate encrypts; these tests are about
+/// the SMTP side): internal recipients to `internal`, the rest to `external`.
+struct PassThrough {
+    queue: Queue,
+    internal: Vec<String>,
+    wake: Arc<tokio::sync::Notify>,
+    delivery: Arc<tokio::sync::Notify>,
+}
+
+impl PassThrough {
+    fn new(
+        queue: Queue,
+        internal: Vec<String>,
+        delivery: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
+        Arc::new(PassThrough {
+            queue,
+            internal,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            delivery,
+        })
+    }
+
+    async fn run(self: Arc<Self>, _stop: watch::Receiver<bool>) {
+        loop {
+            let claimed = self.queue.claim_received(256).await.unwrap();
+            let batch: Vec<(String, Vec<(String, String)>)> = claimed
+                .into_iter()
+                .map(|(id, e)| {
+                    let routes = e
+                        .recipients
+                        .iter()
+                        .map(|r| {
+                            let domain = r.rsplit_once('@').map_or("", |(_, d)| d);
+                            let hop = if self.internal.iter().any(|d| d == domain) {
+                                "internal"
+                            } else {
+                                "external"
+                            };
+                            (r.clone(), hop.to_string())
+                        })
+                        .collect();
+                    (id, routes)
+                })
+                .collect();
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+            self.queue.route_batch(&batch).await.unwrap();
+            self.delivery.notify_one();
+        }
     }
 }
 

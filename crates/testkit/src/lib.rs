@@ -15,6 +15,61 @@ pub async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<String>) {
 
 /// [`smtp_sink`] on a chosen port (0 for any).
 pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let (port, mut full) = smtp_recorder_on(port).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = full.recv().await {
+            let text = String::from_utf8_lossy(&m.data).replace("\r\n", "\n");
+            if tx.send(text).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// A message as an SMTP receiver got it: the envelope and the text, CRLF and dot-stuffing undone
+/// only as far as the protocol requires (lines end in CRLF).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// MAIL FROM.
+    pub from: String,
+    /// RCPT TO, in order.
+    pub to: Vec<String>,
+    /// The message text.
+    pub data: Vec<u8>,
+}
+
+fn path_of(line: &str) -> String {
+    let start = line.find('<').map_or(line.len(), |i| i + 1);
+    let end = line[start..].find('>').map_or(line.len(), |i| start + i);
+    line[start..end].to_string()
+}
+
+/// Starts [`smtp_recorder_on`] on its own runtime thread.
+pub fn smtp_recorder_thread() -> (u16, std::sync::mpsc::Receiver<Recorded>) {
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let (mail_tx, mail_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (port, mut rx) = smtp_recorder_on(0).await;
+            port_tx.send(port).unwrap();
+            while let Some(m) = rx.recv().await {
+                if mail_tx.send(m).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    (port_rx.recv().unwrap(), mail_rx)
+}
+
+/// Like [`smtp_sink_on`], keeping each message's envelope and exact text.
+pub async fn smtp_recorder_on(port: u16) -> (u16, mpsc::UnboundedReceiver<Recorded>) {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -26,9 +81,17 @@ pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
-                let mut lines = BufReader::new(r).lines();
+                let mut reader = BufReader::new(r);
                 w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut from = String::new();
+                let mut to = Vec::new();
+                loop {
+                    let mut raw = Vec::new();
+                    match reader.read_until(b'\n', &mut raw).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
@@ -37,19 +100,37 @@ pub async fn smtp_sink_on(port: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
                         "RCPT" if line.to_ascii_lowercase().contains("<reject") => {
                             b"550 5.1.1 no such mailbox\r\n"
                         }
-                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
+                        "MAIL" => {
+                            from = path_of(&line);
+                            to.clear();
+                            b"250 ok\r\n"
+                        }
+                        "RCPT" => {
+                            to.push(path_of(&line));
+                            b"250 ok\r\n"
+                        }
+                        "HELO" | "RSET" | "NOOP" => b"250 ok\r\n",
                         "DATA" => {
                             w.write_all(b"354 go on\r\n").await.unwrap();
-                            let mut body = String::new();
-                            while let Ok(Some(l)) = lines.next_line().await {
-                                if l == "." {
+                            let mut data = Vec::new();
+                            loop {
+                                let mut l = Vec::new();
+                                match reader.read_until(b'\n', &mut l).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(_) => {}
+                                }
+                                if l == b".\r\n" || l == b".\n" {
                                     break;
                                 }
                                 // Undo dot-stuffing, as a real receiver does.
-                                body.push_str(l.strip_prefix('.').unwrap_or(&l));
-                                body.push('\n');
+                                let l = if l.starts_with(b".") { &l[1..] } else { &l[..] };
+                                data.extend_from_slice(l);
                             }
-                            let _ = tx.send(body);
+                            let _ = tx.send(Recorded {
+                                from: from.clone(),
+                                to: to.clone(),
+                                data,
+                            });
                             b"250 queued\r\n"
                         }
                         "QUIT" => {

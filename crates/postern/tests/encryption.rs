@@ -1,0 +1,493 @@
+//! Encryption in the mail path, with real processes: a key server, gateway A for
+//! `corp.example` and gateway B for `partner.example`. What leaves A goes to a recording SMTP
+//! receiver (so the test sees exactly what crossed the network) and is passed on to B.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use testkit::Recorded;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+    c.env_remove("POSTERN_PASSPHRASE")
+        .env_remove("POSTERN_CONFIG")
+        .env_remove("POSTERN_GATEWAY_TOKEN")
+        .env_remove("POSTERN_FAKE_NOW");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "postern {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A `postern serve` process, killed if the test fails first.
+struct Proc {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    components: &'static str,
+    fake_now: Option<u64>,
+}
+
+impl Proc {
+    fn start(config: PathBuf, components: &'static str, fake_now: Option<u64>) -> Proc {
+        let log = config.with_extension("log");
+        let mut p = Proc {
+            child: None,
+            config,
+            log,
+            components,
+            fake_now,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = bin();
+        cmd.args([
+            "serve",
+            "--components",
+            self.components,
+            "--config",
+            s(&self.config),
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(t) = self.fake_now {
+            cmd.env("POSTERN_FAKE_NOW", t.to_string());
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_port(port: u16) {
+    assert!(
+        testkit::wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30)
+        ),
+        "nothing listens on {port}"
+    );
+}
+
+/// A key server process and its web port.
+fn key_server(dir: &Path, fake_now: Option<u64>) -> (Proc, u16) {
+    let port = testkit::free_port();
+    let config = dir.join("keyserver.toml");
+    fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
+            s(&dir.join("keyserver"))
+        ),
+    )
+    .unwrap();
+    let p = Proc::start(config, "keyserver", fake_now);
+    wait_port(port);
+    (p, port)
+}
+
+fn token(keyserver: &Proc, name: &str, domain: &str, dir: &Path) -> PathBuf {
+    let out = run(&[
+        "keys",
+        "token",
+        "create",
+        "--name",
+        name,
+        "--domain",
+        domain,
+        "--config",
+        s(&keyserver.config),
+    ]);
+    let path = dir.join(format!("{name}.token"));
+    fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+struct Gateway {
+    proc: Proc,
+    smtp: SocketAddr,
+    maildir: PathBuf,
+}
+
+impl Gateway {
+    fn config(&self) -> &str {
+        s(&self.proc.config)
+    }
+
+    /// Messages delivered to the internal Maildir so far.
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
+            let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+            paths.sort();
+            for p in paths {
+                out.push(fs::read(p).unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// A gateway for `domain`: internal mail to a Maildir, external mail to `external`.
+fn gateway(
+    dir: &Path,
+    name: &str,
+    domain: &str,
+    keyserver_port: u16,
+    token: &Path,
+    external: &str,
+    extra: &str,
+    fake_now: Option<u64>,
+) -> Gateway {
+    let smtp = testkit::free_port();
+    let root = dir.join(name);
+    fs::create_dir_all(&root).unwrap();
+    let maildir = root.join("maildir");
+    let config = root.join("postern.toml");
+    fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n\
+             [web]\nlisten = \"127.0.0.1:{web}\"\n\
+             [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nbypass_listen = \"127.0.0.1:{bypass}\"\nhostname = \"gw.{domain}\"\ninternal_domains = [\"{domain}\"]\n\
+             [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
+             [gateway]\nkeyserver_url = \"http://127.0.0.1:{keyserver_port}\"\ntoken_file = {token:?}\n{extra}",
+            data = s(&root.join("data")),
+            web = testkit::free_port(),
+            bypass = testkit::free_port(),
+            maildir = s(&maildir),
+            token = s(token),
+        ),
+    )
+    .unwrap();
+    run(&["config", "check", s(&config)]);
+    let proc = Proc::start(config, "smtp", fake_now);
+    wait_port(smtp);
+    Gateway {
+        proc,
+        smtp: SocketAddr::from(([127, 0, 0, 1], smtp)),
+        maildir,
+    }
+}
+
+/// A message as SMTP carries it: CRLF line ends, a final line end, no bare CR.
+fn crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 1024);
+    let mut prev = 0u8;
+    for &b in message {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut start_of_line = true;
+    for &b in message {
+        if start_of_line && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        start_of_line = b == b'\n';
+    }
+    out
+}
+
+fn send(to: SocketAddr, from: &str, rcpts: &[&str], message: &[u8]) {
+    let mut conn = testkit::SmtpConn::open(to).unwrap();
+    conn.send(from, rcpts, &dot_stuff(message)).unwrap();
+}
+
+fn corpus() -> Vec<PathBuf> {
+    let root = std::env::var_os("POSTERN_CORPUS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/eml"),
+        PathBuf::from,
+    );
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("corpus {}: {e}", d.display())) {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "eml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 60, "expected the corpus at {}", root.display());
+    files
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn header_end(m: &[u8]) -> usize {
+    m.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(m.len(), |i| i + 4)
+}
+
+/// Collects `n` messages from the recorder.
+fn collect(rx: &Receiver<Recorded>, n: usize, limit: Duration) -> Vec<Recorded> {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(m) => out.push(m),
+            Err(_) => panic!("only {} of {n} messages left the gateway", out.len()),
+        }
+    }
+    out
+}
+
+/// The sealed message inside an encrypted email.
+fn sealed_of(email: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(email);
+    let start = text.find("-----BEGIN POSTERN SEALED MESSAGE-----").unwrap();
+    let end = text.find("-----END POSTERN SEALED MESSAGE-----").unwrap();
+    let b64: String = text[start + 38..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn meeting_request() -> Vec<u8> {
+    crlf(b"From: alice@corp.example\n\
+To: bob@partner.example\n\
+Subject: Quarterly review\n\
+Message-ID: <meeting-1@corp.example>\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/alternative; boundary=\"cal\"\n\
+\n\
+--cal\n\
+Content-Type: text/plain; charset=utf-8\n\
+\n\
+Quarterly review in room 4.\n\
+--cal\n\
+Content-Type: text/calendar; charset=utf-8; method=REQUEST\n\
+\n\
+BEGIN:VCALENDAR\n\
+METHOD:REQUEST\n\
+BEGIN:VEVENT\n\
+UID:review-2026-q4@corp.example\n\
+SUMMARY:Quarterly review\n\
+DTSTART:20261201T100000Z\n\
+ORGANIZER:mailto:alice@corp.example\n\
+ATTENDEE:mailto:bob@partner.example\n\
+END:VEVENT\n\
+END:VCALENDAR\n\
+--cal--\n")
+}
+
+#[test]
+fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keyserver, ks_port) = key_server(dir.path(), None);
+    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
+    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    let b = gateway(
+        dir.path(),
+        "b",
+        "partner.example",
+        ks_port,
+        &token_b,
+        "maildir:/nonexistent",
+        "",
+        None,
+    );
+    let a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        ks_port,
+        &token_a,
+        &format!("127.0.0.1:{wire_port}"),
+        "",
+        None,
+    );
+
+    // Every corpus message, each tagged so that it can be found again, plus a meeting request.
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    for (i, path) in corpus().iter().enumerate() {
+        let mut m = format!("X-Test-Id: corpus-{i}\r\n").into_bytes();
+        m.extend_from_slice(&crlf(&fs::read(path).unwrap()));
+        sent.push(m);
+    }
+    let mut meeting = b"X-Test-Id: meeting\r\n".to_vec();
+    meeting.extend_from_slice(&meeting_request());
+    sent.push(meeting);
+    for m in &sent {
+        send(a.smtp, "alice@corp.example", &["bob@partner.example"], m);
+    }
+
+    // What left A is encrypted: no body line of any original crosses the wire (the outer
+    // header keeps the addressing, date and subject, by design).
+    let crossed = collect(&wire, sent.len(), Duration::from_secs(120));
+    for r in &crossed {
+        let text = &r.data[header_end(&r.data)..];
+        assert!(contains(&r.data, b"X-PP-ENCRYPTED: TRUE"));
+        assert!(contains(&r.data, b"X-Postern-Encrypted: gw.corp.example"));
+        assert!(contains(text, b"encrypted_message.htm"));
+        assert!(!contains(&r.data, b"X-Test-Id"), "a header of the original leaked");
+        for original in &sent {
+            let body = &original[header_end(original)..];
+            for line in body.split(|&b| b == b'\n') {
+                let line = line.trim_ascii();
+                if line.len() >= 24
+                    && !line.starts_with(b"--")
+                    && !line.starts_with(b"Content-")
+                    && !line.iter().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+                {
+                    assert!(
+                        !contains(text, line),
+                        "an original line crossed in clear: {}",
+                        String::from_utf8_lossy(line)
+                    );
+                }
+            }
+        }
+    }
+    let meeting_out = crossed
+        .iter()
+        .find(|r| contains(&r.data, b"Subject: Quarterly review"))
+        .unwrap();
+    assert!(contains(&meeting_out.data, b"encrypted meeting request"));
+
+    // B opens each and delivers the original.
+    for r in &crossed {
+        let to: Vec<&str> = r.to.iter().map(String::as_str).collect();
+        send(b.smtp, &r.from, &to, &r.data);
+    }
+    wait_until(Duration::from_secs(120), "B delivers everything", || {
+        b.delivered().len() >= sent.len()
+    });
+    let delivered = b.delivered();
+    for original in &sent {
+        let tag_end = original.iter().position(|&c| c == b'\n').unwrap() + 1;
+        let tag = &original[..tag_end];
+        let got = delivered
+            .iter()
+            .find(|d| contains(d, tag))
+            .unwrap_or_else(|| panic!("not delivered: {}", String::from_utf8_lossy(tag)));
+        // The original follows the headers the gateways add, byte for byte.
+        let at = got.windows(tag.len()).position(|w| w == tag).unwrap();
+        assert_eq!(&got[at..], &original[..], "{}", String::from_utf8_lossy(tag));
+        let added = String::from_utf8_lossy(&got[..at]);
+        assert!(added.contains("X-Postern-Decrypted: gw.partner.example"), "{added}");
+        assert!(
+            added.contains("X-Postern-Signature: valid; signer=alice@corp.example\r\n"),
+            "{added}"
+        );
+    }
+
+    // The queue records the verdict.
+    let listed = String::from_utf8(run(&["queue", "list", "--config", b.config()]).stdout).unwrap();
+    let child = listed
+        .lines()
+        .find(|l| l.contains("Derived"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let shown =
+        String::from_utf8(run(&["queue", "show", &child, "--config", b.config()]).stdout).unwrap();
+    assert!(
+        shown.contains("decrypted; signature valid; signer=alice@corp.example"),
+        "{shown}"
+    );
+
+    // A blind copy gets a sealed message of its own: the To recipient's does not name it.
+    let bcc = crlf(
+        b"From: alice@corp.example\nTo: bob@partner.example\nSubject: with a blind copy\n\nhello\n",
+    );
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example", "carol@partner.example"],
+        &bcc,
+    );
+    let copies = collect(&wire, 2, Duration::from_secs(60));
+    let for_bob = copies
+        .iter()
+        .find(|r| r.to == ["bob@partner.example"])
+        .unwrap();
+    let for_carol = copies
+        .iter()
+        .find(|r| r.to == ["carol@partner.example"])
+        .unwrap();
+    assert!(!contains(&sealed_of(&for_bob.data), b"carol"));
+    assert!(contains(&sealed_of(&for_carol.data), b"carol@partner.example"));
+    drop(keyserver);
+}
