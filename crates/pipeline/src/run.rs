@@ -611,6 +611,7 @@ impl Pipeline {
     async fn maintain(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let g = &self.settings.gateway;
         let mut last_probe = 0u64;
+        let mut was_down = false;
         let mut last_expiry = 0u64;
         let mut last_prefetch = 0u64;
         let started = store::queue::now();
@@ -619,7 +620,13 @@ impl Pipeline {
                 return;
             }
             let now = store::queue::now();
-            if self.keys.is_down() && now >= last_probe + g.keyserver_probe_secs {
+            let down = self.keys.is_down();
+            if down && !was_down {
+                // The first check comes one probe interval after the outage is noticed.
+                last_probe = now;
+            }
+            was_down = down;
+            if down && now >= last_probe + g.keyserver_probe_secs {
                 last_probe = now;
                 if self.keys.probe().await {
                     match self

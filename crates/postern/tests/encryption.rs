@@ -93,8 +93,8 @@ impl Proc {
         }
     }
 
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+    fn proc_config(&self) -> PathBuf {
+        self.config.clone()
     }
 }
 
@@ -490,4 +490,200 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
     assert!(!contains(&sealed_of(&for_bob.data), b"carol"));
     assert!(contains(&sealed_of(&for_carol.data), b"carol@partner.example"));
     drop(keyserver);
+}
+
+fn errored_list(g: &Gateway) -> String {
+    String::from_utf8(run(&["errored", "list", "--config", g.config()]).stdout).unwrap()
+}
+
+#[test]
+fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_the_server_returns()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (mut keyserver, ks_port) = key_server(dir.path(), None);
+    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
+    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    // A signs only with the sender's own key, so that a sender without a cached key waits.
+    let a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        ks_port,
+        &token_a,
+        &format!("127.0.0.1:{wire_port}"),
+        "use_default_sender = false\n",
+        None,
+    );
+    let mut b = gateway(
+        dir.path(),
+        "b",
+        "partner.example",
+        ks_port,
+        &token_b,
+        "maildir:/nonexistent",
+        "",
+        None,
+    );
+    let relay = |r: &Recorded, to: SocketAddr| {
+        let rcpts: Vec<&str> = r.to.iter().map(String::as_str).collect();
+        send(to, &r.from, &rcpts, &r.data);
+    };
+    let msg = |from: &str, to: &str, subject: &str| {
+        crlf(format!("From: {from}\nTo: {to}\nSubject: {subject}\n\nThe body of {subject}.\n").as_bytes())
+    };
+
+    // Warm the caches: alice's signing key at A, bob's decryption key at B.
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &msg("alice@corp.example", "bob@partner.example", "warm"));
+    let warm = collect(&wire, 1, Duration::from_secs(30));
+    relay(&warm[0], b.smtp);
+    wait_until(Duration::from_secs(30), "the first message", || b.delivered().len() == 1);
+
+    keyserver.stop();
+
+    // Cached keys keep mail moving.
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &msg("alice@corp.example", "bob@partner.example", "cached"));
+    let cached = collect(&wire, 1, Duration::from_secs(30));
+    relay(&cached[0], b.smtp);
+    wait_until(Duration::from_secs(30), "mail with cached keys", || b.delivered().len() == 2);
+
+    // Mail needing an uncached key waits: dave's signing key at A, carol's decryption key at B.
+    send(a.smtp, "dave@corp.example", &["bob@partner.example"], &msg("dave@corp.example", "bob@partner.example", "from dave"));
+    send(a.smtp, "alice@corp.example", &["carol@partner.example"], &msg("alice@corp.example", "carol@partner.example", "to carol"));
+    let to_carol = collect(&wire, 1, Duration::from_secs(30));
+    assert_eq!(to_carol[0].to, ["carol@partner.example"]);
+    relay(&to_carol[0], b.smtp);
+    wait_until(Duration::from_secs(30), "both in the errored queues", || {
+        errored_list(&a).contains("dave@corp.example") && errored_list(&b).contains("carol@partner.example")
+    });
+    let listed = errored_list(&b);
+    assert!(listed.contains("unreachable"), "{listed}");
+    // Nothing went out for them, in clear or otherwise.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(wire.try_recv().is_err(), "dave's message left A without its key");
+    assert_eq!(b.delivered().len(), 2);
+
+    // The key server returns: both are delivered with no manual step, within a minute.
+    keyserver.spawn();
+    wait_port(ks_port);
+    let from_dave = collect(&wire, 1, Duration::from_secs(60));
+    assert!(contains(&from_dave[0].data, b"X-PP-ENCRYPTED: TRUE"));
+    assert!(!contains(&from_dave[0].data, b"The body of from dave"));
+    wait_until(Duration::from_secs(60), "carol's message delivered", || {
+        b.delivered().iter().any(|d| contains(d, b"The body of to carol."))
+    });
+    relay(&from_dave[0], b.smtp);
+    wait_until(Duration::from_secs(30), "dave's message delivered", || {
+        b.delivered().iter().any(|d| contains(d, b"X-Postern-Signature: valid; signer=dave@corp.example"))
+    });
+    assert!(!errored_list(&b).contains("carol"));
+
+    // With automatic retries far apart, `errored resend` delivers by hand.
+    b.proc.stop();
+    let config = fs::read_to_string(&b.proc.config).unwrap().replace(
+        "[gateway]\n",
+        "[gateway]\nerrored_retry_initial_secs = 3600\nerrored_retry_max_secs = 3600\nkeyserver_probe_secs = 3600\n",
+    );
+    fs::write(&b.proc.config, config).unwrap();
+    keyserver.stop();
+    b.proc.spawn();
+    wait_port(b.smtp.port());
+    send(a.smtp, "alice@corp.example", &["erin@partner.example"], &msg("alice@corp.example", "erin@partner.example", "to erin"));
+    let to_erin = collect(&wire, 1, Duration::from_secs(30));
+    relay(&to_erin[0], b.smtp);
+    wait_until(Duration::from_secs(30), "erin's message errored", || errored_list(&b).contains("erin@partner.example"));
+    keyserver.spawn();
+    wait_port(ks_port);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(errored_list(&b).contains("erin@partner.example"), "retried before it was due");
+    let out = run(&["errored", "resend", "--all", "--config", b.config()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 message(s), 1 recipient(s)"));
+    wait_until(Duration::from_secs(30), "erin's message delivered after the resend", || {
+        b.delivered().iter().any(|d| contains(d, b"The body of to erin."))
+    });
+    let none = bin().args(["errored", "resend", "--id", "nosuchid", "--config", b.config()]).output().unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("not in the errored queue"));
+}
+
+/// 2027-01-28 12:00 UTC and 2027-02-01 12:00 UTC.
+const JAN_28: u64 = 1_801_310_400;
+const FEB_1: u64 = 1_801_656_000;
+
+#[test]
+fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_key_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut keyserver, ks_port) = key_server(dir.path(), Some(JAN_28));
+    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
+    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    // Prefetch runs every second here; A signs only with the sender's own key.
+    let mut a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        ks_port,
+        &token_a,
+        &format!("127.0.0.1:{wire_port}"),
+        "use_default_sender = false\nprefetch_interval_secs = 1\n",
+        Some(JAN_28),
+    );
+    let mut b = gateway(
+        dir.path(),
+        "b",
+        "partner.example",
+        ks_port,
+        &token_b,
+        "maildir:/nonexistent",
+        "prefetch_interval_secs = 1\n",
+        Some(JAN_28),
+    );
+    let message = |subject: &str| {
+        crlf(format!("From: alice@corp.example\nTo: bob@partner.example\nSubject: {subject}\n\nThe body of {subject}.\n").as_bytes())
+    };
+    // January mail makes alice and bob users their gateways know.
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &message("january"));
+    let jan = collect(&wire, 1, Duration::from_secs(30));
+    send(b.smtp, &jan[0].from, &["bob@partner.example"], &jan[0].data);
+    wait_until(Duration::from_secs(30), "January mail delivered", || b.delivered().len() == 1);
+    // Both gateways fetch February's keys for them inside the prefetch window.
+    wait_until(Duration::from_secs(60), "February keys prefetched", || {
+        let issued = String::from_utf8(
+            run(&["keys", "audit", "--config", s(&keyserver.proc_config())]).stdout,
+        )
+        .unwrap();
+        issued.lines().any(|l| l.contains("alice@corp.example") && l.contains("2027-02") && l.contains("\tsign\tissued"))
+            && issued.lines().any(|l| l.contains("bob@partner.example") && l.contains("2027-02") && l.contains("\tdecrypt\tissued"))
+    });
+
+    // The 1st of February: the key server is down; mail still flows both ways.
+    keyserver.stop();
+    a.proc.stop();
+    b.proc.stop();
+    a.proc.fake_now = Some(FEB_1);
+    b.proc.fake_now = Some(FEB_1);
+    a.proc.spawn();
+    b.proc.spawn();
+    wait_port(a.smtp.port());
+    wait_port(b.smtp.port());
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &message("february"));
+    let feb = collect(&wire, 1, Duration::from_secs(30));
+    assert!(contains(&feb[0].data, b"X-PP-ENCRYPTED: TRUE"));
+    send(b.smtp, &feb[0].from, &["bob@partner.example"], &feb[0].data);
+    wait_until(Duration::from_secs(30), "February mail delivered", || {
+        b.delivered().iter().any(|d| contains(d, b"The body of february."))
+    });
+    let got = b
+        .delivered()
+        .into_iter()
+        .find(|d| contains(d, b"The body of february."))
+        .unwrap();
+    assert!(contains(&got, b"X-Postern-Signature: valid; signer=alice@corp.example\r\n"));
+    let shown = String::from_utf8(run(&["queue", "list", "--config", a.config()]).stdout).unwrap();
+    let child = shown.lines().find(|l| l.contains("Derived")).unwrap().split_whitespace().next().unwrap().to_string();
+    let detail = String::from_utf8(run(&["queue", "show", &child, "--config", a.config()]).stdout).unwrap();
+    assert!(
+        detail.contains("(2027-02); signed as alice@corp.example"),
+        "{detail}"
+    );
 }
