@@ -2,18 +2,21 @@
 # End-to-end SMTP throughput of Postern against Debian's Postfix, in one run on one machine.
 #
 # The same load (postern bench smtp: MESSAGES messages of SIZE bytes over CONNECTIONS
-# connections) goes through each gateway to Postfix's smtp-sink. The rate counted is end to end:
+# connections, from alice@corp.example to RECIPIENTS distinct external recipients) goes through
+# each gateway to Postfix's smtp-sink. Postern encrypts and signs every message (its key server
+# runs in the same process); Postfix relays them in plain text. The rate counted is end to end:
 # from the first byte sent to the last message counted by smtp-sink. Then one 100 MB message goes
 # through Postern, and the peak resident memory of the gateway process is read from /proc.
 #
 # Needs: root (Postfix), Debian packages postfix (for postfix, smtp-sink) and a release build.
-# Usage: scripts/bench-smtp.sh [MESSAGES] [SIZE] [CONNECTIONS]
+# Usage: scripts/bench-smtp.sh [MESSAGES] [SIZE] [CONNECTIONS] [RECIPIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MESSAGES=${1:-5000}
 SIZE=${2:-4096}
 CONNECTIONS=${3:-20}
+RECIPIENTS=${4:-100}
 WORK=$(mktemp -d /tmp/postern-bench.XXXXXX)
 chmod 755 "$WORK" # Postfix daemons run as the postfix user and must reach their directories
 SINK_PORT=21025 POSTERN_PORT=21026 POSTFIX_PORT=21027 WEB_PORT=21080 BYPASS_PORT=21028
@@ -56,7 +59,7 @@ wait_sink() {
 run_load() { # $1 = port
   local t0 t1 out
   t0=$(now)
-  out=$("$BIN" bench smtp --to "127.0.0.1:$1" --connections "$CONNECTIONS" --messages "$MESSAGES" --size "$SIZE")
+  out=$("$BIN" bench smtp --to "127.0.0.1:$1" --connections "$CONNECTIONS" --messages "$MESSAGES" --size "$SIZE" --from alice@corp.example --recipients "$RECIPIENTS")
   t1=$(wait_sink "$MESSAGES")
   echo "$out end_to_end_seconds=$(echo "$t1 - $t0" | bc -l) end_to_end_rate_per_s=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)"
 }
@@ -71,16 +74,18 @@ listen = "127.0.0.1:$WEB_PORT"
 listen = "127.0.0.1:$POSTERN_PORT"
 bypass_listen = "127.0.0.1:$BYPASS_PORT"
 max_message_size = 150000000
+internal_domains = ["corp.example"]
 [delivery]
 internal = "127.0.0.1:$SINK_PORT"
 external = "127.0.0.1:$SINK_PORT"
 starttls = "off"
 TOML
-RUST_LOG=warn "$BIN" serve --components smtp --config "$WORK/postern.toml" 2> "$WORK/postern.log" &
+RUST_LOG=warn "$BIN" serve --config "$WORK/postern.toml" 2> "$WORK/postern.log" &
 POSTERN_PID=$!
 pids+=("$POSTERN_PID")
-sleep 1
+sleep 8 # the master key is made and the first prefetch is done
 echo "postern: $(run_load $POSTERN_PORT)"
+echo "postern: $(curl -s "http://127.0.0.1:$WEB_PORT/metrics" | grep -E '^postern_(encrypted_total|errored_total)' | tr '\n' ' ')"
 
 # --- Postfix as a plain relay to the same sink ---------------------------------------------------
 start_sink
@@ -143,6 +148,6 @@ postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
 
 # --- One 100 MB message through Postern, peak memory ----------------------------------------------
 start_sink
-"$BIN" bench smtp --to "127.0.0.1:$POSTERN_PORT" --connections 1 --messages 1 --size 100000000
+"$BIN" bench smtp --to "127.0.0.1:$POSTERN_PORT" --connections 1 --messages 1 --size 100000000 --from alice@corp.example
 wait_sink 1 > /dev/null
 echo "postern 100MB message: peak_rss_kib=$(awk '/VmHWM/ {print $2}' /proc/$POSTERN_PID/status)"

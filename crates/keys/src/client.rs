@@ -274,7 +274,8 @@ impl KeyClient {
     /// True when the server answers now (one request, no retries, no cache): how a gateway
     /// notices that a key server outage is over.
     pub async fn reachable(&self) -> bool {
-        let r: Result<ParamsResponse, ClientError> = self.call::<(), _>("/params", None, false).await;
+        let r: Result<ParamsResponse, ClientError> =
+            self.call::<(), _>("/params", None, false).await;
         r.is_ok()
     }
 

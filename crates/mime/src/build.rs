@@ -72,12 +72,7 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The wrapper for an original message whose header section is at the start of `original`
 /// (only the header is read). `hostname` is the encryption X-header's value.
-pub fn wrapper(
-    original: &[u8],
-    meeting: bool,
-    settings: &MimeSettings,
-    hostname: &str,
-) -> Wrapper {
+pub fn wrapper(original: &[u8], meeting: bool, settings: &MimeSettings, hostname: &str) -> Wrapper {
     let fields = headers::fields(original);
     let mut raw = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut raw);
@@ -165,7 +160,9 @@ fn text_part(text: &str) -> String {
             body.push_str(&wrap(paragraph, 76));
             body.push_str("\r\n");
         }
-        format!("Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{body}\r\n")
+        format!(
+            "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{body}\r\n"
+        )
     } else {
         let text = text.replace('\n', "\r\n");
         format!(

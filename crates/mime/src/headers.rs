@@ -54,7 +54,13 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
     let mut out: Vec<Field<'_>> = Vec::new();
     let mut start: Option<(usize, usize)> = None; // (field start, name end)
     let mut i = 0;
-    fn push<'a>(section: &'a [u8], from: usize, name_end: usize, to: usize, out: &mut Vec<Field<'a>>) {
+    fn push<'a>(
+        section: &'a [u8],
+        from: usize,
+        name_end: usize,
+        to: usize,
+        out: &mut Vec<Field<'a>>,
+    ) {
         if let Ok(name) = std::str::from_utf8(&section[from..name_end]) {
             out.push(Field {
                 name: name.trim_end(),
@@ -91,10 +97,7 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
 /// `message` without the top-level header fields named in `names` (case-insensitive).
 pub fn without_fields(message: &[u8], names: &[&str]) -> Vec<u8> {
     let fields = fields(message);
-    if !fields
-        .iter()
-        .any(|f| names.iter().any(|n| f.is(n)))
-    {
+    if !fields.iter().any(|f| names.iter().any(|n| f.is(n))) {
         return message.to_vec();
     }
     let mut out = Vec::with_capacity(message.len());

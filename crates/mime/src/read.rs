@@ -429,8 +429,7 @@ fn quoted_printable(text: &[u8]) -> Vec<u8> {
         let bytes = line.as_bytes();
         for (j, &b) in bytes.iter().enumerate() {
             let last = j + 1 == bytes.len();
-            let plain = (b == b' ' || b == b'\t') && !last
-                || (33..=126).contains(&b) && b != b'=';
+            let plain = (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
             let piece = if plain {
                 vec![b]
             } else {

@@ -148,7 +148,9 @@ impl MimeSettings {
             .ok_or_else(|| bad("reader_url", format!("{url:?} is not an http(s) URL")))?;
         if rest.is_empty()
             || rest.starts_with('/')
-            || !url.bytes().all(|b| (33..=126).contains(&b) && b != b'"' && b != b'<' && b != b'>')
+            || !url
+                .bytes()
+                .all(|b| (33..=126).contains(&b) && b != b'"' && b != b'<' && b != b'>')
         {
             return Err(bad("reader_url", format!("{url:?} is not an http(s) URL")));
         }

@@ -103,7 +103,9 @@ impl KeyRing {
         match r {
             Err(e) if e.is_unreachable() => {
                 if !self.down.swap(true, Ordering::SeqCst) {
-                    tracing::warn!("the key server is unreachable; cached keys keep mail moving, the rest waits in the errored queue");
+                    tracing::warn!(
+                        "the key server is unreachable; cached keys keep mail moving, the rest waits in the errored queue"
+                    );
                 }
             }
             Err(_) => {}
@@ -168,7 +170,12 @@ impl KeyRing {
         epoch: Epoch,
     ) -> Result<Arc<SigningKey>, KeyFailure> {
         let key = (address.clone(), epoch);
-        if let Some(k) = self.signing.lock().ok().and_then(|mut c| c.get(&key).cloned()) {
+        if let Some(k) = self
+            .signing
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
             return Ok(k);
         }
         self.params().await?;

@@ -301,8 +301,16 @@ impl Pipeline {
                         .filter(|a| self.is_internal(a.as_str()))
                 });
             let sender = own.clone().or(from.clone());
-            self.encrypt(&id, &path, &to_encrypt, own.as_ref(), sender.as_ref(), &visible, &mut decision)
-                .await;
+            self.encrypt(
+                &id,
+                &path,
+                &to_encrypt,
+                own.as_ref(),
+                sender.as_ref(),
+                &visible,
+                &mut decision,
+            )
+            .await;
         }
         if !to_decrypt.is_empty() {
             self.decrypt(&id, &path, &to_decrypt, &mut decision).await;
@@ -493,7 +501,10 @@ impl Pipeline {
                 params = p;
             }
         }
-        let key = match self.first_key(&addressed, header.epoch, header.kem_key_id).await {
+        let key = match self
+            .first_key(&addressed, header.epoch, header.kem_key_id)
+            .await
+        {
             Ok(k) => k,
             Err(e) => return fail(decision, &names, reason("cannot decrypt", &e)),
         };
@@ -635,7 +646,10 @@ impl Pipeline {
                         .await
                     {
                         Ok(n) if n > 0 => {
-                            tracing::info!(recipients = n, "the key server is back: retrying the errored queue");
+                            tracing::info!(
+                                recipients = n,
+                                "the key server is back: retrying the errored queue"
+                            );
                             self.wake.notify_one();
                         }
                         Ok(_) => {}

@@ -138,7 +138,8 @@ pub fn smtp(args: &crate::BenchSmtpArgs) -> Result<()> {
         let mut tasks = Vec::new();
         for _ in 0..connections {
             let (host, next) = (host.clone(), next.clone());
-            let (total, size, from, to) = (args.messages, args.size, args.from.clone(), args.rcpt.clone());
+            let (total, size, from, rcpt) = (args.messages, args.size, args.from.clone(), args.rcpt.clone());
+            let spread = args.recipients.max(1);
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failures = 0u64;
@@ -148,6 +149,7 @@ pub fn smtp(args: &crate::BenchSmtpArgs) -> Result<()> {
                     if i >= total {
                         break;
                     }
+                    let to = if spread > 1 { format!("r{}-{rcpt}", i % spread) } else { rcpt.clone() };
                     let body = bench_message(i, size, &from, &to);
                     if conn.is_none() {
                         conn = smtp::client::Connection::open(&host, port, "bench.postern", smtp::TlsMode::Off, Duration::from_secs(60))

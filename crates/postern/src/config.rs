@@ -247,7 +247,8 @@ mod tests {
         assert!(err.to_string().contains("gateway.default_sender"), "{err}");
         let err = Config::parse("[gateway]\nerrored_retry_initial_secs = 0\n").unwrap_err();
         assert!(
-            err.to_string().contains("gateway.errored_retry_initial_secs"),
+            err.to_string()
+                .contains("gateway.errored_retry_initial_secs"),
             "{err}"
         );
         let c = Config::parse(

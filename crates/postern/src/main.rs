@@ -156,6 +156,10 @@ struct BenchSmtpArgs {
     /// RCPT TO.
     #[arg(long, default_value = "sink@partner.example")]
     rcpt: String,
+    /// Spread the messages over this many distinct recipients (`r0-` .. `rN-` before the
+    /// local part of --rcpt), each message to one of them.
+    #[arg(long, default_value_t = 1)]
+    recipients: u64,
 }
 
 #[derive(clap::Args, Debug)]

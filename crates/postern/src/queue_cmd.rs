@@ -90,9 +90,8 @@ fn parse_time(flag: &str, text: &str) -> Result<u64> {
             .map_err(|_| anyhow::anyhow!("{flag} {text:?}: before 1970"));
     }
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(text, &format).map_err(|_| {
-        anyhow::anyhow!("{flag} {text:?}: expected YYYY-MM-DD or an RFC 3339 time")
-    })?;
+    let date = time::Date::parse(text, &format)
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: expected YYYY-MM-DD or an RFC 3339 time"))?;
     u64::try_from(date.midnight().assume_utc().unix_timestamp())
         .map_err(|_| anyhow::anyhow!("{flag} {text:?}: before 1970"))
 }

@@ -51,7 +51,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             .context("POSTERN_FAKE_NOW must be Unix seconds")?;
         let real = keys::Clock::now(&SystemClock);
         keys::clock::set_offset(fake as i64 - real as i64);
-        tracing::warn!("POSTERN_FAKE_NOW is set: this process runs at Unix time {fake} (for tests only)");
+        tracing::warn!(
+            "POSTERN_FAKE_NOW is set: this process runs at Unix time {fake} (for tests only)"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -275,7 +277,9 @@ async fn gateway_keys(
                 .trim()
                 .to_string(),
         )),
-        None => std::env::var("POSTERN_GATEWAY_TOKEN").ok().map(Zeroizing::new),
+        None => std::env::var("POSTERN_GATEWAY_TOKEN")
+            .ok()
+            .map(Zeroizing::new),
     };
     let (url, token, ca_file) = match (&g.keyserver_url, local) {
         (Some(url), _) => (url.clone(), configured_token, g.keyserver_ca_file.clone()),
@@ -316,8 +320,8 @@ async fn gateway_keys(
     client.ca_file = ca_file;
     client.retries = 1;
     client.timeout = Duration::from_secs(10);
-    let client = keys::KeyClient::new(client, Some(cache))
-        .with_context(|| format!("key server {url}"))?;
+    let client =
+        keys::KeyClient::new(client, Some(cache)).with_context(|| format!("key server {url}"))?;
     tracing::info!("keys come from {url}");
     Ok(Arc::new(pipeline::KeyRing::new(
         client,

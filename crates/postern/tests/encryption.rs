@@ -177,6 +177,7 @@ impl Gateway {
 }
 
 /// A gateway for `domain`: internal mail to a Maildir, external mail to `external`.
+#[allow(clippy::too_many_arguments)]
 fn gateway(
     dir: &Path,
     name: &str,
@@ -271,7 +272,11 @@ fn corpus() -> Vec<PathBuf> {
         }
     }
     files.sort();
-    assert!(files.len() >= 60, "expected the corpus at {}", root.display());
+    assert!(
+        files.len() >= 60,
+        "expected the corpus at {}",
+        root.display()
+    );
     files
 }
 
@@ -322,7 +327,8 @@ fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn meeting_request() -> Vec<u8> {
-    crlf(b"From: alice@corp.example\n\
+    crlf(
+        b"From: alice@corp.example\n\
 To: bob@partner.example\n\
 Subject: Quarterly review\n\
 Message-ID: <meeting-1@corp.example>\n\
@@ -346,7 +352,8 @@ ORGANIZER:mailto:alice@corp.example\n\
 ATTENDEE:mailto:bob@partner.example\n\
 END:VEVENT\n\
 END:VCALENDAR\n\
---cal--\n")
+--cal--\n",
+    )
 }
 
 #[test]
@@ -399,7 +406,10 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
         assert!(contains(&r.data, b"X-PP-ENCRYPTED: TRUE"));
         assert!(contains(&r.data, b"X-Postern-Encrypted: gw.corp.example"));
         assert!(contains(text, b"encrypted_message.htm"));
-        assert!(!contains(&r.data, b"X-Test-Id"), "a header of the original leaked");
+        assert!(
+            !contains(&r.data, b"X-Test-Id"),
+            "a header of the original leaked"
+        );
         for original in &sent {
             let body = &original[header_end(original)..];
             for line in body.split(|&b| b == b'\n') {
@@ -407,7 +417,9 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
                 if line.len() >= 24
                     && !line.starts_with(b"--")
                     && !line.starts_with(b"Content-")
-                    && !line.iter().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+                    && !line
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
                 {
                     assert!(
                         !contains(text, line),
@@ -442,9 +454,17 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
             .unwrap_or_else(|| panic!("not delivered: {}", String::from_utf8_lossy(tag)));
         // The original follows the headers the gateways add, byte for byte.
         let at = got.windows(tag.len()).position(|w| w == tag).unwrap();
-        assert_eq!(&got[at..], &original[..], "{}", String::from_utf8_lossy(tag));
+        assert_eq!(
+            &got[at..],
+            &original[..],
+            "{}",
+            String::from_utf8_lossy(tag)
+        );
         let added = String::from_utf8_lossy(&got[..at]);
-        assert!(added.contains("X-Postern-Decrypted: gw.partner.example"), "{added}");
+        assert!(
+            added.contains("X-Postern-Decrypted: gw.partner.example"),
+            "{added}"
+        );
         assert!(
             added.contains("X-Postern-Signature: valid; signer=alice@corp.example\r\n"),
             "{added}"
@@ -488,7 +508,10 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
         .find(|r| r.to == ["carol@partner.example"])
         .unwrap();
     assert!(!contains(&sealed_of(&for_bob.data), b"carol"));
-    assert!(contains(&sealed_of(&for_carol.data), b"carol@partner.example"));
+    assert!(contains(
+        &sealed_of(&for_carol.data),
+        b"carol@partner.example"
+    ));
     drop(keyserver);
 }
 
@@ -530,37 +553,72 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
         send(to, &r.from, &rcpts, &r.data);
     };
     let msg = |from: &str, to: &str, subject: &str| {
-        crlf(format!("From: {from}\nTo: {to}\nSubject: {subject}\n\nThe body of {subject}.\n").as_bytes())
+        crlf(
+            format!("From: {from}\nTo: {to}\nSubject: {subject}\n\nThe body of {subject}.\n")
+                .as_bytes(),
+        )
     };
 
     // Warm the caches: alice's signing key at A, bob's decryption key at B.
-    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &msg("alice@corp.example", "bob@partner.example", "warm"));
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &msg("alice@corp.example", "bob@partner.example", "warm"),
+    );
     let warm = collect(&wire, 1, Duration::from_secs(30));
     relay(&warm[0], b.smtp);
-    wait_until(Duration::from_secs(30), "the first message", || b.delivered().len() == 1);
+    wait_until(Duration::from_secs(30), "the first message", || {
+        b.delivered().len() == 1
+    });
 
     keyserver.stop();
 
     // Cached keys keep mail moving.
-    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &msg("alice@corp.example", "bob@partner.example", "cached"));
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &msg("alice@corp.example", "bob@partner.example", "cached"),
+    );
     let cached = collect(&wire, 1, Duration::from_secs(30));
     relay(&cached[0], b.smtp);
-    wait_until(Duration::from_secs(30), "mail with cached keys", || b.delivered().len() == 2);
+    wait_until(Duration::from_secs(30), "mail with cached keys", || {
+        b.delivered().len() == 2
+    });
 
     // Mail needing an uncached key waits: dave's signing key at A, carol's decryption key at B.
-    send(a.smtp, "dave@corp.example", &["bob@partner.example"], &msg("dave@corp.example", "bob@partner.example", "from dave"));
-    send(a.smtp, "alice@corp.example", &["carol@partner.example"], &msg("alice@corp.example", "carol@partner.example", "to carol"));
+    send(
+        a.smtp,
+        "dave@corp.example",
+        &["bob@partner.example"],
+        &msg("dave@corp.example", "bob@partner.example", "from dave"),
+    );
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["carol@partner.example"],
+        &msg("alice@corp.example", "carol@partner.example", "to carol"),
+    );
     let to_carol = collect(&wire, 1, Duration::from_secs(30));
     assert_eq!(to_carol[0].to, ["carol@partner.example"]);
     relay(&to_carol[0], b.smtp);
-    wait_until(Duration::from_secs(30), "both in the errored queues", || {
-        errored_list(&a).contains("dave@corp.example") && errored_list(&b).contains("carol@partner.example")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "both in the errored queues",
+        || {
+            errored_list(&a).contains("dave@corp.example")
+                && errored_list(&b).contains("carol@partner.example")
+        },
+    );
     let listed = errored_list(&b);
     assert!(listed.contains("unreachable"), "{listed}");
     // Nothing went out for them, in clear or otherwise.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(wire.try_recv().is_err(), "dave's message left A without its key");
+    assert!(
+        wire.try_recv().is_err(),
+        "dave's message left A without its key"
+    );
     assert_eq!(b.delivered().len(), 2);
 
     // The key server returns: both are delivered with no manual step, within a minute.
@@ -570,11 +628,15 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
     assert!(contains(&from_dave[0].data, b"X-PP-ENCRYPTED: TRUE"));
     assert!(!contains(&from_dave[0].data, b"The body of from dave"));
     wait_until(Duration::from_secs(60), "carol's message delivered", || {
-        b.delivered().iter().any(|d| contains(d, b"The body of to carol."))
+        b.delivered()
+            .iter()
+            .any(|d| contains(d, b"The body of to carol."))
     });
     relay(&from_dave[0], b.smtp);
     wait_until(Duration::from_secs(30), "dave's message delivered", || {
-        b.delivered().iter().any(|d| contains(d, b"X-Postern-Signature: valid; signer=dave@corp.example"))
+        b.delivered()
+            .iter()
+            .any(|d| contains(d, b"X-Postern-Signature: valid; signer=dave@corp.example"))
     });
     assert!(!errored_list(&b).contains("carol"));
 
@@ -588,20 +650,46 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
     keyserver.stop();
     b.proc.spawn();
     wait_port(b.smtp.port());
-    send(a.smtp, "alice@corp.example", &["erin@partner.example"], &msg("alice@corp.example", "erin@partner.example", "to erin"));
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["erin@partner.example"],
+        &msg("alice@corp.example", "erin@partner.example", "to erin"),
+    );
     let to_erin = collect(&wire, 1, Duration::from_secs(30));
     relay(&to_erin[0], b.smtp);
-    wait_until(Duration::from_secs(30), "erin's message errored", || errored_list(&b).contains("erin@partner.example"));
+    wait_until(Duration::from_secs(30), "erin's message errored", || {
+        errored_list(&b).contains("erin@partner.example")
+    });
     keyserver.spawn();
     wait_port(ks_port);
     std::thread::sleep(Duration::from_secs(3));
-    assert!(errored_list(&b).contains("erin@partner.example"), "retried before it was due");
+    assert!(
+        errored_list(&b).contains("erin@partner.example"),
+        "retried before it was due"
+    );
     let out = run(&["errored", "resend", "--all", "--config", b.config()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 message(s), 1 recipient(s)"));
-    wait_until(Duration::from_secs(30), "erin's message delivered after the resend", || {
-        b.delivered().iter().any(|d| contains(d, b"The body of to erin."))
-    });
-    let none = bin().args(["errored", "resend", "--id", "nosuchid", "--config", b.config()]).output().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "erin's message delivered after the resend",
+        || {
+            b.delivered()
+                .iter()
+                .any(|d| contains(d, b"The body of to erin."))
+        },
+    );
+    let none = bin()
+        .args([
+            "errored",
+            "resend",
+            "--id",
+            "nosuchid",
+            "--config",
+            b.config(),
+        ])
+        .output()
+        .unwrap();
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("not in the errored queue"));
 }
@@ -642,18 +730,32 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
         crlf(format!("From: alice@corp.example\nTo: bob@partner.example\nSubject: {subject}\n\nThe body of {subject}.\n").as_bytes())
     };
     // January mail makes alice and bob users their gateways know.
-    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &message("january"));
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &message("january"),
+    );
     let jan = collect(&wire, 1, Duration::from_secs(30));
     send(b.smtp, &jan[0].from, &["bob@partner.example"], &jan[0].data);
-    wait_until(Duration::from_secs(30), "January mail delivered", || b.delivered().len() == 1);
+    wait_until(Duration::from_secs(30), "January mail delivered", || {
+        b.delivered().len() == 1
+    });
     // Both gateways fetch February's keys for them inside the prefetch window.
     wait_until(Duration::from_secs(60), "February keys prefetched", || {
         let issued = String::from_utf8(
             run(&["keys", "audit", "--config", s(&keyserver.proc_config())]).stdout,
         )
         .unwrap();
-        issued.lines().any(|l| l.contains("alice@corp.example") && l.contains("2027-02") && l.contains("\tsign\tissued"))
-            && issued.lines().any(|l| l.contains("bob@partner.example") && l.contains("2027-02") && l.contains("\tdecrypt\tissued"))
+        issued.lines().any(|l| {
+            l.contains("alice@corp.example")
+                && l.contains("2027-02")
+                && l.contains("\tsign\tissued")
+        }) && issued.lines().any(|l| {
+            l.contains("bob@partner.example")
+                && l.contains("2027-02")
+                && l.contains("\tdecrypt\tissued")
+        })
     });
 
     // The 1st of February: the key server is down; mail still flows both ways.
@@ -666,22 +768,40 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
     b.proc.spawn();
     wait_port(a.smtp.port());
     wait_port(b.smtp.port());
-    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &message("february"));
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &message("february"),
+    );
     let feb = collect(&wire, 1, Duration::from_secs(30));
     assert!(contains(&feb[0].data, b"X-PP-ENCRYPTED: TRUE"));
     send(b.smtp, &feb[0].from, &["bob@partner.example"], &feb[0].data);
     wait_until(Duration::from_secs(30), "February mail delivered", || {
-        b.delivered().iter().any(|d| contains(d, b"The body of february."))
+        b.delivered()
+            .iter()
+            .any(|d| contains(d, b"The body of february."))
     });
     let got = b
         .delivered()
         .into_iter()
         .find(|d| contains(d, b"The body of february."))
         .unwrap();
-    assert!(contains(&got, b"X-Postern-Signature: valid; signer=alice@corp.example\r\n"));
+    assert!(contains(
+        &got,
+        b"X-Postern-Signature: valid; signer=alice@corp.example\r\n"
+    ));
     let shown = String::from_utf8(run(&["queue", "list", "--config", a.config()]).stdout).unwrap();
-    let child = shown.lines().find(|l| l.contains("Derived")).unwrap().split_whitespace().next().unwrap().to_string();
-    let detail = String::from_utf8(run(&["queue", "show", &child, "--config", a.config()]).stdout).unwrap();
+    let child = shown
+        .lines()
+        .find(|l| l.contains("Derived"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let detail =
+        String::from_utf8(run(&["queue", "show", &child, "--config", a.config()]).stdout).unwrap();
     assert!(
         detail.contains("(2027-02); signed as alice@corp.example"),
         "{detail}"

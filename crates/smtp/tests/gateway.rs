@@ -113,11 +113,7 @@ struct PassThrough {
 }
 
 impl PassThrough {
-    fn new(
-        queue: Queue,
-        internal: Vec<String>,
-        delivery: Arc<tokio::sync::Notify>,
-    ) -> Arc<Self> {
+    fn new(queue: Queue, internal: Vec<String>, delivery: Arc<tokio::sync::Notify>) -> Arc<Self> {
         Arc::new(PassThrough {
             queue,
             internal,

@@ -5,7 +5,7 @@ pub mod queue;
 pub mod spool;
 
 pub use queue::{
-    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, MessageInfo, Outcome, Queue,
-    QueueError, RecipientInfo, Source,
+    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, MessageInfo,
+    Outcome, Queue, QueueError, RecipientInfo, Source,
 };
 pub use spool::{Finished, Incoming, Spool};

@@ -247,7 +247,8 @@ fn new_id() -> String {
     format!("{:011x}{r:05x}", micros & 0xfff_ffff_ffff)
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE messages (
         id TEXT PRIMARY KEY,
         sender TEXT NOT NULL,
         client TEXT NOT NULL,
@@ -278,7 +279,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
     "ALTER TABLE messages ADD COLUMN parent TEXT;
     ALTER TABLE messages ADD COLUMN note TEXT;
     CREATE INDEX messages_parent ON messages(parent);
-    CREATE TABLE users (address TEXT PRIMARY KEY, last_seen INTEGER NOT NULL);"];
+    CREATE TABLE users (address TEXT PRIMARY KEY, last_seen INTEGER NOT NULL);",
+];
 
 struct Record {
     id: String,
@@ -946,12 +948,12 @@ impl Queue {
 
     /// Internal users seen since `since` (Unix seconds).
     pub async fn users_seen(&self, since: u64) -> Result<Vec<String>, QueueError> {
-        Ok(sqlx::query_scalar(
-            "SELECT address FROM users WHERE last_seen >= ?1 ORDER BY address",
+        Ok(
+            sqlx::query_scalar("SELECT address FROM users WHERE last_seen >= ?1 ORDER BY address")
+                .bind(to_i64(since))
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(to_i64(since))
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Deletes a message: no further delivery, file removed; the rows stay as a record.

@@ -1,0 +1,148 @@
+//! The encrypted email as other software sees it: a MIME message whose attachment holds the
+//! sealed bytes once, readable back whether streamed or re-encoded on the way; and the notice
+//! put into a decrypted message without breaking its structure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+
+use base64::Engine;
+use mail_parser::MimeHeaders;
+use mime::{Base64Lines, MimeSettings, SealedReader, add_notice, sealed_from_mime, wrapper};
+
+const ORIGINAL: &[u8] = b"From: Alice <alice@corp.example>\r\nTo: bob@partner.example\r\nCc: carol@partner.example\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@corp.example>\r\nIn-Reply-To: <m0@partner.example>\r\nReferences: <m0@partner.example>\r\nX-Secret-Project: apollo\r\n\r\nbody\r\n";
+
+fn encrypted(sealed: &[u8], settings: &MimeSettings) -> Vec<u8> {
+    let w = wrapper(ORIGINAL, false, settings, "gw.corp.example");
+    let mut out = w.head.clone();
+    let mut b64 = Base64Lines::new(&mut out);
+    b64.write_all(sealed).unwrap();
+    b64.finish().unwrap();
+    out.extend_from_slice(&w.tail);
+    out
+}
+
+fn sealed_bytes() -> Vec<u8> {
+    (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[test]
+fn outer_headers_are_kept_and_the_rest_stays_inside() {
+    let email = encrypted(&sealed_bytes(), &MimeSettings::default());
+    let text = String::from_utf8(email.clone()).unwrap();
+    for kept in [
+        "From: Alice <alice@corp.example>\r\n",
+        "To: bob@partner.example\r\n",
+        "Cc: carol@partner.example\r\n",
+        "Subject: =?utf-8?q?caf=C3=A9?=\r\n",
+        "Message-ID: <m1@corp.example>\r\n",
+        "In-Reply-To: <m0@partner.example>\r\n",
+        "References: <m0@partner.example>\r\n",
+        "X-PP-ENCRYPTED: TRUE\r\n",
+        "X-Postern-Encrypted: gw.corp.example\r\n",
+    ] {
+        assert!(text.contains(kept), "missing {kept:?}");
+    }
+    assert!(!text.contains("X-Secret-Project"));
+    assert!(text.contains("action=\"http://127.0.0.1:8080/read\""));
+    assert!(text.contains("Content-Transfer-Encoding: 7bit\r\n\r\n<!DOCTYPE html>"));
+    assert!(text.lines().all(|l| l.len() <= 998));
+    assert!(email.is_ascii());
+
+    // A MIME parser sees the notice and one attachment named encrypted_message.htm.
+    let parsed = mail_parser::MessageParser::default().parse(&email).unwrap();
+    assert_eq!(parsed.attachment_count(), 1);
+    let att = parsed.attachment(0).unwrap();
+    assert_eq!(att.attachment_name(), Some("encrypted_message.htm"));
+    assert!(parsed.body_text(0).unwrap().contains("encrypted message"));
+}
+
+#[test]
+fn the_subject_can_be_replaced_and_the_header_left_out() {
+    let settings = MimeSettings {
+        replace_subject: Some("Message chiffré".into()),
+        add_encryption_header: false,
+        ..MimeSettings::default()
+    };
+    let text = String::from_utf8(encrypted(b"x", &settings)).unwrap();
+    assert!(text.contains("Subject: =?utf-8?b?"));
+    assert!(!text.contains("caf=C3=A9"));
+    assert!(!text.contains("X-Postern-Encrypted"));
+    assert!(text.contains("X-PP-ENCRYPTED: TRUE"));
+}
+
+#[test]
+fn the_sealed_message_reads_back_streamed_and_after_re_encoding() {
+    let sealed = sealed_bytes();
+    let email = encrypted(&sealed, &MimeSettings::default());
+    let mut back = Vec::new();
+    SealedReader::new(&email[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, sealed);
+    assert_eq!(sealed_from_mime(&email).unwrap(), sealed);
+
+    // An MTA re-encoded the attachment as base64: streaming finds nothing, MIME still does.
+    let text = String::from_utf8(email).unwrap();
+    let start = text.find("<!DOCTYPE html>\r\n<html lang").unwrap();
+    let end = text.rfind("\r\n\r\n--=_postern_").unwrap();
+    let page = &text[start..end];
+    let encoded = base64::engine::general_purpose::STANDARD.encode(page.as_bytes());
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let reencoded = format!(
+        "{}{}\r\n{}",
+        text[..start].replace(
+            "Content-Transfer-Encoding: 7bit\r\n\r\n",
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ),
+        lines.join("\r\n"),
+        &text[end..]
+    );
+    let mut streamed = Vec::new();
+    assert!(
+        SealedReader::new(reencoded.as_bytes())
+            .read_to_end(&mut streamed)
+            .is_err()
+    );
+    assert_eq!(sealed_from_mime(reencoded.as_bytes()).unwrap(), sealed);
+
+    // Cut short: an error, never a partial message taken for whole.
+    let cut = &text.as_bytes()[..text.find("-----END").unwrap()];
+    let mut partial = Vec::new();
+    assert!(SealedReader::new(cut).read_to_end(&mut partial).is_err());
+    assert!(sealed_from_mime(cut).is_err());
+}
+
+#[test]
+fn the_decryption_notice_goes_into_both_alternatives_and_keeps_the_structure() {
+    let message = b"From: a@corp.example\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 tomorrow?\r\n--alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nPGh0bWw+PGJvZHk+PHA+Q2Fmw6kgdG9tb3Jyb3c/PC9wPjwvYm9keT48L2h0bWw+\r\n--alt--\r\n--outer\r\nContent-Type: text/plain; name=\"notes.txt\"\r\nContent-Disposition: attachment; filename=\"notes.txt\"\r\n\r\nattachment text\r\n--outer--\r\n";
+    let notice = "Decrypted by the gateway for scanning.";
+    let out = add_notice(message, notice);
+    let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+    let text = parsed.body_text(0).unwrap();
+    assert!(text.starts_with(notice), "{text}");
+    assert!(text.contains("Café tomorrow?"));
+    let html = parsed.body_html(0).unwrap();
+    assert!(
+        html.contains(notice) && html.contains("Café tomorrow?"),
+        "{html}"
+    );
+    assert!(html.find(notice).unwrap() > html.find("<body>").unwrap());
+    // The attachment is untouched, and so is every part's framing.
+    assert_eq!(parsed.attachment_count(), 1);
+    assert!(String::from_utf8_lossy(&out).contains("\r\n\r\nattachment text\r\n--outer--\r\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out).matches("--alt").count(),
+        String::from_utf8_lossy(message).matches("--alt").count()
+    );
+}
+
+#[test]
+fn a_plain_message_gets_the_notice_once() {
+    let message = b"Subject: hi\r\n\r\nhello\r\n";
+    let out = add_notice(message, "NOTICE");
+    assert_eq!(out, b"Subject: hi\r\n\r\nNOTICE\r\n\r\nhello\r\n");
+}
