@@ -232,7 +232,8 @@ pub struct HeaderFilter<W: Write> {
 
 impl<W: Write> HeaderFilter<W> {
     /// Filters `names` (case-insensitive) out of the header section written to `out`. A header
-    /// section longer than `limit` bytes is passed unfiltered from there on.
+    /// section longer than `limit` bytes is an error: a field hidden past the limit could not be
+    /// filtered.
     pub fn new(out: W, names: Vec<String>, limit: usize) -> Self {
         HeaderFilter {
             out,
@@ -244,6 +245,15 @@ impl<W: Write> HeaderFilter<W> {
 
     fn release(&mut self) -> io::Result<()> {
         if let Some(header) = self.header.take() {
+            if !header.windows(2).any(|w| w == b"\n\n")
+                && !header.windows(4).any(|w| w == b"\r\n\r\n")
+                && header.len() > self.limit
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the decrypted message's header section is too long",
+                ));
+            }
             let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
             let end = headers::body_start(&header);
             let filtered = headers::without_fields(&header[..end], &names);
@@ -268,8 +278,16 @@ impl<W: Write> Write for HeaderFilter<W> {
                 header.extend_from_slice(buf);
                 let complete = header.windows(4).any(|w| w == b"\r\n\r\n")
                     || header.windows(2).any(|w| w == b"\n\n");
-                if complete || header.len() > self.limit {
+                if complete {
                     self.release()?;
+                } else if header.len() > self.limit {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the decrypted message's header section is longer than {} bytes",
+                            self.limit
+                        ),
+                    ));
                 }
                 Ok(buf.len())
             }
@@ -284,8 +302,8 @@ impl<W: Write> Write for HeaderFilter<W> {
 
 /// Puts `notice` at the top of the message's first text body: into its text/plain and its
 /// text/html alternative when it has both. Parts keep their transfer encoding and the MIME
-/// structure stays as it was; a body in a charset other than UTF-8 or ASCII gets the notice
-/// only when the notice is ASCII.
+/// structure stays as it was. A body in a charset other than UTF-8 or ASCII gets no notice
+/// (rewriting it would need converting back to its charset).
 pub fn add_notice(message: &[u8], notice: &str) -> Vec<u8> {
     let Some(parsed) = MessageParser::default().parse(message) else {
         return message.to_vec();
@@ -328,8 +346,9 @@ pub fn add_notice(message: &[u8], notice: &str) -> Vec<u8> {
             .and_then(|c| c.attribute("charset"))
             .unwrap_or("us-ascii")
             .to_ascii_lowercase();
-        let unicode = matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii");
-        if !unicode && !notice.is_ascii() {
+        // The parser gives the text as UTF-8; written back into a part in another charset it
+        // would corrupt it. Such a part keeps its text and gets no notice.
+        if !matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
             continue;
         }
         let new_text = if html {

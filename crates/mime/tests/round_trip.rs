@@ -146,3 +146,32 @@ fn a_plain_message_gets_the_notice_once() {
     let out = add_notice(message, "NOTICE");
     assert_eq!(out, b"Subject: hi\r\n\r\nNOTICE\r\n\r\nhello\r\n");
 }
+
+#[test]
+fn guarded_headers_are_stripped_and_a_header_too_long_to_check_is_refused() {
+    let names = vec!["X-Postern-Signature".to_string()];
+    let mut f = mime::HeaderFilter::new(Vec::new(), names.clone(), 1024);
+    f.write_all(b"X-Postern-Signature: valid; signer=ceo@corp.example\r\nSubject: hi\r\n\r\nX-Postern-Signature: in the body stays\r\n")
+        .unwrap();
+    assert_eq!(
+        f.finish().unwrap(),
+        b"Subject: hi\r\n\r\nX-Postern-Signature: in the body stays\r\n".to_vec()
+    );
+    // A forged field hidden past the limit cannot slip through unfiltered.
+    let mut f = mime::HeaderFilter::new(Vec::new(), names, 1024);
+    let mut long = Vec::new();
+    for i in 0..100 {
+        long.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "x".repeat(40)).as_bytes());
+    }
+    long.extend_from_slice(b"X-Postern-Signature: valid; signer=ceo@corp.example\r\n\r\nbody\r\n");
+    let refused = long
+        .chunks(512)
+        .try_for_each(|c| f.write_all(c))
+        .and_then(|_| f.finish().map(|_| ()));
+    assert!(refused.is_err());
+    // Given whole, the same header is checked to its end and the field removed.
+    let mut f = mime::HeaderFilter::new(Vec::new(), vec!["X-Postern-Signature".into()], 1024);
+    f.write_all(&long).unwrap();
+    let out = f.finish().unwrap();
+    assert!(!String::from_utf8_lossy(&out).contains("X-Postern-Signature"));
+}

@@ -4,11 +4,12 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use envelope::{Address, DecryptionKey, Epoch, KeyId, PublicParams, SigningKey};
 use keys::{ClientError, KeyClient, KeyKind};
 use lru::LruCache;
+use zeroize::Zeroizing;
 
 /// Why a key could not be had. Every kind goes to the errored queue: an outage ends, a refusal
 /// may be lifted (a token's domains extended).
@@ -43,6 +44,10 @@ impl From<ClientError> for KeyFailure {
 /// Parsed keys kept in memory (parsing a key costs milliseconds; a message must not pay it).
 const PARSED_KEYS: usize = 4096;
 
+/// Seconds between requests for uncached keys while the key server is down (a message whose
+/// key is cached never waits for a server that does not answer).
+const DOWN_RETRY_SECS: u64 = 1;
+
 /// Seconds public parameters are used before they are fetched again.
 const PARAMS_TTL: u64 = 600;
 
@@ -57,6 +62,7 @@ pub struct KeyRing {
     signing: Mutex<SigningCache>,
     decryption: Mutex<DecryptionCache>,
     down: AtomicBool,
+    last_request: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -81,6 +87,7 @@ impl KeyRing {
             signing: Mutex::new(cache()),
             decryption: Mutex::new(cache()),
             down: AtomicBool::new(false),
+            last_request: AtomicU64::new(0),
         }
     }
 
@@ -134,7 +141,7 @@ impl KeyRing {
         let now = self.now();
         let cached = self.params.lock().ok().and_then(|p| p.clone());
         if let Some((params, at)) = &cached
-            && now.saturating_sub(*at) < PARAMS_TTL
+            && (now.saturating_sub(*at) < PARAMS_TTL || self.is_down())
         {
             return Ok(params.clone());
         }
@@ -163,6 +170,44 @@ impl KeyRing {
         }
     }
 
+    /// A key's encoding: from the cache, else the server. While the server is known to be down
+    /// only the cache is asked, so that mail with cached keys does not wait for timeouts; the
+    /// probe in the pipeline notices when the server is back.
+    async fn key_bytes(
+        &self,
+        address: &Address,
+        epoch: Epoch,
+        kind: KeyKind,
+        key_id: Option<KeyId>,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyFailure> {
+        if self.is_down() {
+            if let Some(cache) = self.client.cache() {
+                let id = key_id.map(|k| k.to_string());
+                if let Ok(Some(bytes)) = cache
+                    .get(address.as_str(), &epoch.to_string(), kind, id.as_deref())
+                    .await
+                {
+                    return Ok(bytes);
+                }
+            }
+            // A key the cache lacks is asked for at most every few seconds while the server is
+            // down (a resend by hand gets its try; a flood of mail does not wait on timeouts).
+            let last = self.last_request.load(Ordering::SeqCst);
+            if self.now().saturating_sub(last) < DOWN_RETRY_SECS {
+                return Err(KeyFailure::Unreachable(
+                    "the key server did not answer the last request".into(),
+                ));
+            }
+        }
+        self.last_request.store(self.now(), Ordering::SeqCst);
+        let fetched = self
+            .client
+            .key_bytes_for(address, epoch, kind, key_id)
+            .await;
+        self.note(&fetched);
+        Ok(fetched?.0)
+    }
+
     /// The signing key of `address` for `epoch`.
     pub async fn signing_key(
         &self,
@@ -178,10 +223,10 @@ impl KeyRing {
         {
             return Ok(k);
         }
-        self.params().await?;
-        let fetched = self.client.key_bytes(address, epoch, KeyKind::Sign).await;
-        self.note(&fetched);
-        let (bytes, _) = fetched?;
+        let newest = self.params().await?.newest().id();
+        let bytes = self
+            .key_bytes(address, epoch, KeyKind::Sign, Some(newest))
+            .await?;
         let parsed = tokio::task::spawn_blocking(move || SigningKey::from_bytes(&bytes))
             .await
             .map_err(|e| KeyFailure::Broken(e.to_string()))?
@@ -209,12 +254,9 @@ impl KeyRing {
         {
             return Ok(k);
         }
-        let fetched = self
-            .client
-            .key_bytes_for(address, epoch, KeyKind::Decrypt, Some(key_id))
-            .await;
-        self.note(&fetched);
-        let (bytes, _) = fetched?;
+        let bytes = self
+            .key_bytes(address, epoch, KeyKind::Decrypt, Some(key_id))
+            .await?;
         let parsed = tokio::task::spawn_blocking(move || DecryptionKey::from_bytes(&bytes))
             .await
             .map_err(|e| KeyFailure::Broken(e.to_string()))?

@@ -2,9 +2,10 @@
 //! each recipient, applies the built-in policies of the seed until the policy engine lands:
 //!
 //! - mail on the policy port to a recipient outside the internal domains is encrypted (unless
-//!   it already is), signed by the sender or the default sender;
-//! - mail marked `X-PP-ENCRYPTED: TRUE` to an internal recipient it is sealed to is decrypted
-//!   (and encrypted again if `reencrypt_inbound` is set);
+//!   it already is an encrypted email), signed by the sender or the default sender;
+//! - an encrypted email (marked `X-PP-ENCRYPTED: TRUE` and carrying a sealed message) to an
+//!   internal recipient it is sealed to is decrypted (and encrypted again if
+//!   `reencrypt_inbound` is set);
 //! - everything else, and all mail from the bypass port, passes unchanged.
 //!
 //! Recipients named in To or Cc share one sealed message; each blind-copy recipient gets a
@@ -170,26 +171,59 @@ impl Pipeline {
             let busy = !claimed.is_empty();
             if busy {
                 let mut tasks = tokio::task::JoinSet::new();
+                let mut waiting: std::collections::HashMap<tokio::task::Id, (String, Vec<String>)> =
+                    std::collections::HashMap::new();
                 for (id, envelope) in claimed {
                     let me = self.clone();
-                    tasks.spawn(async move {
+                    let recipients = envelope.recipients.clone();
+                    let key = id.clone();
+                    let handle = tasks.spawn(async move {
                         let Ok(_permit) = me.workers.clone().acquire_owned().await else {
                             return None;
                         };
                         Some(me.process(id, envelope).await)
                     });
+                    waiting.insert(handle.id(), (key, recipients));
                 }
                 let mut batch = Vec::new();
-                while let Some(done) = tasks.join_next().await {
-                    if let Ok(Some(decision)) = done {
-                        batch.push(decision);
+                while let Some(done) = tasks.join_next_with_id().await {
+                    match done {
+                        Ok((task, Some(decision))) => {
+                            waiting.remove(&task);
+                            batch.push(decision);
+                        }
+                        Ok((_, None)) => {}
+                        Err(e) => {
+                            // A bug, not the message's fault: it waits in the errored queue
+                            // rather than crash the loop again at every start.
+                            if let Some((id, recipients)) = waiting.remove(&e.id()) {
+                                tracing::error!(queue_id = %id, error = %e, "processing failed");
+                                batch.push(Decision {
+                                    id,
+                                    errored: recipients
+                                        .into_iter()
+                                        .map(|address| Errored {
+                                            address,
+                                            reason: "an internal error occurred while processing"
+                                                .into(),
+                                        })
+                                        .collect(),
+                                    ..Decision::default()
+                                });
+                            }
+                        }
                     }
                 }
-                let n = batch.len();
+                let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
                 match self.queue.apply(batch, self.backoff()).await {
-                    Ok(()) => tracing::debug!(messages = n, "processed"),
-                    // Left in processing: processed again at the next start.
-                    Err(e) => tracing::error!(error = %e, messages = n, "cannot record processing"),
+                    Ok(()) => tracing::debug!(messages = ids.len(), "processed"),
+                    Err(e) => {
+                        tracing::error!(error = %e, messages = ids.len(), "cannot record processing; trying again");
+                        if let Err(e) = self.queue.release(&ids).await {
+                            tracing::error!(error = %e, "cannot release the messages; they are processed again at the next start");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
                 self.delivery.notify_one();
                 continue;
@@ -246,7 +280,20 @@ impl Pipeline {
             }
         };
         let fields = mime::headers::fields(&head);
-        let encrypted = mime::is_encrypted(&fields);
+        // The marker alone proves nothing: a message counts as encrypted only when a sealed
+        // message can be read from it. A plain message with a forged marker is still encrypted
+        // on its way out, and passes as the plain message it is on its way in.
+        let sealed = if mime::is_encrypted(&fields) {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || transform::sealed_header(&p)).await {
+                Ok(Ok(h)) => Some(Ok(h)),
+                Ok(Err(TransformError::NotSealed(mime::ReadError::NotFound))) => None,
+                Ok(Err(e)) => Some(Err(e.to_string())),
+                Err(e) => Some(Err(e.to_string())),
+            }
+        } else {
+            None
+        };
         let parsed = mail_parser::MessageParser::default().parse_headers(&head[..]);
         let from = parsed
             .as_ref()
@@ -270,20 +317,12 @@ impl Pipeline {
 
         let (mut to_encrypt, mut to_decrypt, mut to_pass) = (Vec::new(), Vec::new(), Vec::new());
         for r in &envelope.recipients {
-            let internal = self.is_internal(r);
-            if internal {
-                decision.users.push(r.to_ascii_lowercase());
+            match (&sealed, self.is_internal(r)) {
+                (Some(_), true) => to_decrypt.push(r.clone()),
+                (Some(Ok(_)), false) => to_pass.push(r.clone()),
+                (_, false) => to_encrypt.push(r.clone()),
+                (None, true) => to_pass.push(r.clone()),
             }
-            match (encrypted, internal) {
-                (true, true) => to_decrypt.push(r.clone()),
-                (false, false) => to_encrypt.push(r.clone()),
-                _ => to_pass.push(r.clone()),
-            }
-        }
-        if let Some(f) = &from
-            && self.is_internal(f.as_str())
-        {
-            decision.users.push(f.to_string());
         }
         if !to_pass.is_empty() {
             decision.copies.push(pass(&to_pass));
@@ -312,8 +351,11 @@ impl Pipeline {
             )
             .await;
         }
-        if !to_decrypt.is_empty() {
-            self.decrypt(&id, &path, &to_decrypt, &mut decision).await;
+        if !to_decrypt.is_empty()
+            && let Some(sealed) = sealed
+        {
+            self.decrypt(&id, &path, sealed, &to_decrypt, &mut decision)
+                .await;
         }
         let errored = decision.errored.len() as u64;
         if errored > 0 {
@@ -425,6 +467,10 @@ impl Pipeline {
                         if default { " (default sender)" } else { "" }
                     );
                     tracing::info!(queue_id = %id, recipients = names.len(), signer = %signed_as, "encrypted");
+                    // Keys of users whose keys were used are prefetched for next month.
+                    if own == Some(&signed_as) && !decision.users.contains(&signed_as.to_string()) {
+                        decision.users.push(signed_as.to_string());
+                    }
                     decision.copies.push(Copy {
                         file: Some(file),
                         routes: names
@@ -444,6 +490,7 @@ impl Pipeline {
         &self,
         id: &str,
         path: &std::path::Path,
+        sealed: Result<envelope::Header, String>,
         recipients: &[String],
         decision: &mut Decision,
     ) {
@@ -456,13 +503,9 @@ impl Pipeline {
                 });
             }
         };
-        let header = {
-            let path = path.to_path_buf();
-            match tokio::task::spawn_blocking(move || transform::sealed_header(&path)).await {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => return fail(decision, recipients, reason("cannot decrypt", &e)),
-                Err(e) => return fail(decision, recipients, reason("cannot decrypt", &e)),
-            }
+        let header = match sealed {
+            Ok(h) => h,
+            Err(e) => return fail(decision, recipients, reason("cannot decrypt", &e)),
         };
         // Only recipients the message is sealed to can have it opened for them; anyone else
         // (a forward, a list) gets it as it came.
@@ -536,6 +579,9 @@ impl Pipeline {
             );
         }
         tracing::info!(queue_id = %id, recipients = names.len(), "decrypted; signature {verdict}");
+        decision
+            .users
+            .extend(addressed.iter().map(|(_, a)| a.to_string()));
         let mut note = format!("decrypted; signature {verdict}");
         let file = if self.settings.gateway.reencrypt_inbound {
             match self.reencrypt(file, &addressed, header.epoch).await {
@@ -657,6 +703,11 @@ impl Pipeline {
                     }
                 }
             }
+            // Bounces first: a recipient past its lifetime is not retried once more.
+            if now >= last_expiry + 5 {
+                last_expiry = now;
+                self.expire(now).await;
+            }
             match self
                 .queue
                 .requeue_errored(now, &ErroredFilter::default())
@@ -668,10 +719,6 @@ impl Pipeline {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot retry the errored queue"),
-            }
-            if now >= last_expiry + 30 {
-                last_expiry = now;
-                self.expire(now).await;
             }
             // The first prefetch waits a little, so that a key server in this process is up.
             if now >= started + 5 && now >= last_prefetch + g.prefetch_interval_secs {

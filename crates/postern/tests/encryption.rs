@@ -512,6 +512,38 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
         &sealed_of(&for_carol.data),
         b"carol@partner.example"
     ));
+
+    // The marker alone is not trusted: a plain message claiming to be encrypted is encrypted
+    // on its way out, and passes as the plain message it is on its way in.
+    let forged = crlf(
+        b"From: alice@corp.example\nTo: bob@partner.example\nSubject: forged marker\nX-PP-ENCRYPTED: TRUE\n\nThis plain text claims to be encrypted.\n",
+    );
+    send(
+        a.smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &forged,
+    );
+    let out = collect(&wire, 1, Duration::from_secs(30));
+    assert!(contains(&out[0].data, b"encrypted_message.htm"));
+    assert!(!contains(&out[0].data, b"This plain text claims"));
+    let before = b.delivered().len();
+    send(
+        b.smtp,
+        "mallory@elsewhere.example",
+        &["bob@partner.example"],
+        &forged,
+    );
+    wait_until(Duration::from_secs(30), "the forged message passes", || {
+        b.delivered().len() == before + 1
+    });
+    let passed = b
+        .delivered()
+        .into_iter()
+        .find(|d| contains(d, b"This plain text claims"))
+        .unwrap();
+    assert!(!contains(&passed, b"X-Postern-Decrypted"));
+    assert!(!contains(&passed, b"X-Postern-Signature"));
     drop(keyserver);
 }
 
@@ -805,5 +837,121 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
     assert!(
         detail.contains("(2027-02); signed as alice@corp.example"),
         "{detail}"
+    );
+}
+
+#[test]
+fn mail_that_waits_past_the_errored_lifetime_is_bounced_to_its_sender_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // No key server ever answers, and nothing is cached.
+    let dead = testkit::free_port();
+    let token = dir.path().join("token");
+    fs::write(&token, "pgw_not_a_real_token\n").unwrap();
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    let a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        dead,
+        &token,
+        &format!("127.0.0.1:{wire_port}"),
+        "errored_retry_initial_secs = 1\nerrored_retry_max_secs = 1\nerrored_lifetime_secs = 3\n",
+        None,
+    );
+    let m = crlf(b"From: alice@corp.example\nTo: bob@partner.example\nSubject: never sealed\n\nThe secret plan.\n");
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &m);
+    wait_until(
+        Duration::from_secs(30),
+        "the message in the errored queue",
+        || errored_list(&a).contains("bob@partner.example"),
+    );
+    // After the lifetime the sender is told why, and the message is gone from the queue.
+    wait_until(Duration::from_secs(60), "the bounce to alice", || {
+        a.delivered()
+            .iter()
+            .any(|d| contains(d, b"Undelivered Mail Returned to Sender"))
+    });
+    let bounce = a
+        .delivered()
+        .into_iter()
+        .find(|d| contains(d, b"Undelivered Mail Returned to Sender"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&bounce);
+    assert!(text.contains("Delivered-To: alice@corp.example"), "{text}");
+    assert!(
+        text.contains("<bob@partner.example>: 5.7.0 could not be encrypted or decrypted in time"),
+        "{text}"
+    );
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(
+        !text.contains("The secret plan."),
+        "the bounce quotes the body"
+    );
+    assert!(!errored_list(&a).contains("bob@partner.example"));
+    // Nothing ever left for bob.
+    assert!(wire.try_recv().is_err());
+}
+
+#[test]
+fn decrypted_mail_can_be_encrypted_again_for_internal_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keyserver, ks_port) = key_server(dir.path(), None);
+    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
+    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    let a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        ks_port,
+        &token_a,
+        &format!("127.0.0.1:{wire_port}"),
+        "",
+        None,
+    );
+    let b = gateway(
+        dir.path(),
+        "b",
+        "partner.example",
+        ks_port,
+        &token_b,
+        "maildir:/nonexistent",
+        "reencrypt_inbound = true\n",
+        None,
+    );
+    let m = crlf(b"From: alice@corp.example\nTo: bob@partner.example\nSubject: scanned then sealed\n\nThe body stays sealed on the last hop.\n");
+    send(a.smtp, "alice@corp.example", &["bob@partner.example"], &m);
+    let crossed = collect(&wire, 1, Duration::from_secs(30));
+    send(
+        b.smtp,
+        &crossed[0].from,
+        &["bob@partner.example"],
+        &crossed[0].data,
+    );
+    wait_until(Duration::from_secs(30), "B delivers", || {
+        b.delivered().len() == 1
+    });
+    let got = &b.delivered()[0];
+    assert!(contains(got, b"X-PP-ENCRYPTED: TRUE"));
+    assert!(contains(got, b"X-Postern-Encrypted: gw.partner.example"));
+    assert!(!contains(got, b"The body stays sealed"));
+    // Sealed to bob, signed by B's default sender.
+    let sealed = sealed_of(got);
+    assert!(contains(&sealed, b"bob@partner.example"));
+    assert!(contains(&sealed, b"postmaster@partner.example"));
+    let listed = String::from_utf8(run(&["queue", "list", "--config", b.config()]).stdout).unwrap();
+    let child = listed
+        .lines()
+        .find(|l| l.contains("Derived"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let shown =
+        String::from_utf8(run(&["queue", "show", &child, "--config", b.config()]).stdout).unwrap();
+    assert!(
+        shown.contains("signature valid; signer=alice@corp.example; encrypted again for delivery"),
+        "{shown}"
     );
 }

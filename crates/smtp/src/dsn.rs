@@ -13,11 +13,22 @@ pub fn build(hostname: &str, d: &Delivery, failed: &[(String, String)], spool: &
     let boundary = format!("postern-dsn-{}", d.id);
     let date = crate::session::rfc2822_now();
     let mut original = Vec::new();
-    if let Ok(f) = std::fs::File::open(spool.path(&d.id)) {
+    // A transformed copy's header is not quoted: a decrypted copy's inner header would cross
+    // the network in clear.
+    if !d.derived
+        && let Ok(f) = std::fs::File::open(spool.path(&d.id))
+    {
         let _ = f.take(MAX_QUOTED_HEADER as u64).read_to_end(&mut original);
     }
     let header_end = find_header_end(&original).unwrap_or(original.len());
-    let original_header = String::from_utf8_lossy(&original[..header_end]);
+    let original_header = if d.derived {
+        format!(
+            "Message-ID: {}\r\n",
+            d.message_id.as_deref().unwrap_or("(none)")
+        )
+    } else {
+        String::from_utf8_lossy(&original[..header_end]).into_owned()
+    };
     let mut list = String::new();
     for (rcpt, reply) in failed {
         list.push_str(&format!("  <{rcpt}>: {}\r\n", one_line(reply)));

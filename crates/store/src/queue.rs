@@ -154,6 +154,9 @@ pub struct Delivery {
     pub received_at: u64,
     /// The Message-ID header.
     pub message_id: Option<String>,
+    /// A transformed copy (its header is not quoted back in a notification: a decrypted copy's
+    /// inner header must not cross the network in clear).
+    pub derived: bool,
 }
 
 /// Counts by state, for metrics and the console.
@@ -368,6 +371,7 @@ impl Queue {
             sqlx::query("UPDATE recipients SET leased_until = 0 WHERE leased_until > 0")
                 .execute(&pool)
                 .await?;
+            remove_orphans(&pool, &spool).await?;
         }
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
@@ -529,18 +533,21 @@ impl Queue {
         .fetch_all(&self.pool)
         .await?;
         let ids = json_ids(rows.iter().map(|r| r.get::<&str, _>(1)));
-        let mut messages: std::collections::HashMap<String, (String, u64, Option<String>)> =
+        let mut messages: std::collections::HashMap<String, (String, u64, Option<String>, bool)> =
             std::collections::HashMap::new();
         if !rows.is_empty() {
             let list = sqlx::query(
-                "SELECT id, sender, received_at, message_id FROM messages
+                "SELECT id, sender, received_at, message_id, parent IS NOT NULL FROM messages
                  WHERE id IN (SELECT value FROM json_each(?1))",
             )
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
             for m in list {
-                messages.insert(m.get(0), (m.get(1), to_u64(m.get(2)), m.get(3)));
+                messages.insert(
+                    m.get(0),
+                    (m.get(1), to_u64(m.get(2)), m.get(3), m.get::<bool, _>(4)),
+                );
             }
         }
         let mut groups: Vec<Delivery> = Vec::new();
@@ -554,7 +561,8 @@ impl Queue {
                 g.attempts = g.attempts.max(attempts);
                 continue;
             }
-            let Some((sender, received_at, message_id)) = messages.get(&message).cloned() else {
+            let Some((sender, received_at, message_id, derived)) = messages.get(&message).cloned()
+            else {
                 continue;
             };
             groups.push(Delivery {
@@ -565,6 +573,7 @@ impl Queue {
                 attempts,
                 received_at,
                 message_id,
+                derived,
             });
         }
         Ok(groups)
@@ -688,6 +697,13 @@ impl Queue {
                             for id in &placed {
                                 let _ = self.spool.remove(id);
                             }
+                            for d in &batch {
+                                for copy in &d.copies {
+                                    if let Some(f) = &copy.file {
+                                        let _ = std::fs::remove_file(&f.path);
+                                    }
+                                }
+                            }
                             return Err(e.into());
                         }
                         placed.push(child.clone());
@@ -695,7 +711,8 @@ impl Queue {
                             "id": child, "parent": d.id, "size": file.len, "note": copy.note,
                         }));
                         for (a, h) in &copy.routes {
-                            child_rcpts.push(serde_json::json!({"m": child, "a": a, "h": h}));
+                            child_rcpts
+                                .push(serde_json::json!({"m": child, "p": d.id, "a": a, "h": h}));
                             splits.push(serde_json::json!({"m": d.id, "a": a, "c": child}));
                         }
                     }
@@ -728,6 +745,13 @@ impl Queue {
                 for id in &placed {
                     let _ = self.spool.remove(id);
                 }
+                for d in &batch {
+                    for copy in &d.copies {
+                        if let Some(f) = &copy.file {
+                            let _ = std::fs::remove_file(&f.path);
+                        }
+                    }
+                }
                 Err(e)
             }
         }
@@ -742,6 +766,10 @@ impl Queue {
         sync: bool,
     ) -> Result<Vec<String>, QueueError> {
         let [children, child_rcpts, routes, splits, errored, users] = rows;
+        let child_ids: Vec<String> = children
+            .iter()
+            .filter_map(|c| c.get("id").and_then(|v| v.as_str()).map(str::to_string))
+            .collect();
         if sync {
             self.spool.sync_dir()?;
         }
@@ -761,9 +789,13 @@ impl Queue {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
+                // Only for recipients still undecided: one deleted meanwhile gets no copy.
                 "INSERT INTO recipients (message, address, hop, state, next_attempt)
                  SELECT j.value->>'m', j.value->>'a', j.value->>'h', 'pending', ?2
-                 FROM json_each(?1) AS j ORDER BY j.key",
+                 FROM json_each(?1) AS j
+                 WHERE EXISTS (SELECT 1 FROM recipients r WHERE r.message = j.value->>'p'
+                               AND r.address = j.value->>'a' AND r.state = 'new')
+                 ORDER BY j.key",
             )
             .bind(serde_json::Value::Array(child_rcpts).to_string())
             .bind(at)
@@ -825,15 +857,35 @@ impl Queue {
         .await?;
         sqlx::query(
             "UPDATE messages SET state = 'queued', updated_at = ?2
-             WHERE id IN (SELECT value FROM json_each(?1))",
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'processing'",
         )
         .bind(&ids)
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        let finished = finish_done(&mut tx, &ids).await?;
+        // Copies left without recipients (all deleted meanwhile) end at once, like parents.
+        let all = json_ids(
+            batch
+                .iter()
+                .map(|d| d.id.as_str())
+                .chain(child_ids.iter().map(String::as_str)),
+        );
+        let finished = finish_done(&mut tx, &all).await?;
         tx.commit().await?;
         Ok(finished)
+    }
+
+    /// Returns messages claimed for processing to `received`, so that they are processed
+    /// again (the decision could not be recorded).
+    pub async fn release(&self, ids: &[String]) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE messages SET state = 'received'
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'processing'",
+        )
+        .bind(json_ids(ids.iter().map(String::as_str)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Sends errored recipients due by `due_by` (Unix seconds) back to processing, with their
@@ -848,7 +900,7 @@ impl Queue {
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE recipients SET state = 'new'
              WHERE state = 'errored' AND next_attempt <= ?1
-               AND message IN (SELECT id FROM messages WHERE (?2 IS NULL OR id = ?2)
+               AND message IN (SELECT id FROM messages WHERE state = 'queued' AND (?2 IS NULL OR id = ?2)
                                AND (?3 IS NULL OR received_at >= ?3)
                                AND (?4 IS NULL OR received_at < ?4))
              RETURNING message",
@@ -938,6 +990,7 @@ impl Queue {
                         attempts,
                         received_at: to_u64(r.get(5)),
                         message_id: r.get(6),
+                        derived: false,
                     },
                     vec![reason],
                 )),
@@ -1100,7 +1153,8 @@ async fn record_batch(pool: &SqlitePool, batch: &[Record]) -> Result<Vec<String>
     sqlx::query(
         "UPDATE recipients SET state = j.value->>'s', next_attempt = j.value->>'n',
             last_reply = j.value->>'r', attempts = attempts + 1, leased_until = 0
-         FROM json_each(?1) AS j WHERE recipients.id = j.value->>'id'",
+         FROM json_each(?1) AS j WHERE recipients.id = j.value->>'id'
+           AND recipients.state IN ('pending', 'deferred', 'errored')",
     )
     .bind(serde_json::Value::Array(rows).to_string())
     .execute(&mut *tx)
@@ -1134,6 +1188,27 @@ async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Removes message files with no row: copies placed by a transformation whose transaction never
+/// committed (a crash between the two). They may hold decrypted text, so they must not linger.
+async fn remove_orphans(pool: &SqlitePool, spool: &Spool) -> Result<(), QueueError> {
+    let names = spool.names()?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = sqlx::query_scalar(
+        "SELECT value FROM json_each(?1) WHERE value IN (SELECT id FROM messages)",
+    )
+    .bind(json_ids(names.iter().map(String::as_str)))
+    .fetch_all(pool)
+    .await?;
+    let known: std::collections::HashSet<String> = known.into_iter().collect();
+    for name in names.iter().filter(|n| !known.contains(*n)) {
+        tracing::warn!(file = %name, "removing a message file that no queue row names (left by a crash)");
+        spool.remove(name)?;
     }
     Ok(())
 }

@@ -85,6 +85,17 @@ impl Spool {
         }
     }
 
+    /// The names of the message files in `messages/`.
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("messages"))? {
+            if let Some(name) = entry?.file_name().to_str() {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a whole message.
     pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
         fs::read(self.path(id))
