@@ -87,6 +87,17 @@ pub fn default_sender(settings: &Settings) -> Option<Address> {
     Address::parse(&text).ok()
 }
 
+/// Puts `list` in the errored queue with `why`.
+fn put_in_errored(id: &str, decision: &mut Decision, list: &[String], why: String) {
+    tracing::warn!(queue_id = %id, recipients = list.len(), "errored: {why}");
+    for r in list {
+        decision.errored.push(Errored {
+            address: r.clone(),
+            reason: why.clone(),
+        });
+    }
+}
+
 /// A reason for the errored queue (one line).
 fn reason(context: &str, e: &dyn std::fmt::Display) -> String {
     let text = format!("{context}: {e}");
@@ -408,13 +419,7 @@ impl Pipeline {
         decision: &mut Decision,
     ) {
         let fail = |decision: &mut Decision, list: &[String], why: String| {
-            tracing::warn!(queue_id = %id, recipients = list.len(), "errored: {why}");
-            for r in list {
-                decision.errored.push(Errored {
-                    address: r.clone(),
-                    reason: why.clone(),
-                });
-            }
+            put_in_errored(id, decision, list, why)
         };
         let epoch = Epoch::from_unix(self.keys.now());
         let params = match self.keys.params().await {
@@ -495,13 +500,7 @@ impl Pipeline {
         decision: &mut Decision,
     ) {
         let fail = |decision: &mut Decision, list: &[String], why: String| {
-            tracing::warn!(queue_id = %id, recipients = list.len(), "errored: {why}");
-            for r in list {
-                decision.errored.push(Errored {
-                    address: r.clone(),
-                    reason: why.clone(),
-                });
-            }
+            put_in_errored(id, decision, list, why)
         };
         let header = match sealed {
             Ok(h) => h,
@@ -775,21 +774,7 @@ impl Pipeline {
         d: &store::Delivery,
         failed: &[(String, String)],
     ) -> Result<(), store::QueueError> {
-        let text = smtp::dsn::build(&self.settings.hostname, d, failed, self.queue.spool());
-        let mut file = self.queue.spool().create()?;
-        file.append(text.as_bytes())?;
-        let finished = tokio::task::spawn_blocking(move || file.finish())
-            .await
-            .map_err(|e| store::QueueError::Io(std::io::Error::other(e)))??;
-        let envelope = Envelope {
-            sender: String::new(),
-            recipients: vec![d.sender.clone()],
-            client: "127.0.0.1".into(),
-            helo: self.settings.hostname.clone(),
-            source: Source::Local,
-            message_id: None,
-        };
-        self.queue.accept(envelope, finished).await?;
+        smtp::dsn::queue(&self.queue, &self.settings.hostname, d, failed).await?;
         self.wake.notify_one();
         Ok(())
     }

@@ -255,29 +255,7 @@ fn send(to: SocketAddr, from: &str, rcpts: &[&str], message: &[u8]) {
 }
 
 fn corpus() -> Vec<PathBuf> {
-    let root = std::env::var_os("POSTERN_CORPUS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/eml"),
-        PathBuf::from,
-    );
-    let mut files = Vec::new();
-    let mut dirs = vec![root.clone()];
-    while let Some(d) = dirs.pop() {
-        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("corpus {}: {e}", d.display())) {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|e| e == "eml") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    assert!(
-        files.len() >= 60,
-        "expected the corpus at {}",
-        root.display()
-    );
-    files
+    testkit::corpus()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -472,17 +450,7 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
     }
 
     // The queue records the verdict.
-    let listed = String::from_utf8(run(&["queue", "list", "--config", b.config()]).stdout).unwrap();
-    let child = listed
-        .lines()
-        .find(|l| l.contains("Derived"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let shown =
-        String::from_utf8(run(&["queue", "show", &child, "--config", b.config()]).stdout).unwrap();
+    let shown = newest_copy(&b);
     assert!(
         shown.contains("decrypted; signature valid; signer=alice@corp.example"),
         "{shown}"
@@ -545,6 +513,20 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
     assert!(!contains(&passed, b"X-Postern-Decrypted"));
     assert!(!contains(&passed, b"X-Postern-Signature"));
     drop(keyserver);
+}
+
+/// `queue show` of the newest transformed copy at `g`.
+fn newest_copy(g: &Gateway) -> String {
+    let listed = String::from_utf8(run(&["queue", "list", "--config", g.config()]).stdout).unwrap();
+    let child = listed
+        .lines()
+        .find(|l| l.contains("Derived"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    String::from_utf8(run(&["queue", "show", &child, "--config", g.config()]).stdout).unwrap()
 }
 
 fn errored_list(g: &Gateway) -> String {
@@ -823,17 +805,7 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
         &got,
         b"X-Postern-Signature: valid; signer=alice@corp.example\r\n"
     ));
-    let shown = String::from_utf8(run(&["queue", "list", "--config", a.config()]).stdout).unwrap();
-    let child = shown
-        .lines()
-        .find(|l| l.contains("Derived"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let detail =
-        String::from_utf8(run(&["queue", "show", &child, "--config", a.config()]).stdout).unwrap();
+    let detail = newest_copy(&a);
     assert!(
         detail.contains("(2027-02); signed as alice@corp.example"),
         "{detail}"
@@ -939,17 +911,7 @@ fn decrypted_mail_can_be_encrypted_again_for_internal_delivery() {
     let sealed = sealed_of(got);
     assert!(contains(&sealed, b"bob@partner.example"));
     assert!(contains(&sealed, b"postmaster@partner.example"));
-    let listed = String::from_utf8(run(&["queue", "list", "--config", b.config()]).stdout).unwrap();
-    let child = listed
-        .lines()
-        .find(|l| l.contains("Derived"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let shown =
-        String::from_utf8(run(&["queue", "show", &child, "--config", b.config()]).stdout).unwrap();
+    let shown = newest_copy(&b);
     assert!(
         shown.contains("signature valid; signer=alice@corp.example; encrypted again for delivery"),
         "{shown}"

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use store::{Delivery, Envelope, Outcome, Queue, Source};
+use store::{Delivery, Outcome, Queue};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::client::{ClientError, Connection};
@@ -262,21 +262,7 @@ impl Deliverer {
         d: &Delivery,
         failed: &[(String, String)],
     ) -> Result<(), store::QueueError> {
-        let text = crate::dsn::build(&self.hostname, d, failed, self.queue.spool());
-        let mut file = self.queue.spool().create()?;
-        file.append(text.as_bytes())?;
-        let finished = tokio::task::spawn_blocking(move || file.finish())
-            .await
-            .map_err(|e| store::QueueError::Io(std::io::Error::other(e)))??;
-        let envelope = Envelope {
-            sender: String::new(),
-            recipients: vec![d.sender.clone()],
-            client: "127.0.0.1".into(),
-            helo: self.hostname.clone(),
-            source: Source::Local,
-            message_id: None,
-        };
-        let id = self.queue.accept(envelope, finished).await?;
+        let id = crate::dsn::queue(&self.queue, &self.hostname, d, failed).await?;
         tracing::info!(queue_id = %id, original = %d.id, "queued a delivery status notification to {}", d.sender);
         Ok(())
     }

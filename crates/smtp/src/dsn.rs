@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use store::{Delivery, Spool};
+use store::{Delivery, Envelope, Queue, QueueError, Source, Spool};
 
 /// Most of the original header that is quoted back.
 const MAX_QUOTED_HEADER: usize = 32 * 1024;
@@ -74,6 +74,31 @@ Content-Type: text/rfc822-headers\r\n\
         sender = d.sender,
         id = d.id,
     )
+}
+
+/// Builds the notification for `failed` recipients of `d` and accepts it into the queue, from
+/// the null sender to `d`'s sender; returns its queue id.
+pub async fn queue(
+    queue: &Queue,
+    hostname: &str,
+    d: &Delivery,
+    failed: &[(String, String)],
+) -> Result<String, QueueError> {
+    let text = build(hostname, d, failed, queue.spool());
+    let mut file = queue.spool().create()?;
+    file.append(text.as_bytes())?;
+    let finished = tokio::task::spawn_blocking(move || file.finish())
+        .await
+        .map_err(|e| QueueError::Io(std::io::Error::other(e)))??;
+    let envelope = Envelope {
+        sender: String::new(),
+        recipients: vec![d.sender.clone()],
+        client: "127.0.0.1".into(),
+        helo: hostname.to_string(),
+        source: Source::Local,
+        message_id: None,
+    };
+    queue.accept(envelope, finished).await
 }
 
 fn find_header_end(bytes: &[u8]) -> Option<usize> {

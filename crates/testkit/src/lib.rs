@@ -286,3 +286,33 @@ pub fn message_id(message: &str) -> Option<String> {
         })
         .map(|v| v.trim().to_string())
 }
+
+/// The shared email corpus (`../shared/corpus/eml` beside the repository, or
+/// `POSTERN_CORPUS`): every `.eml` file below it, sorted.
+pub fn corpus() -> Vec<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let root = std::env::var_os("POSTERN_CORPUS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/eml"),
+        PathBuf::from,
+    );
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("corpus {}: {e}", d.display()))
+        {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "eml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(
+        files.len() >= 60,
+        "expected the shared corpus at {}",
+        root.display()
+    );
+    files
+}
