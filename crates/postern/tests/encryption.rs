@@ -336,31 +336,14 @@ END:VCALENDAR\n\
 
 #[test]
 fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keyserver, ks_port) = key_server(dir.path(), None);
-    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
-    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
-    let (wire_port, wire) = testkit::smtp_recorder_thread();
-    let b = gateway(
-        dir.path(),
-        "b",
-        "partner.example",
-        ks_port,
-        &token_b,
-        "maildir:/nonexistent",
-        "",
-        None,
-    );
-    let a = gateway(
-        dir.path(),
-        "a",
-        "corp.example",
-        ks_port,
-        &token_a,
-        &format!("127.0.0.1:{wire_port}"),
-        "",
-        None,
-    );
+    let Pair {
+        dir: _dir,
+        keyserver,
+        ks_port: _,
+        a,
+        b,
+        wire,
+    } = pair("", "", None);
 
     // Every corpus message, each tagged so that it can be found again, plus a meeting request.
     let mut sent: Vec<Vec<u8>> = Vec::new();
@@ -516,6 +499,53 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
 }
 
 /// `queue show` of the newest transformed copy at `g`.
+/// A key server, gateway A (`corp.example`, its external mail to the recorder `wire`) and
+/// gateway B (`partner.example`), with `[gateway]` extras for each.
+struct Pair {
+    dir: tempfile::TempDir,
+    keyserver: Proc,
+    ks_port: u16,
+    a: Gateway,
+    b: Gateway,
+    wire: Receiver<Recorded>,
+}
+
+fn pair(extra_a: &str, extra_b: &str, fake_now: Option<u64>) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let (keyserver, ks_port) = key_server(dir.path(), fake_now);
+    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
+    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let (wire_port, wire) = testkit::smtp_recorder_thread();
+    let a = gateway(
+        dir.path(),
+        "a",
+        "corp.example",
+        ks_port,
+        &token_a,
+        &format!("127.0.0.1:{wire_port}"),
+        extra_a,
+        fake_now,
+    );
+    let b = gateway(
+        dir.path(),
+        "b",
+        "partner.example",
+        ks_port,
+        &token_b,
+        "maildir:/nonexistent",
+        extra_b,
+        fake_now,
+    );
+    Pair {
+        dir,
+        keyserver,
+        ks_port,
+        a,
+        b,
+        wire,
+    }
+}
+
 fn newest_copy(g: &Gateway) -> String {
     let listed = String::from_utf8(run(&["queue", "list", "--config", g.config()]).stdout).unwrap();
     let child = listed
@@ -536,32 +566,15 @@ fn errored_list(g: &Gateway) -> String {
 #[test]
 fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_the_server_returns()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut keyserver, ks_port) = key_server(dir.path(), None);
-    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
-    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
-    let (wire_port, wire) = testkit::smtp_recorder_thread();
     // A signs only with the sender's own key, so that a sender without a cached key waits.
-    let a = gateway(
-        dir.path(),
-        "a",
-        "corp.example",
+    let Pair {
+        dir: _dir,
+        mut keyserver,
         ks_port,
-        &token_a,
-        &format!("127.0.0.1:{wire_port}"),
-        "use_default_sender = false\n",
-        None,
-    );
-    let mut b = gateway(
-        dir.path(),
-        "b",
-        "partner.example",
-        ks_port,
-        &token_b,
-        "maildir:/nonexistent",
-        "",
-        None,
-    );
+        a,
+        mut b,
+        wire,
+    } = pair("use_default_sender = false\n", "", None);
     let relay = |r: &Recorded, to: SocketAddr| {
         let rcpts: Vec<&str> = r.to.iter().map(String::as_str).collect();
         send(to, &r.from, &rcpts, &r.data);
@@ -714,29 +727,16 @@ const FEB_1: u64 = 1_801_656_000;
 
 #[test]
 fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_key_server_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut keyserver, ks_port) = key_server(dir.path(), Some(JAN_28));
-    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
-    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
-    let (wire_port, wire) = testkit::smtp_recorder_thread();
     // Prefetch runs every second here; A signs only with the sender's own key.
-    let mut a = gateway(
-        dir.path(),
-        "a",
-        "corp.example",
-        ks_port,
-        &token_a,
-        &format!("127.0.0.1:{wire_port}"),
+    let Pair {
+        dir: _dir,
+        mut keyserver,
+        ks_port: _,
+        mut a,
+        mut b,
+        wire,
+    } = pair(
         "use_default_sender = false\nprefetch_interval_secs = 1\n",
-        Some(JAN_28),
-    );
-    let mut b = gateway(
-        dir.path(),
-        "b",
-        "partner.example",
-        ks_port,
-        &token_b,
-        "maildir:/nonexistent",
         "prefetch_interval_secs = 1\n",
         Some(JAN_28),
     );
@@ -866,31 +866,14 @@ fn mail_that_waits_past_the_errored_lifetime_is_bounced_to_its_sender_with_the_r
 
 #[test]
 fn decrypted_mail_can_be_encrypted_again_for_internal_delivery() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keyserver, ks_port) = key_server(dir.path(), None);
-    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
-    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
-    let (wire_port, wire) = testkit::smtp_recorder_thread();
-    let a = gateway(
-        dir.path(),
-        "a",
-        "corp.example",
-        ks_port,
-        &token_a,
-        &format!("127.0.0.1:{wire_port}"),
-        "",
-        None,
-    );
-    let b = gateway(
-        dir.path(),
-        "b",
-        "partner.example",
-        ks_port,
-        &token_b,
-        "maildir:/nonexistent",
-        "reencrypt_inbound = true\n",
-        None,
-    );
+    let Pair {
+        dir: _dir,
+        keyserver: _keyserver,
+        ks_port: _,
+        a,
+        b,
+        wire,
+    } = pair("", "reencrypt_inbound = true\n", None);
     let m = crlf(b"From: alice@corp.example\nTo: bob@partner.example\nSubject: scanned then sealed\n\nThe body stays sealed on the last hop.\n");
     send(a.smtp, "alice@corp.example", &["bob@partner.example"], &m);
     let crossed = collect(&wire, 1, Duration::from_secs(30));
