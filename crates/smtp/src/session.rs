@@ -727,30 +727,9 @@ fn sanitize(s: &str) -> String {
 
 /// The current time as RFC 5322 wants it, in UTC.
 pub fn rfc2822_now() -> String {
-    let secs = store::queue::now();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let (y, mo, d) = civil(days);
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(mo - 1) as usize];
-    format!("{weekday}, {d} {month} {y} {h:02}:{m:02}:{s:02} +0000")
-}
-
-/// Days since 1970-01-01 to (year, month, day) ("civil from days", Howard Hinnant).
-fn civil(days: u64) -> (i64, u64, u64) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_string())
 }
 
 #[cfg(test)]
@@ -774,8 +753,12 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(20_781), (2026, 11, 24));
+    fn dates_are_rfc_5322() {
+        let d = rfc2822_now();
+        let parsed =
+            time::OffsetDateTime::parse(&d, &time::format_description::well_known::Rfc2822)
+                .unwrap();
+        assert_eq!(parsed.offset(), time::UtcOffset::UTC);
+        assert!(d.ends_with(" +0000"), "{d}");
     }
 }
