@@ -87,6 +87,15 @@ pub fn default_sender(settings: &Settings) -> Option<Address> {
     Address::parse(&text).ok()
 }
 
+/// A copy of the message as received for `recipients`.
+fn pass_as_is(pipeline: &Pipeline, recipients: &[String]) -> Copy {
+    Copy {
+        file: None,
+        routes: pipeline.routes(recipients),
+        note: None,
+    }
+}
+
 /// Puts `list` in the errored queue with `why`.
 fn put_in_errored(id: &str, decision: &mut Decision, list: &[String], why: String) {
     tracing::warn!(queue_id = %id, recipients = list.len(), "errored: {why}");
@@ -156,6 +165,14 @@ impl Pipeline {
         } else {
             "external"
         }
+    }
+
+    /// Each recipient with its next hop.
+    fn routes(&self, recipients: &[String]) -> Vec<(String, String)> {
+        recipients
+            .iter()
+            .map(|r| (r.clone(), self.hop_for(r).to_string()))
+            .collect()
     }
 
     fn backoff(&self) -> Backoff {
@@ -254,14 +271,7 @@ impl Pipeline {
             id: id.clone(),
             ..Decision::default()
         };
-        let pass = |recipients: &[String]| Copy {
-            file: None,
-            routes: recipients
-                .iter()
-                .map(|r| (r.clone(), self.hop_for(r).to_string()))
-                .collect(),
-            note: None,
-        };
+        let pass = |recipients: &[String]| pass_as_is(self, recipients);
         if envelope.source != Source::Policy {
             decision.copies.push(pass(&envelope.recipients));
             return decision;
@@ -296,7 +306,7 @@ impl Pipeline {
         // on its way out, and passes as the plain message it is on its way in.
         let sealed = if mime::is_encrypted(&fields) {
             let p = path.clone();
-            match tokio::task::spawn_blocking(move || transform::sealed_header(&p)).await {
+            match tokio::task::spawn_blocking(move || transform::locate(&p)).await {
                 Ok(Ok(h)) => Some(Ok(h)),
                 Ok(Err(TransformError::NotSealed(mime::ReadError::NotFound))) => None,
                 Ok(Err(e)) => Some(Err(e.to_string())),
@@ -354,6 +364,7 @@ impl Pipeline {
             self.encrypt(
                 &id,
                 &path,
+                head,
                 &to_encrypt,
                 own.as_ref(),
                 sender.as_ref(),
@@ -412,6 +423,7 @@ impl Pipeline {
         &self,
         id: &str,
         path: &std::path::Path,
+        head: Vec<u8>,
         recipients: &[String],
         own: Option<&Address>,
         from: Option<&Address>,
@@ -447,9 +459,22 @@ impl Pipeline {
         if !shared.is_empty() {
             groups.insert(0, shared);
         }
+        if groups.is_empty() {
+            return;
+        }
+        // Read once for all the sealed copies of this message.
+        let all: Vec<String> = groups.iter().flatten().map(|(r, _)| r.clone()).collect();
+        let path = path.to_path_buf();
+        let read =
+            tokio::task::spawn_blocking(move || transform::Original::with_head(&path, head)).await;
+        let original = match read {
+            Ok(Ok(o)) => Arc::new(o),
+            Ok(Err(e)) => return fail(decision, &all, reason("cannot encrypt", &e)),
+            Err(e) => return fail(decision, &all, reason("cannot encrypt", &e)),
+        };
         for group in groups {
             let job = Encrypt {
-                source: path.to_path_buf(),
+                original: original.clone(),
                 recipients: group.iter().map(|(_, a)| a.clone()).collect(),
                 epoch,
                 sender: from.cloned(),
@@ -478,10 +503,7 @@ impl Pipeline {
                     }
                     decision.copies.push(Copy {
                         file: Some(file),
-                        routes: names
-                            .iter()
-                            .map(|r| (r.clone(), self.hop_for(r).to_string()))
-                            .collect(),
+                        routes: self.routes(&names),
                         note: Some(note),
                     });
                 }
@@ -495,17 +517,18 @@ impl Pipeline {
         &self,
         id: &str,
         path: &std::path::Path,
-        sealed: Result<envelope::Header, String>,
+        sealed: Result<transform::Located, String>,
         recipients: &[String],
         decision: &mut Decision,
     ) {
         let fail = |decision: &mut Decision, list: &[String], why: String| {
             put_in_errored(id, decision, list, why)
         };
-        let header = match sealed {
-            Ok(h) => h,
+        let located = match sealed {
+            Ok(l) => l,
             Err(e) => return fail(decision, recipients, reason("cannot decrypt", &e)),
         };
+        let header = &located.header;
         // Only recipients the message is sealed to can have it opened for them; anyone else
         // (a forward, a list) gets it as it came.
         let sealed_to: HashSet<&Address> = header.recipients.iter().map(|r| &r.address).collect();
@@ -519,14 +542,7 @@ impl Pipeline {
         }
         if !others.is_empty() {
             tracing::info!(queue_id = %id, recipients = others.len(), "not sealed to these recipients: delivered encrypted");
-            decision.copies.push(Copy {
-                file: None,
-                routes: others
-                    .iter()
-                    .map(|r| (r.clone(), self.hop_for(r).to_string()))
-                    .collect(),
-                note: None,
-            });
+            decision.copies.push(pass_as_is(self, &others));
         }
         if addressed.is_empty() {
             return;
@@ -552,6 +568,7 @@ impl Pipeline {
         };
         let job = Decrypt {
             source: path.to_path_buf(),
+            located,
             key,
             params,
             decaps: self.decaps.clone(),
@@ -583,7 +600,7 @@ impl Pipeline {
             .extend(addressed.iter().map(|(_, a)| a.to_string()));
         let mut note = format!("decrypted; signature {verdict}");
         let file = if self.settings.gateway.reencrypt_inbound {
-            match self.reencrypt(file, &addressed, header.epoch).await {
+            match self.reencrypt(file, &addressed).await {
                 Ok(f) => {
                     note.push_str("; encrypted again for delivery");
                     f
@@ -595,10 +612,7 @@ impl Pipeline {
         };
         decision.copies.push(Copy {
             file: Some(file),
-            routes: names
-                .iter()
-                .map(|r| (r.clone(), self.hop_for(r).to_string()))
-                .collect(),
+            routes: self.routes(&names),
             note: Some(note),
         });
     }
@@ -627,9 +641,9 @@ impl Pipeline {
         &self,
         decrypted: store::Finished,
         recipients: &[(String, Address)],
-        epoch: Epoch,
     ) -> Result<store::Finished, String> {
         let made = async {
+            let epoch = Epoch::from_unix(self.keys.now());
             let params = self.keys.params().await.map_err(|e| e.to_string())?;
             let default = self
                 .default_sender
@@ -637,11 +651,16 @@ impl Pipeline {
                 .ok_or("no default sender is configured")?;
             let signer = self
                 .keys
-                .signing_key(&default, Epoch::from_unix(self.keys.now()))
+                .signing_key(&default, epoch)
                 .await
                 .map_err(|e| format!("no signing key for the default sender: {e}"))?;
+            let path = decrypted.path().to_path_buf();
+            let original = tokio::task::spawn_blocking(move || transform::Original::read(&path))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             let job = Encrypt {
-                source: decrypted.path().to_path_buf(),
+                original: Arc::new(original),
                 recipients: recipients.iter().map(|(_, a)| a.clone()).collect(),
                 epoch,
                 sender: Some(default),

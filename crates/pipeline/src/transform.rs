@@ -62,10 +62,37 @@ pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// What the encrypted email is built from, read once per message however many sealed copies
+/// it gets.
+pub struct Original {
+    /// The message.
+    pub path: PathBuf,
+    /// Its header section.
+    pub head: Vec<u8>,
+    /// True when it carries a meeting request.
+    pub meeting: bool,
+}
+
+impl Original {
+    /// Reads the header section and looks for a calendar part.
+    pub fn read(path: &Path) -> io::Result<Original> {
+        Original::with_head(path, read_head(path)?)
+    }
+
+    /// Looks for a calendar part in the message whose header section is `head` (already read).
+    pub fn with_head(path: &Path, head: Vec<u8>) -> io::Result<Original> {
+        Ok(Original {
+            path: path.to_path_buf(),
+            head,
+            meeting: mime::is_meeting_request(BufReader::new(File::open(path)?))?,
+        })
+    }
+}
+
 /// Everything an encryption needs.
 pub struct Encrypt {
     /// The message.
-    pub source: PathBuf,
+    pub original: Arc<Original>,
     /// Who it is sealed to.
     pub recipients: Vec<Address>,
     /// The month of their keys.
@@ -87,12 +114,16 @@ pub struct Encrypt {
 /// Seals `job.source` into a new encrypted email in the spool (fsynced). A `Bcc` field in the
 /// original is left out of what is sealed, so that no recipient learns of a blind copy.
 pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError> {
-    let meeting = mime::is_meeting_request(BufReader::new(File::open(&job.source)?))?;
-    let head = read_head(&job.source)?;
-    let wrapper = mime::wrapper(&head, meeting, &job.settings, &job.hostname);
-    let mut file = File::open(&job.source)?;
-    file.seek(SeekFrom::Start(head.len() as u64))?;
-    let plain = Cursor::new(mime::headers::without_fields(&head, &["Bcc"])).chain(file);
+    let original = &job.original;
+    let wrapper = mime::wrapper(
+        &original.head,
+        original.meeting,
+        &job.settings,
+        &job.hostname,
+    );
+    let mut file = File::open(&original.path)?;
+    file.seek(SeekFrom::Start(original.head.len() as u64))?;
+    let plain = Cursor::new(mime::headers::without_fields(&original.head, &["Bcc"])).chain(file);
     let options = SealOptions {
         recipients: job.recipients.clone(),
         epoch: job.epoch,
@@ -123,6 +154,7 @@ pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError>
 
 /// The sealed message inside an encrypted email: streamed as Postern writes it, or read whole
 /// when the attachment was re-encoded on the way.
+#[derive(Debug)]
 enum Sealed {
     Stream(PathBuf),
     Whole(Vec<u8>),
@@ -157,16 +189,28 @@ impl Sealed {
     }
 }
 
-/// The sealed message's header: who signed it, to whom, which month and master key.
-pub fn sealed_header(path: &Path) -> Result<Header, TransformError> {
+/// A sealed message found in an encrypted email, with its header (who signed it, to whom,
+/// which month and master key); found once, then opened without looking for it again.
+#[derive(Debug)]
+pub struct Located {
+    /// The header. Nothing in it is authenticated until the message is opened.
+    pub header: Header,
+    sealed: Sealed,
+}
+
+/// Finds the sealed message in the encrypted email at `path` and reads its header.
+pub fn locate(path: &Path) -> Result<Located, TransformError> {
     let sealed = Sealed::locate(path)?;
-    Ok(envelope::read_header(sealed.reader()?)?)
+    let header = envelope::read_header(sealed.reader()?)?;
+    Ok(Located { header, sealed })
 }
 
 /// Everything a decryption needs.
 pub struct Decrypt {
     /// The encrypted email.
     pub source: PathBuf,
+    /// Its sealed message.
+    pub located: Located,
     /// The recipient's key.
     pub key: Arc<DecryptionKey>,
     /// Public parameters (the signer's master key).
@@ -200,7 +244,7 @@ pub fn signature(verdict: &Verdict) -> Signature {
 /// Opens an encrypted email into a new message in the spool (fsynced): the original, byte for
 /// byte, under the decryption X-header, the verdict and the trace fields of the way.
 pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), TransformError> {
-    let sealed = Sealed::locate(&job.source)?;
+    let sealed = &job.located.sealed;
     let outer = read_head(&job.source)?;
     let opener = Opener::new(&job.params).with_cache(&job.decaps);
     let guarded = mime::guarded_fields(&job.settings);
