@@ -461,56 +461,26 @@ impl Queue {
         self.route_batch(&[(id.to_string(), routes.to_vec())]).await
     }
 
-    /// [`Queue::route`] for many messages in one transaction (one commit, one fsync).
+    /// [`Queue::route`] for many messages in one transaction (one commit, one fsync): each
+    /// message passes as received, a [`Queue::apply`] with one untransformed copy.
     pub async fn route_batch(
         &self,
         batch: &[(String, Vec<(String, String)>)],
     ) -> Result<(), QueueError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let routes: Vec<serde_json::Value> = batch
+        let decisions = batch
             .iter()
-            .flat_map(|(id, routes)| {
-                routes
-                    .iter()
-                    .map(move |(a, h)| serde_json::json!({"m": id, "a": a, "h": h}))
+            .map(|(id, routes)| Decision {
+                id: id.clone(),
+                copies: vec![Copy {
+                    file: None,
+                    routes: routes.clone(),
+                    note: None,
+                }],
+                ..Decision::default()
             })
             .collect();
-        let ids = json_ids(batch.iter().map(|(id, _)| id.as_str()));
-        let at = to_i64(now());
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE recipients SET hop = j.value->>'h', state = 'pending', next_attempt = ?2
-             FROM json_each(?1) AS j
-             WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
-               AND recipients.state = 'new'",
-        )
-        .bind(serde_json::Value::Array(routes).to_string())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
-             WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new'",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE messages SET state = 'queued', updated_at = ?2
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(&ids)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let finished = finish_done(&mut tx, &ids).await?;
-        tx.commit().await?;
-        for id in finished {
-            self.spool.remove(&id)?;
-        }
-        Ok(())
+        // Nothing errors here, so the backoff is never used.
+        self.apply(decisions, Backoff { initial: 1, max: 1 }).await
     }
 
     /// Claims recipients due now, grouped by message and next hop, leasing them for `lease`
@@ -607,9 +577,13 @@ impl Queue {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        self.show_all(&ids).await
+    }
+
+    async fn show_all(&self, ids: &[String]) -> Result<Vec<MessageInfo>, QueueError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.show(&id).await?);
+            out.push(self.show(id).await?);
         }
         Ok(out)
     }
@@ -945,11 +919,7 @@ impl Queue {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.show(&id).await?);
-        }
-        Ok(out)
+        self.show_all(&ids).await
     }
 
     /// Errored recipients of messages received before `cutoff` (past their lifetime), grouped
