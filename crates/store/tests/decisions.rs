@@ -1,0 +1,182 @@
+//! What `Queue::apply` records: transformed copies as messages of their own, recipients routed,
+//! errored and retried; and what a crash or a deletion in the middle leaves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use store::{Backoff, Copy, Decision, Envelope, Errored, ErroredFilter, Queue, Source};
+
+const BACKOFF: Backoff = Backoff {
+    initial: 30,
+    max: 600,
+};
+
+async fn accept(queue: &Queue, recipients: &[&str]) -> String {
+    let mut file = queue.spool().create().unwrap();
+    file.append(b"Subject: hi\r\n\r\nbody\r\n").unwrap();
+    let envelope = Envelope {
+        sender: "alice@corp.example".into(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        client: "127.0.0.1".into(),
+        helo: "test".into(),
+        source: Source::Policy,
+        message_id: Some("<m@corp.example>".into()),
+    };
+    queue
+        .accept(envelope, file.finish().unwrap())
+        .await
+        .unwrap()
+}
+
+fn copy_file(queue: &Queue, text: &[u8]) -> store::Finished {
+    let mut f = queue.spool().create().unwrap();
+    f.append(text).unwrap();
+    f.finish().unwrap()
+}
+
+fn state_of<'a>(m: &'a store::MessageInfo, address: &str) -> &'a str {
+    &m.recipients
+        .iter()
+        .find(|r| r.address == address)
+        .unwrap()
+        .state
+}
+
+#[tokio::test]
+async fn copies_routes_and_errored_recipients_are_recorded_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    let id = accept(
+        &queue,
+        &[
+            "in@corp.example",
+            "out@partner.example",
+            "later@partner.example",
+        ],
+    )
+    .await;
+    let claimed = queue.claim_received(10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let decision = Decision {
+        id: id.clone(),
+        copies: vec![
+            Copy {
+                file: None,
+                routes: vec![("in@corp.example".into(), "internal".into())],
+                note: None,
+            },
+            Copy {
+                file: Some(copy_file(&queue, b"encrypted\r\n")),
+                routes: vec![("out@partner.example".into(), "external".into())],
+                note: Some("encrypted for out@partner.example".into()),
+            },
+        ],
+        errored: vec![Errored {
+            address: "later@partner.example".into(),
+            reason: "the key server is unreachable".into(),
+        }],
+        users: vec!["alice@corp.example".into()],
+    };
+    queue.apply(vec![decision], BACKOFF).await.unwrap();
+
+    let parent = queue.show(&id).await.unwrap();
+    assert_eq!(parent.state, "queued");
+    assert_eq!(state_of(&parent, "in@corp.example"), "pending");
+    assert_eq!(state_of(&parent, "out@partner.example"), "split");
+    assert_eq!(state_of(&parent, "later@partner.example"), "errored");
+    let later = parent
+        .recipients
+        .iter()
+        .find(|r| r.address == "later@partner.example")
+        .unwrap();
+    assert!(
+        later.next_attempt >= store::queue::now() + 29,
+        "the first retry waits the initial backoff"
+    );
+
+    let all = queue.list(None, 10).await.unwrap();
+    let child = all
+        .iter()
+        .find(|m| m.parent.as_deref() == Some(&id))
+        .unwrap();
+    assert_eq!(child.source, Source::Derived);
+    assert_eq!(
+        child.note.as_deref(),
+        Some("encrypted for out@partner.example")
+    );
+    assert_eq!(child.recipients.len(), 1);
+    assert_eq!(child.recipients[0].state, "pending");
+    assert_eq!(queue.spool().read(&child.id).unwrap(), b"encrypted\r\n");
+    assert_eq!(queue.users_seen(0).await.unwrap(), ["alice@corp.example"]);
+    assert_eq!(queue.depth().await.unwrap().errored, 1);
+
+    // Not due yet: an automatic round leaves it; the administrator's resend takes it.
+    let none = queue
+        .requeue_errored(store::queue::now(), &ErroredFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    let listed = queue.errored(&ErroredFilter::default(), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let one = ErroredFilter {
+        id: Some(id.clone()),
+        ..ErroredFilter::default()
+    };
+    assert_eq!(queue.requeue_errored(u64::MAX, &one).await.unwrap(), 1);
+    let again = queue.claim_received(10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    // Only the recipient still to decide comes back; the others keep their course.
+    assert_eq!(again[0].1.recipients, ["later@partner.example"]);
+}
+
+#[tokio::test]
+async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    let id = accept(&queue, &["out@partner.example"]).await;
+    queue.claim_received(10).await.unwrap();
+    queue.delete(&id).await.unwrap();
+    let decision = Decision {
+        id: id.clone(),
+        copies: vec![Copy {
+            file: Some(copy_file(&queue, b"encrypted\r\n")),
+            routes: vec![("out@partner.example".into(), "external".into())],
+            note: None,
+        }],
+        ..Decision::default()
+    };
+    queue.apply(vec![decision], BACKOFF).await.unwrap();
+    assert_eq!(queue.show(&id).await.unwrap().state, "deleted");
+    let all = queue.list(None, 10).await.unwrap();
+    let child = all
+        .iter()
+        .find(|m| m.parent.as_deref() == Some(&id))
+        .unwrap();
+    assert!(child.recipients.is_empty());
+    assert_eq!(child.state, "bounced");
+    assert!(
+        queue.spool().read(&child.id).is_err(),
+        "the copy's file is gone"
+    );
+    assert!(
+        queue
+            .due(10, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_copy_file_left_by_a_crash_before_its_commit_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let queue = Queue::open(dir.path()).await.unwrap();
+        accept(&queue, &["out@partner.example"]).await;
+    }
+    let orphan = dir.path().join("spool/messages/0123456789abcdef");
+    std::fs::write(&orphan, b"decrypted text nobody owns").unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    assert!(!orphan.exists());
+    // The accepted message's file stays.
+    let listed = queue.list(None, 10).await.unwrap();
+    assert!(queue.spool().read(&listed[0].id).is_ok());
+}
