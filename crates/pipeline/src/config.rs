@@ -67,39 +67,60 @@ impl Default for GatewayConfig {
     }
 }
 
+/// A `[gateway]` setting that cannot work, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("gateway.{field}: {problem}")]
+pub struct ConfigError {
+    /// The setting.
+    pub field: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        problem: problem.into(),
+    }
+}
+
 impl GatewayConfig {
     /// Checks what the types cannot; errors name the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.errored_retry_initial_secs == 0
-            || self.errored_retry_max_secs < self.errored_retry_initial_secs
-        {
-            return Err("gateway.errored_retry_initial_secs must be at least 1 and at most gateway.errored_retry_max_secs".into());
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.errored_retry_initial_secs == 0 {
+            return Err(bad("errored_retry_initial_secs", "must be at least 1"));
+        }
+        if self.errored_retry_max_secs < self.errored_retry_initial_secs {
+            return Err(bad(
+                "errored_retry_max_secs",
+                "must be at least gateway.errored_retry_initial_secs",
+            ));
         }
         if self.errored_lifetime_secs < self.errored_retry_initial_secs {
-            return Err(
-                "gateway.errored_lifetime_secs must be at least gateway.errored_retry_initial_secs"
-                    .into(),
-            );
+            return Err(bad(
+                "errored_lifetime_secs",
+                "must be at least gateway.errored_retry_initial_secs",
+            ));
         }
-        if self.keyserver_probe_secs == 0 || self.prefetch_interval_secs == 0 {
-            return Err(
-                "gateway.keyserver_probe_secs and gateway.prefetch_interval_secs must be at least 1"
-                    .into(),
-            );
+        if self.keyserver_probe_secs == 0 {
+            return Err(bad("keyserver_probe_secs", "must be at least 1"));
+        }
+        if self.prefetch_interval_secs == 0 {
+            return Err(bad("prefetch_interval_secs", "must be at least 1"));
         }
         if self.prefetch_days > 27 {
-            return Err("gateway.prefetch_days must be at most 27".into());
+            return Err(bad("prefetch_days", "must be at most 27"));
         }
         if self.workers == 0 {
-            return Err("gateway.workers must be at least 1".into());
+            return Err(bad("workers", "must be at least 1"));
         }
         if let Some(s) = &self.default_sender {
             envelope::Address::parse(s)
-                .map_err(|e| format!("gateway.default_sender {s:?}: {e}"))?;
+                .map_err(|e| bad("default_sender", format!("{s:?}: {e}")))?;
         }
         for a in &self.prefetch_addresses {
             envelope::Address::parse(a)
-                .map_err(|e| format!("gateway.prefetch_addresses {a:?}: {e}"))?;
+                .map_err(|e| bad("prefetch_addresses", format!("{a:?}: {e}")))?;
         }
         Ok(())
     }

@@ -107,16 +107,14 @@ impl KeyRing {
     }
 
     fn note<T>(&self, r: &Result<T, ClientError>) {
-        match r {
-            Err(e) if e.is_unreachable() => {
-                if !self.down.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(
-                        "the key server is unreachable; cached keys keep mail moving, the rest waits in the errored queue"
-                    );
-                }
-            }
-            Err(_) => {}
-            Ok(_) => {}
+        // Only the probe says the server is back: an `Ok` here may have come from the cache.
+        if let Err(e) = r
+            && e.is_unreachable()
+            && !self.down.swap(true, Ordering::SeqCst)
+        {
+            tracing::warn!(
+                "the key server is unreachable; cached keys keep mail moving, the rest waits in the errored queue"
+            );
         }
     }
 

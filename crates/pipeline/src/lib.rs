@@ -15,6 +15,6 @@ pub mod keyring;
 pub mod run;
 pub mod transform;
 
-pub use config::GatewayConfig;
+pub use config::{ConfigError, GatewayConfig};
 pub use keyring::{KeyFailure, KeyRing};
 pub use run::{Pipeline, Settings};

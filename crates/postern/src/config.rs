@@ -147,7 +147,7 @@ impl Config {
         if self.delivery.concurrency_per_hop == 0 {
             anyhow::bail!("delivery.concurrency_per_hop must be at least 1");
         }
-        self.gateway.validate().map_err(anyhow::Error::msg)?;
+        self.gateway.validate()?;
         self.mime.validate()?;
         Ok(())
     }
