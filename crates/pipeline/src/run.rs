@@ -348,6 +348,12 @@ impl Pipeline {
         if !to_pass.is_empty() {
             decision.copies.push(pass(&to_pass));
         }
+        if !to_decrypt.is_empty()
+            && let Some(sealed) = sealed
+        {
+            self.decrypt(&id, &path, &head, sealed, &to_decrypt, &mut decision)
+                .await;
+        }
         if !to_encrypt.is_empty() {
             // The sender whose key signs: the From address if it is one of this gateway's
             // users, else the envelope sender if it is (a message relayed for a user with a
@@ -372,12 +378,6 @@ impl Pipeline {
                 &mut decision,
             )
             .await;
-        }
-        if !to_decrypt.is_empty()
-            && let Some(sealed) = sealed
-        {
-            self.decrypt(&id, &path, sealed, &to_decrypt, &mut decision)
-                .await;
         }
         let errored = decision.errored.len() as u64;
         if errored > 0 {
@@ -517,6 +517,7 @@ impl Pipeline {
         &self,
         id: &str,
         path: &std::path::Path,
+        head: &[u8],
         sealed: Result<transform::Located, String>,
         recipients: &[String],
         decision: &mut Decision,
@@ -568,6 +569,7 @@ impl Pipeline {
         };
         let job = Decrypt {
             source: path.to_path_buf(),
+            outer: head.to_vec(),
             located,
             key,
             params,

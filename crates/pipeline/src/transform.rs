@@ -209,6 +209,8 @@ pub fn locate(path: &Path) -> Result<Located, TransformError> {
 pub struct Decrypt {
     /// The encrypted email.
     pub source: PathBuf,
+    /// Its header section (its trace fields go on the restored message).
+    pub outer: Vec<u8>,
     /// Its sealed message.
     pub located: Located,
     /// The recipient's key.
@@ -245,7 +247,6 @@ pub fn signature(verdict: &Verdict) -> Signature {
 /// byte, under the decryption X-header, the verdict and the trace fields of the way.
 pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), TransformError> {
     let sealed = &job.located.sealed;
-    let outer = read_head(&job.source)?;
     let opener = Opener::new(&job.params).with_cache(&job.decaps);
     let guarded = mime::guarded_fields(&job.settings);
     let size = std::fs::metadata(&job.source)?.len();
@@ -284,7 +285,7 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
         }
     };
     let verdict = signature(&opened.verdict);
-    let prefix = mime::decryption_prefix(&outer, &job.settings, &job.hostname, &verdict);
+    let prefix = mime::decryption_prefix(&job.outer, &job.settings, &job.hostname, &verdict);
     let mut out = spool.create()?;
     let written = (|| -> io::Result<()> {
         out.append(&prefix)?;
