@@ -671,13 +671,7 @@ impl Queue {
                             for id in &placed {
                                 let _ = self.spool.remove(id);
                             }
-                            for d in &batch {
-                                for copy in &d.copies {
-                                    if let Some(f) = &copy.file {
-                                        let _ = std::fs::remove_file(&f.path);
-                                    }
-                                }
-                            }
+                            discard_copies(&batch);
                             return Err(e.into());
                         }
                         placed.push(child.clone());
@@ -719,13 +713,7 @@ impl Queue {
                 for id in &placed {
                     let _ = self.spool.remove(id);
                 }
-                for d in &batch {
-                    for copy in &d.copies {
-                        if let Some(f) = &copy.file {
-                            let _ = std::fs::remove_file(&f.path);
-                        }
-                    }
-                }
+                discard_copies(&batch);
                 Err(e)
             }
         }
@@ -1040,6 +1028,16 @@ pub enum Outcome {
     },
     /// Refused for good (a notification goes to the sender).
     Bounced(String),
+}
+
+/// Removes the copy files of a batch that could not be recorded (those already placed are
+/// removed by id).
+fn discard_copies(batch: &[Decision]) {
+    for copy in batch.iter().flat_map(|d| &d.copies) {
+        if let Some(f) = &copy.file {
+            let _ = std::fs::remove_file(&f.path);
+        }
+    }
 }
 
 /// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
