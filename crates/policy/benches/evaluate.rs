@@ -1,0 +1,76 @@
+//! Policy evaluation time: a 50-rule policy using every condition kind and all built-in lists,
+//! on a 4 KB and a 1 MB message (parse included, as the gateway pays it per message).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use policy::{Compiled, Facts, MessageView, Policy};
+
+/// 50 rules: 48 that scan and do not match (so every one is evaluated), one that matches on
+/// the built-ins and encrypts, one catch-all.
+fn fifty_rules() -> String {
+    let mut p = String::from(
+        "[[list]]\nname = \"sensitive\"\nbuiltin = [\"card_number\", \"us_ssn\", \"iban\"]\nthreshold = 1\n\n",
+    );
+    let kinds = [
+        r#"{ on = "body", keywords = ["projectcode-N", "internal only N"] }"#,
+        r#"{ on = "subject", regex = ['(?i)\bticket-N\b'] }"#,
+        r#"{ on = "header", header = "X-Class-N", keywords = ["secret"] }"#,
+        r#"{ on = "attachment_name", regex = ['(?i)\.exeN$'] }"#,
+        r#"{ on = "attachment_content", keywords = ["payrollN"] }"#,
+        r#"{ on = "body", regex = ['\bACCT-N-\d{6}\b'] }"#,
+    ];
+    for i in 0..48 {
+        let c = kinds[i % kinds.len()].replace('N', &i.to_string());
+        p.push_str(&format!(
+            "[[rule]]\norder = {}\nname = \"rule {i}\"\nconditions = [{c}, {{ on = \"body\", builtin = [\"card_number\", \"us_ssn\", \"iban\"], threshold = 50 }}]\nmatch = \"any\"\nactions = [{{ do = \"quarantine\", area = \"A{i}\" }}]\n\n",
+            i + 1
+        ));
+    }
+    p.push_str("[[rule]]\norder = 100\nname = \"sensitive\"\ndirection = \"outbound\"\nconditions = [{ on = \"body\", list = \"sensitive\" }]\nactions = [{ do = \"encrypt\" }]\n\n");
+    p.push_str("[[rule]]\norder = 1000\nname = \"rest\"\nactions = [{ do = \"pass\" }]\n");
+    p
+}
+
+/// A message of about `size` bytes: prose with numbers that fail their checks, and one valid
+/// card number at the very end (so the matching rule scans everything).
+fn message(size: usize) -> Vec<u8> {
+    let mut m = String::from(
+        "From: alice@corp.example\r\nTo: bob@partner.example\r\nSubject: Quarterly figures\r\n\
+MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+    );
+    let line = "Order 4111 1111 1111 1112 shipped to 123-45-0000, ref DE00 3704 0044 0532 0130 00; thanks.\r\n";
+    while m.len() + line.len() < size {
+        m.push_str(line);
+    }
+    m.push_str("Card: 5555 5555 5555 4444\r\n");
+    m.into_bytes()
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = Policy::from_toml(&fifty_rules()).unwrap_or_default();
+    assert_eq!(policy.rules.len(), 50);
+    let compiled = match Compiled::new(policy) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let domains = vec!["corp.example".to_string()];
+    let recipients = vec!["bob@partner.example".to_string()];
+    for (name, size) in [("4KB", 4 * 1024), ("1MB", 1024 * 1024)] {
+        let raw = message(size);
+        let facts = Facts {
+            sender: "alice@corp.example",
+            recipients: &recipients,
+            recipient_count: 1,
+            internal_domains: &domains,
+            encrypted: false,
+            skip_rule: None,
+        };
+        let check = compiled.evaluate(&MessageView::parse(&raw), &facts);
+        assert_eq!(check.groups[0].rule.as_deref(), Some("sensitive"));
+        c.bench_function(&format!("evaluate 50 rules, {name} message"), |b| {
+            b.iter(|| compiled.evaluate(&MessageView::parse(&raw), &facts))
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,544 @@
+//! Evaluation: the rules walked in order for each recipient, the first terminal action deciding,
+//! the non-terminal actions of earlier matching rules accumulating. Recipients decided alike
+//! share one group; each group becomes one copy of the message.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::detect::Builtin;
+use crate::message::MessageView;
+use crate::model::{
+    Action, Condition, Direction, Expressions, Match, Policy, PolicyError, Rule, Target,
+};
+use crate::pattern::Pattern;
+
+/// Compiles a regular expression with limits, so that a policy cannot make the gateway spend
+/// unbounded memory on one.
+pub fn build_regex(text: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(text)
+        .size_limit(1 << 20)
+        .dfa_size_limit(4 << 20)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// An expression list ready to count matches.
+#[derive(Debug)]
+pub struct Matcher {
+    keywords: Vec<String>,
+    case_sensitive: bool,
+    regexes: Vec<Regex>,
+    builtins: Vec<Builtin>,
+    threshold: usize,
+    label: String,
+}
+
+impl Matcher {
+    fn new(e: &Expressions, label: String) -> Result<Matcher, String> {
+        Ok(Matcher {
+            keywords: e
+                .keywords
+                .iter()
+                .map(|k| {
+                    if e.case_sensitive {
+                        k.clone()
+                    } else {
+                        k.to_lowercase()
+                    }
+                })
+                .collect(),
+            case_sensitive: e.case_sensitive,
+            regexes: e
+                .regex
+                .iter()
+                .map(|r| build_regex(r))
+                .collect::<Result<_, _>>()?,
+            builtins: e
+                .builtin
+                .iter()
+                .filter_map(|b| Builtin::from_name(b))
+                .collect(),
+            threshold: e.threshold.max(1) as usize,
+            label,
+        })
+    }
+
+    /// Counts occurrences in `texts`, stopping at the threshold; returns the count and what
+    /// was found (names of keywords and detectors, never the matched text: it may be a card
+    /// number, and traces end up in logs).
+    fn count<'t>(&self, texts: &[Text<'t>]) -> (usize, Vec<String>) {
+        let mut total = 0;
+        let mut found: Vec<String> = Vec::new();
+        let mut note = |what: String, n: usize, total: &mut usize| {
+            if n > 0 {
+                *total += n;
+                found.push(if n == 1 {
+                    what
+                } else {
+                    format!("{what} ×{n}")
+                });
+            }
+        };
+        for t in texts {
+            for k in &self.keywords {
+                if total >= self.threshold {
+                    break;
+                }
+                let hay = if self.case_sensitive {
+                    t.raw
+                } else {
+                    t.lower()
+                };
+                let n = hay.matches(k.as_str()).take(self.threshold - total).count();
+                note(format!("keyword {k:?}"), n, &mut total);
+            }
+            for r in &self.regexes {
+                if total >= self.threshold {
+                    break;
+                }
+                let n = r.find_iter(t.raw).take(self.threshold - total).count();
+                note(format!("regex {:?}", r.as_str()), n, &mut total);
+            }
+            for b in &self.builtins {
+                if total >= self.threshold {
+                    break;
+                }
+                let n = b.count(t.raw, self.threshold - total);
+                note(b.name().to_string(), n, &mut total);
+            }
+        }
+        (total, found)
+    }
+}
+
+/// A text and, made when first needed, its lower-case form.
+struct Text<'t> {
+    raw: &'t str,
+    lower: &'t OnceCell<String>,
+}
+
+impl<'t> Text<'t> {
+    fn lower(&self) -> &'t str {
+        self.lower.get_or_init(|| self.raw.to_lowercase())
+    }
+}
+
+#[derive(Debug)]
+struct CompiledCondition {
+    spec: Condition,
+    matcher: Option<Arc<Matcher>>,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    rule: Rule,
+    senders: Vec<Pattern>,
+    recipients: Vec<Pattern>,
+    conditions: Vec<CompiledCondition>,
+}
+
+/// A validated policy with its patterns and expressions compiled.
+#[derive(Debug)]
+pub struct Compiled {
+    policy: Policy,
+    rules: Vec<CompiledRule>,
+}
+
+/// What the gateway knows about a message besides its content.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The envelope sender (empty for `<>`).
+    pub sender: &'a str,
+    /// The envelope recipients to decide for.
+    pub recipients: &'a [String],
+    /// All envelope recipients of the message (for `recipient_count`).
+    pub recipient_count: usize,
+    /// The gateway's domains (lower case).
+    pub internal_domains: &'a [String],
+    /// The message is an encrypted email whose sealed message this gateway can read.
+    pub encrypted: bool,
+    /// A rule to skip (the one that quarantined a released message).
+    pub skip_rule: Option<&'a str>,
+}
+
+/// The actions decided for some recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Who.
+    pub recipients: Vec<String>,
+    /// The rule whose terminal action decided (`None`: no rule did; the message passes).
+    pub rule: Option<String>,
+    /// The deciding action.
+    pub terminal: Action,
+    /// Non-terminal actions, with the rule each came from, in rule order.
+    pub actions: Vec<(String, Action)>,
+}
+
+/// One rule looked at for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The recipient.
+    pub recipient: String,
+    /// The rule's order number.
+    pub order: u32,
+    /// The rule's name.
+    pub rule: String,
+    /// Whether it matched.
+    pub matched: bool,
+    /// Why (what matched, or why not).
+    pub why: String,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Recipients grouped by what is done to them, in the order of their first recipient.
+    pub groups: Vec<Decided>,
+    /// Every rule looked at, for `postern policy test`.
+    pub trace: Vec<Step>,
+}
+
+impl Compiled {
+    /// Validates and compiles `policy`.
+    pub fn new(policy: Policy) -> Result<Compiled, PolicyError> {
+        policy.validate()?;
+        let err = |place: String, field: String, message: String| PolicyError {
+            place,
+            field,
+            message,
+        };
+        let mut lists = HashMap::new();
+        for l in &policy.lists {
+            let m = Matcher::new(&l.expr(), format!("list {}", l.name))
+                .map_err(|e| err(format!("list {:?}", l.name), "regex".into(), e))?;
+            lists.insert(l.name.clone(), Arc::new(m));
+        }
+        let mut rules = Vec::new();
+        let mut sorted = policy.rules.clone();
+        sorted.sort_by_key(|r| r.order);
+        for rule in sorted {
+            let place = format!("rule {} {:?}", rule.order, rule.name);
+            let parse = |list: &[String], field: &str| -> Result<Vec<Pattern>, PolicyError> {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        Pattern::parse(p)
+                            .map_err(|e| err(place.clone(), format!("{field}[{i}]"), e))
+                    })
+                    .collect()
+            };
+            let senders = parse(&rule.senders, "senders")?;
+            let recipients = parse(&rule.recipients, "recipients")?;
+            let mut conditions = Vec::new();
+            for (i, c) in rule.conditions.iter().enumerate() {
+                let matcher = match &c.list {
+                    Some(name) => lists.get(name).cloned(),
+                    None if !c.expr().keywords.is_empty()
+                        || !c.regex.is_empty()
+                        || !c.builtin.is_empty() =>
+                    {
+                        Some(Arc::new(Matcher::new(&c.expr(), "inline".into()).map_err(
+                            |e| err(place.clone(), format!("conditions[{i}].regex"), e),
+                        )?))
+                    }
+                    None => None,
+                };
+                conditions.push(CompiledCondition {
+                    spec: c.clone(),
+                    matcher,
+                });
+            }
+            rules.push(CompiledRule {
+                rule,
+                senders,
+                recipients,
+                conditions,
+            });
+        }
+        Ok(Compiled { policy, rules })
+    }
+
+    /// The policy it was made from.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Decides for each of `facts.recipients`.
+    pub fn evaluate(&self, message: &MessageView, facts: &Facts<'_>) -> Evaluation {
+        let scan = Scan::new(message);
+        let mut verdicts: Vec<Option<(bool, String)>> = vec![None; self.rules.len()];
+        let mut groups: Vec<Decided> = Vec::new();
+        let mut trace = Vec::new();
+        for recipient in facts.recipients {
+            let direction = if is_internal(recipient, facts.internal_domains) {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            };
+            let mut actions: Vec<(String, Action)> = Vec::new();
+            let mut decided: Option<(String, Action)> = None;
+            for (i, r) in self.rules.iter().enumerate() {
+                let rule = &r.rule;
+                let mut step = |matched: bool, why: String| {
+                    trace.push(Step {
+                        recipient: recipient.clone(),
+                        order: rule.order,
+                        rule: rule.name.clone(),
+                        matched,
+                        why,
+                    })
+                };
+                if !rule.enabled {
+                    step(false, "disabled".into());
+                    continue;
+                }
+                if facts.skip_rule == Some(rule.name.as_str()) {
+                    step(
+                        false,
+                        "skipped: the message was released from this rule".into(),
+                    );
+                    continue;
+                }
+                if rule.direction != Direction::Any && rule.direction != direction {
+                    step(
+                        false,
+                        format!("direction: the recipient's copy is {direction:?}").to_lowercase(),
+                    );
+                    continue;
+                }
+                if !r.senders.is_empty() && !r.senders.iter().any(|p| p.matches(facts.sender)) {
+                    step(
+                        false,
+                        format!("sender {:?} matches no sender pattern", facts.sender),
+                    );
+                    continue;
+                }
+                if !r.recipients.is_empty() && !r.recipients.iter().any(|p| p.matches(recipient)) {
+                    step(false, "the recipient matches no recipient pattern".into());
+                    continue;
+                }
+                let (holds, why) = verdicts[i]
+                    .get_or_insert_with(|| conditions_hold(r, &scan, facts))
+                    .clone();
+                if !holds {
+                    step(false, why);
+                    continue;
+                }
+                let terminal = rule.terminal().cloned();
+                let done: Vec<String> = rule.actions.iter().map(Action::describe).collect();
+                step(true, format!("{why} → {}", done.join(", ")));
+                for a in &rule.actions {
+                    if !a.is_terminal() {
+                        actions.push((rule.name.clone(), a.clone()));
+                    }
+                }
+                if let Some(t) = terminal {
+                    decided = Some((rule.name.clone(), t));
+                    break;
+                }
+            }
+            let (rule, terminal) = match decided {
+                Some((name, t)) => (Some(name), t),
+                None => (None, Action::Pass),
+            };
+            match groups
+                .iter_mut()
+                .find(|g| g.rule == rule && g.terminal == terminal && g.actions == actions)
+            {
+                Some(g) => g.recipients.push(recipient.clone()),
+                None => groups.push(Decided {
+                    recipients: vec![recipient.clone()],
+                    rule,
+                    terminal,
+                    actions,
+                }),
+            }
+        }
+        Evaluation { groups, trace }
+    }
+}
+
+/// Whether `address` is in one of `domains` (lower case).
+pub fn is_internal(address: &str, domains: &[String]) -> bool {
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+}
+
+/// The message's texts, with their lower-case forms made on demand.
+struct Scan<'m> {
+    message: &'m MessageView,
+    subject: OnceCell<String>,
+    body: OnceCell<String>,
+    headers: Vec<OnceCell<String>>,
+    names: Vec<OnceCell<String>>,
+    types: Vec<OnceCell<String>>,
+    contents: Vec<OnceCell<String>>,
+}
+
+impl<'m> Scan<'m> {
+    fn new(message: &'m MessageView) -> Self {
+        let n = message.attachments.len();
+        Scan {
+            message,
+            subject: OnceCell::new(),
+            body: OnceCell::new(),
+            headers: (0..message.headers.len())
+                .map(|_| OnceCell::new())
+                .collect(),
+            names: (0..n).map(|_| OnceCell::new()).collect(),
+            types: (0..n).map(|_| OnceCell::new()).collect(),
+            contents: (0..n).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    fn texts(&self, c: &Condition) -> Vec<Text<'_>> {
+        let m = self.message;
+        match c.on {
+            Target::Subject => vec![Text {
+                raw: &m.subject,
+                lower: &self.subject,
+            }],
+            Target::Body => vec![Text {
+                raw: &m.body,
+                lower: &self.body,
+            }],
+            Target::Header => {
+                let name = c.header.as_deref().unwrap_or_default();
+                m.headers
+                    .iter()
+                    .zip(&self.headers)
+                    .filter(|((n, _), _)| n.eq_ignore_ascii_case(name))
+                    .map(|((_, v), lower)| Text { raw: v, lower })
+                    .collect()
+            }
+            Target::AttachmentName => m
+                .attachments
+                .iter()
+                .zip(&self.names)
+                .map(|(a, lower)| Text {
+                    raw: &a.name,
+                    lower,
+                })
+                .collect(),
+            Target::AttachmentType => m
+                .attachments
+                .iter()
+                .zip(&self.types)
+                .map(|(a, lower)| Text {
+                    raw: &a.content_type,
+                    lower,
+                })
+                .collect(),
+            Target::AttachmentContent => m
+                .attachments
+                .iter()
+                .zip(&self.contents)
+                .filter_map(|(a, lower)| a.text.as_deref().map(|raw| Text { raw, lower }))
+                .collect(),
+            Target::Size | Target::RecipientCount | Target::Encrypted => Vec::new(),
+        }
+    }
+}
+
+fn target_name(c: &Condition) -> String {
+    match (c.on, &c.header) {
+        (Target::Header, Some(h)) => format!("header {h}"),
+        (t, _) => format!("{t:?}")
+            .chars()
+            .flat_map(|ch| {
+                if ch.is_ascii_uppercase() {
+                    vec![' ', ch.to_ascii_lowercase()]
+                } else {
+                    vec![ch]
+                }
+            })
+            .collect::<String>()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Whether one condition holds, and why.
+fn condition_holds(c: &CompiledCondition, scan: &Scan<'_>, facts: &Facts<'_>) -> (bool, String) {
+    let spec = &c.spec;
+    let what = target_name(spec);
+    let in_bounds = |n: u64| spec.min.is_none_or(|lo| n >= lo) && spec.max.is_none_or(|hi| n <= hi);
+    let (holds, why) = match spec.on {
+        Target::Size => {
+            let n = scan.message.size;
+            (in_bounds(n), format!("size {n} bytes"))
+        }
+        Target::RecipientCount => {
+            let n = facts.recipient_count as u64;
+            (in_bounds(n), format!("{n} recipients"))
+        }
+        Target::Encrypted => (
+            facts.encrypted,
+            if facts.encrypted {
+                "an encrypted email"
+            } else {
+                "not an encrypted email"
+            }
+            .into(),
+        ),
+        _ => match &c.matcher {
+            Some(m) => {
+                let (n, found) = m.count(&scan.texts(spec));
+                let source = if spec.list.is_some() {
+                    format!(" ({})", m.label)
+                } else {
+                    String::new()
+                };
+                if n >= m.threshold {
+                    (true, format!("{what}{source}: {}", found.join(", ")))
+                } else if n == 0 {
+                    (false, format!("{what}{source}: nothing found"))
+                } else {
+                    (
+                        false,
+                        format!("{what}{source}: {n} found, {} needed", m.threshold),
+                    )
+                }
+            }
+            None => (false, format!("{what}: no expressions")),
+        },
+    };
+    if spec.not {
+        (!holds, format!("not ({why})"))
+    } else {
+        (holds, why)
+    }
+}
+
+/// Whether a rule's conditions hold (all or any), and why.
+fn conditions_hold(r: &CompiledRule, scan: &Scan<'_>, facts: &Facts<'_>) -> (bool, String) {
+    if r.conditions.is_empty() {
+        return (true, "no conditions".into());
+    }
+    let mut reasons = Vec::new();
+    match r.rule.match_ {
+        Match::All => {
+            for c in &r.conditions {
+                let (holds, why) = condition_holds(c, scan, facts);
+                if !holds {
+                    return (false, why);
+                }
+                reasons.push(why);
+            }
+            (true, reasons.join("; "))
+        }
+        Match::Any => {
+            for c in &r.conditions {
+                let (holds, why) = condition_holds(c, scan, facts);
+                if holds {
+                    return (true, why);
+                }
+                reasons.push(why);
+            }
+            (false, reasons.join("; "))
+        }
+    }
+}
