@@ -632,6 +632,7 @@ impl Policy {
                     format!("{h:?} is not a header field name"),
                 ));
             }
+            (Target::Header, Some(_)) => {}
             (_, Some(_)) => {
                 return Err(PolicyError::new(
                     place,
