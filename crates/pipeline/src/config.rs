@@ -43,6 +43,11 @@ pub struct GatewayConfig {
     pub prefetch_interval_secs: u64,
     /// Messages transformed at once.
     pub workers: usize,
+    /// How much of a message the policy's conditions scan (bytes); the rest of a larger
+    /// message is not scanned.
+    pub scan_limit_bytes: u64,
+    /// Where policy notifications to `admin` go (default postmaster@ the first internal domain).
+    pub admin_address: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +68,8 @@ impl Default for GatewayConfig {
             prefetch_addresses: Vec::new(),
             prefetch_interval_secs: 3600,
             workers: 8,
+            scan_limit_bytes: 10 * 1024 * 1024,
+            admin_address: None,
         }
     }
 }
@@ -110,6 +117,14 @@ impl GatewayConfig {
         }
         if self.prefetch_days > 27 {
             return Err(bad("prefetch_days", "must be at most 27"));
+        }
+        if self.scan_limit_bytes < 4096 {
+            return Err(bad("scan_limit_bytes", "must be at least 4096"));
+        }
+        if let Some(a) = &self.admin_address
+            && !policy::model::is_address(a)
+        {
+            return Err(bad("admin_address", "must be an email address"));
         }
         if self.workers == 0 {
             return Err(bad("workers", "must be at least 1"));

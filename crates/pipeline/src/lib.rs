@@ -7,11 +7,15 @@
 //! - [`config`]: `[gateway]` of `postern.toml`.
 //! - [`keyring`]: keys for the mail path, parsed once, and the key server's reachability.
 //! - [`transform`]: the blocking file-to-file work (sealing into an encrypted email, opening one).
-//! - [`run`]: the loop that claims, decides, transforms and records; the errored queue's retries
-//!   and bounces; the key prefetch.
+//! - [`rewrite`]: the policy's view of a message, and copies with header changes.
+//! - [`notify`]: notifications made from the policy's templates.
+//! - [`run`]: the loop that claims, decides by the policy ([`policy`]), transforms and records;
+//!   the errored queue's retries and bounces; quarantine retention; the key prefetch.
 
 pub mod config;
 pub mod keyring;
+pub mod notify;
+pub mod rewrite;
 pub mod run;
 pub mod transform;
 

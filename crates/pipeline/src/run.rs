@@ -27,7 +27,70 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::GatewayConfig;
 use crate::keyring::{KeyFailure, KeyRing};
+use crate::notify::{self, Notice};
+use crate::rewrite;
 use crate::transform::{self, Decrypt, Encrypt, TransformError};
+
+/// Whether a failed transformation may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The key server is down, the disk is full: the errored queue retries it.
+    Retry,
+    /// No retry will fix it: the "Encryption Exception" rule decides.
+    Encryption,
+    /// No retry will fix it: the "Unable to decrypt" rule decides.
+    Decryption,
+}
+
+/// What processing one message produced.
+struct Work {
+    decision: Decision,
+    /// Permanent failures, for the exception rules.
+    exceptions: Vec<(Failure, Vec<String>, String)>,
+    /// Notifications to send once the decision is recorded.
+    notices: Vec<Notice>,
+}
+
+impl Work {
+    fn fail(&mut self, id: &str, list: &[String], why: String, kind: Failure) {
+        if kind == Failure::Retry {
+            put_in_errored(id, &mut self.decision, list, why);
+        } else {
+            self.exceptions.push((kind, list.to_vec(), why));
+        }
+    }
+}
+
+/// The message being processed, as the actions need it.
+struct Message<'a> {
+    id: &'a str,
+    path: &'a std::path::Path,
+    head: &'a [u8],
+    envelope: &'a Envelope,
+    subject: &'a str,
+    from: Option<&'a Address>,
+    visible: &'a HashSet<Address>,
+    /// The sealed message found (taken by the first decryption; found again for another).
+    located: std::sync::Mutex<Option<transform::Located>>,
+}
+
+impl Message<'_> {
+    async fn take_located(&self) -> Result<transform::Located, String> {
+        let taken = match self.located.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(l) = taken {
+            return Ok(l);
+        }
+        let path = self.path.to_path_buf();
+        match tokio::task::spawn_blocking(move || transform::locate(&path)).await {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
 
 /// What the pipeline needs to know besides its queue and keys.
 #[derive(Debug, Clone)]
@@ -69,6 +132,10 @@ pub struct Pipeline {
     /// Wakes the pipeline when a message is accepted.
     pub wake: Arc<Notify>,
     delivery: Arc<Notify>,
+    /// The policy in force and its stored version (0: the default policy).
+    policy: std::sync::RwLock<(i64, Arc<policy::Compiled>)>,
+    /// Where `notify admin` goes.
+    admin: String,
 }
 
 /// The default sender: the configured one, else postmaster@ the first internal domain, else
@@ -93,6 +160,7 @@ fn pass_as_is(pipeline: &Pipeline, recipients: &[String]) -> Copy {
         file: None,
         routes: pipeline.routes(recipients),
         note: None,
+        replaces: None,
     }
 }
 
@@ -116,20 +184,31 @@ fn reason(context: &str, e: &dyn std::fmt::Display) -> String {
 }
 
 impl Pipeline {
-    /// A pipeline that wakes `delivery` when it has routed mail.
+    /// A pipeline that wakes `delivery` when it has routed mail. It starts with the default
+    /// policy and takes the stored one at its first round.
     pub fn new(
         queue: Queue,
         settings: Settings,
         keys: Arc<KeyRing>,
         delivery: Arc<Notify>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, policy::PolicyError> {
+        let compiled = policy::Compiled::new(policy::Policy::default_policy()?)?;
         let internal = settings
             .internal_domains
             .iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
         let default_sender = default_sender(&settings);
-        Arc::new(Pipeline {
+        let admin = settings.gateway.admin_address.clone().unwrap_or_else(|| {
+            format!(
+                "postmaster@{}",
+                settings
+                    .internal_domains
+                    .first()
+                    .map_or(settings.hostname.as_str(), String::as_str)
+            )
+        });
+        Ok(Arc::new(Pipeline {
             queue,
             internal,
             mime: Arc::new(settings.mime.clone()),
@@ -142,7 +221,60 @@ impl Pipeline {
             counters: Counters::default(),
             wake: Arc::new(Notify::new()),
             delivery,
-        })
+            policy: std::sync::RwLock::new((0, Arc::new(compiled))),
+            admin,
+        }))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<policy::Compiled> {
+        match self.policy.read() {
+            Ok(p) => p.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// Takes a newly stored policy (changes apply to the next message, without a restart).
+    async fn refresh_policy(&self) {
+        let current = match self.policy.read() {
+            Ok(p) => p.0,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+        let version = match self.queue.policy_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the policy version; keeping the policy in force");
+                return;
+            }
+        };
+        if version == current {
+            return;
+        }
+        let loaded = match self.queue.current_policy().await {
+            Ok(Some(stored)) => policy::Policy::from_toml(&stored.text),
+            Ok(None) => policy::Policy::default_policy(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the policy; keeping the policy in force");
+                return;
+            }
+        };
+        match loaded.and_then(policy::Compiled::new) {
+            Ok(compiled) => {
+                tracing::info!(
+                    version,
+                    rules = compiled.policy().rules.len(),
+                    "policy in force"
+                );
+                let mut slot = match self.policy.write() {
+                    Ok(p) => p,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = (version, Arc::new(compiled));
+            }
+            Err(e) => {
+                tracing::error!(version, error = %e, "the stored policy is not valid; keeping the policy in force");
+            }
+        }
     }
 
     /// The keys in use.
@@ -201,24 +333,29 @@ impl Pipeline {
                 let mut tasks = tokio::task::JoinSet::new();
                 let mut waiting: std::collections::HashMap<tokio::task::Id, (String, Vec<String>)> =
                     std::collections::HashMap::new();
-                for (id, envelope) in claimed {
+                self.refresh_policy().await;
+                let compiled = self.policy();
+                for (id, envelope, skip_rule) in claimed {
                     let me = self.clone();
                     let recipients = envelope.recipients.clone();
                     let key = id.clone();
+                    let compiled = compiled.clone();
                     let handle = tasks.spawn(async move {
                         let Ok(_permit) = me.workers.clone().acquire_owned().await else {
                             return None;
                         };
-                        Some(me.process(id, envelope).await)
+                        Some(me.process(id, envelope, skip_rule, compiled).await)
                     });
                     waiting.insert(handle.id(), (key, recipients));
                 }
                 let mut batch = Vec::new();
+                let mut notices = Vec::new();
                 while let Some(done) = tasks.join_next_with_id().await {
                     match done {
-                        Ok((task, Some(decision))) => {
+                        Ok((task, Some(work))) => {
                             waiting.remove(&task);
-                            batch.push(decision);
+                            batch.push(work.decision);
+                            notices.extend(work.notices);
                         }
                         Ok((_, None)) => {}
                         Err(e) => {
@@ -244,7 +381,23 @@ impl Pipeline {
                 }
                 let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
                 match self.queue.apply(batch, self.backoff()).await {
-                    Ok(()) => tracing::debug!(messages = ids.len(), "processed"),
+                    Ok(()) => {
+                        tracing::debug!(messages = ids.len(), "processed");
+                        // Sent once the decision is recorded: a decision processed again
+                        // after a failure does not notify twice.
+                        for notice in &notices {
+                            let sent = notify::send(
+                                &self.queue,
+                                compiled.policy(),
+                                &self.settings.hostname,
+                                notice,
+                            )
+                            .await;
+                            if let Err(e) = sent {
+                                tracing::error!(template = %notice.template, error = %e, "cannot send a notification");
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, messages = ids.len(), "cannot record processing; trying again");
                         if let Err(e) = self.queue.release(&ids).await {
@@ -265,16 +418,27 @@ impl Pipeline {
         maintenance.abort();
     }
 
-    /// Decides one message and makes its copies.
-    async fn process(&self, id: String, envelope: Envelope) -> Decision {
-        let mut decision = Decision {
-            id: id.clone(),
-            ..Decision::default()
+    /// Decides one message by the policy and makes its copies.
+    async fn process(
+        &self,
+        id: String,
+        envelope: Envelope,
+        skip_rule: Option<String>,
+        compiled: Arc<policy::Compiled>,
+    ) -> Work {
+        let mut work = Work {
+            decision: Decision {
+                id: id.clone(),
+                ..Decision::default()
+            },
+            exceptions: Vec::new(),
+            notices: Vec::new(),
         };
-        let pass = |recipients: &[String]| pass_as_is(self, recipients);
         if envelope.source != Source::Policy {
-            decision.copies.push(pass(&envelope.recipients));
-            return decision;
+            work.decision
+                .copies
+                .push(pass_as_is(self, &envelope.recipients));
+            return work;
         }
         let path = self.queue.spool().path(&id);
         let head = {
@@ -288,32 +452,70 @@ impl Pipeline {
                         Ok(Ok(_)) => String::new(),
                     };
                     tracing::error!(queue_id = %id, error = %why, "cannot read the message; it stays in the errored queue");
-                    decision.errored = envelope
-                        .recipients
-                        .iter()
-                        .map(|r| Errored {
-                            address: r.clone(),
-                            reason: reason("cannot read the message", &why),
-                        })
-                        .collect();
-                    return decision;
+                    let why = reason("cannot read the message", &why);
+                    work.fail(&id, &envelope.recipients, why, Failure::Retry);
+                    return work;
                 }
             }
         };
         let fields = mime::headers::fields(&head);
         // The marker alone proves nothing: a message counts as encrypted only when a sealed
-        // message can be read from it. A plain message with a forged marker is still encrypted
-        // on its way out, and passes as the plain message it is on its way in.
-        let sealed = if mime::is_encrypted(&fields) {
+        // message can be found in it. A plain message with a forged marker is still encrypted
+        // on its way out, and passes as the plain message it is on its way in. A damaged
+        // sealed message counts (its decryption fails: "Unable to decrypt").
+        let mut located = None;
+        let sealed: Option<Result<(), String>> = if mime::is_encrypted(&fields) {
             let p = path.clone();
             match tokio::task::spawn_blocking(move || transform::locate(&p)).await {
-                Ok(Ok(h)) => Some(Ok(h)),
+                Ok(Ok(h)) => {
+                    located = Some(h);
+                    Some(Ok(()))
+                }
                 Ok(Err(TransformError::NotSealed(mime::ReadError::NotFound))) => None,
                 Ok(Err(e)) => Some(Err(e.to_string())),
                 Err(e) => Some(Err(e.to_string())),
             }
         } else {
             None
+        };
+        // The policy reads the message (up to the scan limit) on the blocking pool.
+        let evaluated = {
+            let path = path.clone();
+            let limit = self.settings.gateway.scan_limit_bytes;
+            let sender = envelope.sender.clone();
+            let recipients = envelope.recipients.clone();
+            let internal = self.internal.clone();
+            let encrypted = sealed.is_some();
+            let compiled = compiled.clone();
+            tokio::task::spawn_blocking(move || {
+                let view = rewrite::view(&path, limit)?;
+                let eval = compiled.evaluate(
+                    &view,
+                    &policy::Facts {
+                        sender: &sender,
+                        recipients: &recipients,
+                        recipient_count: recipients.len(),
+                        internal_domains: &internal,
+                        encrypted,
+                        skip_rule: skip_rule.as_deref(),
+                    },
+                );
+                Ok::<_, std::io::Error>((view.subject, eval))
+            })
+            .await
+        };
+        let (subject, eval) = match evaluated {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                let why = reason("cannot read the message", &e);
+                work.fail(&id, &envelope.recipients, why, Failure::Retry);
+                return work;
+            }
+            Err(e) => {
+                let why = reason("cannot evaluate the policy", &e);
+                work.fail(&id, &envelope.recipients, why, Failure::Retry);
+                return work;
+            }
         };
         let parsed = mail_parser::MessageParser::default().parse_headers(&head[..]);
         let from = parsed
@@ -335,64 +537,323 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
-
-        let (mut to_encrypt, mut to_decrypt, mut to_pass) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &envelope.recipients {
-            match (&sealed, self.is_internal(r)) {
-                (Some(_), true) => to_decrypt.push(r.clone()),
-                (Some(Ok(_)), false) => to_pass.push(r.clone()),
-                (_, false) => to_encrypt.push(r.clone()),
-                (None, true) => to_pass.push(r.clone()),
-            }
-        }
-        if !to_pass.is_empty() {
-            decision.copies.push(pass(&to_pass));
-        }
-        if !to_decrypt.is_empty()
-            && let Some(sealed) = sealed
-        {
-            self.decrypt(&id, &path, &head, sealed, &to_decrypt, &mut decision)
+        let message = Message {
+            id: &id,
+            path: &path,
+            head: &head,
+            envelope: &envelope,
+            subject: &subject,
+            from: from.as_ref(),
+            visible: &visible,
+            located: std::sync::Mutex::new(located),
+        };
+        for group in &eval.groups {
+            let why = group
+                .rule
+                .as_ref()
+                .and_then(|rule| {
+                    eval.trace.iter().find(|s| {
+                        s.matched
+                            && &s.rule == rule
+                            && Some(&s.recipient) == group.recipients.first()
+                    })
+                })
+                .map(|s| s.why.clone())
+                .unwrap_or_else(|| "no rule decided".into());
+            tracing::info!(
+                queue_id = %id,
+                recipients = group.recipients.len(),
+                rule = group.rule.as_deref().unwrap_or("-"),
+                action = %group.terminal.describe(),
+                "policy decided"
+            );
+            self.carry_out(&message, group, &why, sealed.as_ref(), &mut work)
                 .await;
         }
-        if !to_encrypt.is_empty() {
-            // The sender whose key signs: the From address if it is one of this gateway's
-            // users, else the envelope sender if it is (a message relayed for a user with a
-            // foreign From); else nobody, and the default sender signs.
-            let own = from
-                .clone()
-                .filter(|f| self.is_internal(f.as_str()))
-                .or_else(|| {
-                    Address::parse(&envelope.sender)
-                        .ok()
-                        .filter(|a| self.is_internal(a.as_str()))
-                });
-            let sender = own.clone().or(from.clone());
-            self.encrypt(
-                &id,
-                &path,
-                head,
-                &to_encrypt,
-                own.as_ref(),
-                sender.as_ref(),
-                &visible,
-                &mut decision,
-            )
-            .await;
+        // Failures no retry will fix go to the exception rules.
+        let exceptions = std::mem::take(&mut work.exceptions);
+        for (kind, recipients, why) in exceptions {
+            let (name, actions) = match kind {
+                Failure::Decryption => (
+                    "Unable to decrypt",
+                    &compiled.policy().exceptions.decryption,
+                ),
+                _ => (
+                    "Encryption Exception",
+                    &compiled.policy().exceptions.encryption,
+                ),
+            };
+            let terminal = actions.iter().find(|a| a.is_terminal()).cloned().unwrap_or(
+                policy::Action::Quarantine {
+                    area: "Encryption_Quarantine".into(),
+                },
+            );
+            let group = policy::Decided {
+                recipients,
+                rule: Some(name.to_string()),
+                terminal,
+                actions: actions
+                    .iter()
+                    .filter(|a| !a.is_terminal())
+                    .map(|a| (name.to_string(), a.clone()))
+                    .collect(),
+            };
+            tracing::warn!(queue_id = %id, recipients = group.recipients.len(), rule = name, "{why}");
+            self.carry_out(&message, &group, &why, None, &mut work)
+                .await;
         }
-        let errored = decision.errored.len() as u64;
+        let errored = work.decision.errored.len() as u64;
         if errored > 0 {
             self.counters.errored.fetch_add(errored, Ordering::Relaxed);
         }
-        decision
+        work
+    }
+
+    /// Carries out one group's actions: the non-terminal ones (header changes, notifications,
+    /// archive copies) and the terminal one.
+    async fn carry_out(
+        &self,
+        m: &Message<'_>,
+        group: &policy::Decided,
+        why: &str,
+        sealed: Option<&Result<(), String>>,
+        work: &mut Work,
+    ) {
+        let rule = group.rule.clone().unwrap_or_default();
+        let mut changes = rewrite::Changes::default();
+        for (from_rule, action) in &group.actions {
+            match action {
+                policy::Action::AddHeader { name, value } => {
+                    changes.headers.push((name.clone(), value.clone()));
+                }
+                policy::Action::TagSubject { tag } => changes.tags.push(tag.clone()),
+                policy::Action::Notify { to, template } => {
+                    let area = match &group.terminal {
+                        policy::Action::Quarantine { area } => area.clone(),
+                        _ => String::new(),
+                    };
+                    work.notices.push(Notice {
+                        to: notify::addresses(
+                            to,
+                            &m.envelope.sender,
+                            &group.recipients,
+                            &self.admin,
+                        ),
+                        template: template.clone(),
+                        context: policy::templates::Context {
+                            sender: m.envelope.sender.clone(),
+                            recipients: group.recipients.clone(),
+                            subject: m.subject.to_string(),
+                            rule: from_rule.clone(),
+                            area,
+                            reason: why.to_string(),
+                            queue_id: m.id.to_string(),
+                            hostname: self.settings.hostname.clone(),
+                            date: String::new(),
+                        },
+                    });
+                }
+                policy::Action::Archive { to } => {
+                    self.new_recipients(
+                        m,
+                        std::slice::from_ref(to),
+                        &[],
+                        &rewrite::Changes::default(),
+                        work,
+                    )
+                    .await;
+                }
+                _ => {}
+            }
+        }
+        let recipients = &group.recipients;
+        match &group.terminal {
+            policy::Action::Pass => self.deliver(m, recipients, &changes, None, work).await,
+            policy::Action::Handoff { host, port } => {
+                let hop = format!("handoff:{host}:{port}");
+                self.deliver(m, recipients, &changes, Some(hop), work).await;
+            }
+            policy::Action::ChangeRecipient { to } => {
+                tracing::info!(queue_id = %m.id, rule = %rule, "recipients changed to {}", to.join(", "));
+                self.new_recipients(m, to, recipients, &changes, work).await;
+            }
+            policy::Action::Delete => {
+                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, "deleted by policy: {why}");
+                for r in recipients {
+                    work.decision.deleted.push(Errored {
+                        address: r.clone(),
+                        reason: format!("deleted by rule {rule:?}: {why}"),
+                    });
+                }
+            }
+            policy::Action::Quarantine { area } => {
+                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, area = %area, "quarantined: {why}");
+                work.decision.held.push(store::Hold {
+                    recipients: recipients.clone(),
+                    area: area.clone(),
+                    rule: rule.clone(),
+                    reason: why.to_string(),
+                    subject: m.subject.to_string(),
+                });
+            }
+            policy::Action::Encrypt => {
+                if matches!(sealed, Some(Ok(_))) {
+                    // Already an encrypted email: sealing it again would help nobody.
+                    self.deliver(m, recipients, &changes, None, work).await;
+                } else {
+                    self.encrypt(m, recipients, &changes, work).await;
+                }
+            }
+            policy::Action::Decrypt | policy::Action::DecryptScanReencrypt => match sealed {
+                Some(s) => {
+                    let again = group.terminal == policy::Action::DecryptScanReencrypt
+                        || self.settings.gateway.reencrypt_inbound;
+                    let first = work.decision.copies.len();
+                    let located = match s {
+                        Ok(()) => m.take_located().await,
+                        Err(e) => Err(e.clone()),
+                    };
+                    self.decrypt(m, located, recipients, again, work).await;
+                    if !changes.is_empty() {
+                        self.change_copies(first, &changes, work).await;
+                    }
+                }
+                None => self.deliver(m, recipients, &changes, None, work).await,
+            },
+            // Non-terminal actions never decide (the policy crate guarantees it).
+            _ => self.deliver(m, recipients, &changes, None, work).await,
+        }
+    }
+
+    /// Delivers the message as received (with `changes`), to the normal next hops or `hop`.
+    async fn deliver(
+        &self,
+        m: &Message<'_>,
+        recipients: &[String],
+        changes: &rewrite::Changes,
+        hop: Option<String>,
+        work: &mut Work,
+    ) {
+        let routes = match &hop {
+            Some(h) => recipients.iter().map(|r| (r.clone(), h.clone())).collect(),
+            None => self.routes(recipients),
+        };
+        if changes.is_empty() {
+            work.decision.copies.push(Copy {
+                file: None,
+                routes,
+                note: hop.map(|h| format!("handed off to {}", &h["handoff:".len().min(h.len())..])),
+                replaces: None,
+            });
+            return;
+        }
+        match self.changed_copy(m.path, changes).await {
+            Ok(file) => work.decision.copies.push(Copy {
+                file: Some(file),
+                routes,
+                note: Some("header changed by policy".into()),
+                replaces: None,
+            }),
+            Err(e) => work.fail(
+                m.id,
+                recipients,
+                reason("cannot copy the message", &e),
+                Failure::Retry,
+            ),
+        }
+    }
+
+    /// A copy of the message to addresses that were not its recipients: a changed recipient
+    /// (standing in for `instead_of`) or an archive (`instead_of` empty).
+    async fn new_recipients(
+        &self,
+        m: &Message<'_>,
+        to: &[String],
+        instead_of: &[String],
+        changes: &rewrite::Changes,
+        work: &mut Work,
+    ) {
+        match self.changed_copy(m.path, changes).await {
+            Ok(file) => work.decision.copies.push(Copy {
+                file: Some(file),
+                routes: self.routes(to),
+                note: Some(if instead_of.is_empty() {
+                    format!("archive copy to {}", to.join(", "))
+                } else {
+                    format!(
+                        "recipients {} changed to {}",
+                        instead_of.join(", "),
+                        to.join(", ")
+                    )
+                }),
+                replaces: Some(instead_of.to_vec()),
+            }),
+            Err(e) => {
+                let list = if instead_of.is_empty() {
+                    to
+                } else {
+                    instead_of
+                };
+                work.fail(
+                    m.id,
+                    list,
+                    reason("cannot copy the message", &e),
+                    Failure::Retry,
+                );
+            }
+        }
+    }
+
+    async fn changed_copy(
+        &self,
+        path: &std::path::Path,
+        changes: &rewrite::Changes,
+    ) -> Result<store::Finished, String> {
+        let (path, changes, spool) = (
+            path.to_path_buf(),
+            changes.clone(),
+            self.queue.spool().clone(),
+        );
+        tokio::task::spawn_blocking(move || rewrite::copy_with_changes(&path, &changes, &spool))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies `changes` to the transformed copies made since `first`.
+    async fn change_copies(&self, first: usize, changes: &rewrite::Changes, work: &mut Work) {
+        for i in first..work.decision.copies.len() {
+            let Some(file) = work.decision.copies[i].file.take() else {
+                continue;
+            };
+            match self.changed_copy(file.path(), changes).await {
+                Ok(changed) => {
+                    file.discard();
+                    work.decision.copies[i].file = Some(changed);
+                }
+                Err(e) => {
+                    file.discard();
+                    let copy = work.decision.copies.remove(i);
+                    let list: Vec<String> = copy.routes.into_iter().map(|(a, _)| a).collect();
+                    work.fail(
+                        &work.decision.id.clone(),
+                        &list,
+                        reason("cannot copy the message", &e),
+                        Failure::Retry,
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// The signing key for mail from `sender`: the sender's own, else (if allowed) the default
-    /// sender's. Returns the key and who it signs as.
+    /// sender's. Returns the key and who it signs as; the error says whether a retry may help.
     async fn signer(
         &self,
         sender: Option<&Address>,
         epoch: Epoch,
-    ) -> Result<(Arc<envelope::SigningKey>, Address), String> {
+    ) -> Result<(Arc<envelope::SigningKey>, Address), (String, Failure)> {
         let own = match sender {
             Some(s) => match self.keys.signing_key(s, epoch).await {
                 Ok(k) => return Ok((k, s.clone())),
@@ -400,59 +861,85 @@ impl Pipeline {
             },
             None => None,
         };
+        let retry_own = matches!(&own, Some((_, KeyFailure::Unreachable(_))));
         let own_problem = match &own {
             Some((s, e)) => format!("no signing key for the sender {s} ({e})"),
             None => "the sender is not one of this gateway's users".to_string(),
         };
+        let kind = |retry: bool| {
+            if retry {
+                Failure::Retry
+            } else {
+                Failure::Encryption
+            }
+        };
         if !self.settings.gateway.use_default_sender {
-            return Err(own_problem);
+            return Err((own_problem, kind(retry_own)));
         }
         let Some(default) = &self.default_sender else {
-            return Err(format!("{own_problem}; no default sender is configured"));
+            return Err((
+                format!("{own_problem}; no default sender is configured"),
+                Failure::Encryption,
+            ));
         };
         match self.keys.signing_key(default, epoch).await {
             Ok(k) => Ok((k, default.clone())),
-            Err(e) => Err(format!(
-                "{own_problem}; and none for the default sender {default} ({e})"
-            )),
+            Err(e) => {
+                let retry = matches!(e, KeyFailure::Unreachable(_));
+                Err((
+                    format!("{own_problem}; and none for the default sender {default} ({e})"),
+                    kind(retry),
+                ))
+            }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn encrypt(
         &self,
-        id: &str,
-        path: &std::path::Path,
-        head: Vec<u8>,
+        m: &Message<'_>,
         recipients: &[String],
-        own: Option<&Address>,
-        from: Option<&Address>,
-        visible: &HashSet<Address>,
-        decision: &mut Decision,
+        changes: &rewrite::Changes,
+        work: &mut Work,
     ) {
-        let fail = |decision: &mut Decision, list: &[String], why: String| {
-            put_in_errored(id, decision, list, why)
-        };
+        let id = m.id;
+        // The sender whose key signs: the From address if it is one of this gateway's users,
+        // else the envelope sender if it is (a message relayed for a user with a foreign
+        // From); else nobody, and the default sender signs.
+        let own = m
+            .from
+            .cloned()
+            .filter(|f| self.is_internal(f.as_str()))
+            .or_else(|| {
+                Address::parse(&m.envelope.sender)
+                    .ok()
+                    .filter(|a| self.is_internal(a.as_str()))
+            });
+        let from = own.clone().or(m.from.cloned());
         let epoch = Epoch::from_unix(self.keys.now());
         let params = match self.keys.params().await {
             Ok(p) => p,
-            Err(e) => return fail(decision, recipients, reason("cannot encrypt", &e)),
+            Err(e) => {
+                return work.fail(id, recipients, reason("cannot encrypt", &e), Failure::Retry);
+            }
         };
-        let (signer, signed_as) = match self.signer(own, epoch).await {
+        let (signer, signed_as) = match self.signer(own.as_ref(), epoch).await {
             Ok(s) => s,
-            Err(why) => return fail(decision, recipients, format!("cannot sign: {why}")),
+            Err((why, kind)) => {
+                return work.fail(id, recipients, format!("cannot sign: {why}"), kind);
+            }
         };
         // Recipients in To and Cc share one sealed message; each blind copy gets its own.
         let mut shared: Vec<(String, Address)> = Vec::new();
         let mut groups: Vec<Vec<(String, Address)>> = Vec::new();
         for r in recipients {
             match Address::parse(r) {
-                Ok(a) if visible.contains(&a) => shared.push((r.clone(), a)),
+                Ok(a) if m.visible.contains(&a) => shared.push((r.clone(), a)),
                 Ok(a) => groups.push(vec![(r.clone(), a)]),
-                Err(e) => fail(
-                    decision,
+                Err(e) => work.fail(
+                    id,
                     std::slice::from_ref(r),
                     reason("not an address a message can be encrypted to", &e),
+                    Failure::Encryption,
                 ),
             }
         }
@@ -462,22 +949,58 @@ impl Pipeline {
         if groups.is_empty() {
             return;
         }
-        // Read once for all the sealed copies of this message.
+        // Header changes go into what is sealed (and so into the outer subject too).
         let all: Vec<String> = groups.iter().flatten().map(|(r, _)| r.clone()).collect();
-        let path = path.to_path_buf();
-        let read =
-            tokio::task::spawn_blocking(move || transform::Original::with_head(&path, head)).await;
+        let changed = if changes.is_empty() {
+            None
+        } else {
+            match self.changed_copy(m.path, changes).await {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    return work.fail(
+                        id,
+                        &all,
+                        reason("cannot copy the message", &e),
+                        Failure::Retry,
+                    );
+                }
+            }
+        };
+        let source = changed
+            .as_ref()
+            .map_or(m.path.to_path_buf(), |f| f.path().to_path_buf());
+        let head = if changed.is_some() {
+            None
+        } else {
+            Some(m.head.to_vec())
+        };
+        // Read once for all the sealed copies of this message.
+        let read = tokio::task::spawn_blocking(move || match head {
+            Some(h) => transform::Original::with_head(&source, h),
+            None => transform::Original::read(&source),
+        })
+        .await;
         let original = match read {
             Ok(Ok(o)) => Arc::new(o),
-            Ok(Err(e)) => return fail(decision, &all, reason("cannot encrypt", &e)),
-            Err(e) => return fail(decision, &all, reason("cannot encrypt", &e)),
+            Ok(Err(e)) => {
+                if let Some(f) = changed {
+                    f.discard();
+                }
+                return work.fail(id, &all, reason("cannot encrypt", &e), Failure::Retry);
+            }
+            Err(e) => {
+                if let Some(f) = changed {
+                    f.discard();
+                }
+                return work.fail(id, &all, reason("cannot encrypt", &e), Failure::Retry);
+            }
         };
         for group in groups {
             let job = Encrypt {
                 original: original.clone(),
                 recipients: group.iter().map(|(_, a)| a.clone()).collect(),
                 epoch,
-                sender: from.cloned(),
+                sender: from.clone(),
                 signer: signer.clone(),
                 params: params.clone(),
                 encaps: self.encaps.clone(),
@@ -490,7 +1013,7 @@ impl Pipeline {
             match made {
                 Ok(Ok(file)) => {
                     self.counters.encrypted.fetch_add(1, Ordering::Relaxed);
-                    let default = from != Some(&signed_as);
+                    let default = from.as_ref() != Some(&signed_as);
                     let note = format!(
                         "encrypted for {} ({epoch}); signed as {signed_as}{}",
                         names.join(", "),
@@ -498,36 +1021,53 @@ impl Pipeline {
                     );
                     tracing::info!(queue_id = %id, recipients = names.len(), signer = %signed_as, "encrypted");
                     // Keys of users whose keys were used are prefetched for next month.
-                    if own == Some(&signed_as) && !decision.users.contains(&signed_as.to_string()) {
-                        decision.users.push(signed_as.to_string());
+                    if own.as_ref() == Some(&signed_as)
+                        && !work.decision.users.contains(&signed_as.to_string())
+                    {
+                        work.decision.users.push(signed_as.to_string());
                     }
-                    decision.copies.push(Copy {
+                    work.decision.copies.push(Copy {
                         file: Some(file),
                         routes: self.routes(&names),
                         note: Some(note),
+                        replaces: None,
                     });
                 }
-                Ok(Err(e)) => fail(decision, &names, reason("cannot encrypt", &e)),
-                Err(e) => fail(decision, &names, reason("cannot encrypt", &e)),
+                Ok(Err(e)) => {
+                    let kind = match e {
+                        TransformError::Io(_) => Failure::Retry,
+                        _ => Failure::Encryption,
+                    };
+                    work.fail(id, &names, reason("cannot encrypt", &e), kind);
+                }
+                Err(e) => work.fail(id, &names, reason("cannot encrypt", &e), Failure::Retry),
             }
+        }
+        drop(original);
+        if let Some(f) = changed {
+            f.discard();
         }
     }
 
     async fn decrypt(
         &self,
-        id: &str,
-        path: &std::path::Path,
-        head: &[u8],
+        m: &Message<'_>,
         sealed: Result<transform::Located, String>,
         recipients: &[String],
-        decision: &mut Decision,
+        reencrypt: bool,
+        work: &mut Work,
     ) {
-        let fail = |decision: &mut Decision, list: &[String], why: String| {
-            put_in_errored(id, decision, list, why)
-        };
+        let id = m.id;
         let located = match sealed {
             Ok(l) => l,
-            Err(e) => return fail(decision, recipients, reason("cannot decrypt", &e)),
+            Err(e) => {
+                return work.fail(
+                    id,
+                    recipients,
+                    reason("cannot decrypt", &e),
+                    Failure::Decryption,
+                );
+            }
         };
         let header = &located.header;
         // Only recipients the message is sealed to can have it opened for them; anyone else
@@ -543,7 +1083,7 @@ impl Pipeline {
         }
         if !others.is_empty() {
             tracing::info!(queue_id = %id, recipients = others.len(), "not sealed to these recipients: delivered encrypted");
-            decision.copies.push(pass_as_is(self, &others));
+            work.decision.copies.push(pass_as_is(self, &others));
         }
         if addressed.is_empty() {
             return;
@@ -551,7 +1091,7 @@ impl Pipeline {
         let names: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
         let mut params = match self.keys.params().await {
             Ok(p) => p,
-            Err(e) => return fail(decision, &names, reason("cannot decrypt", &e)),
+            Err(e) => return work.fail(id, &names, reason("cannot decrypt", &e), Failure::Retry),
         };
         if params.get(header.sig_key_id).is_err() {
             // A master key newer than the parameters held: fetch them again.
@@ -565,11 +1105,17 @@ impl Pipeline {
             .await
         {
             Ok(k) => k,
-            Err(e) => return fail(decision, &names, reason("cannot decrypt", &e)),
+            Err(e) => {
+                let kind = match e {
+                    KeyFailure::Unreachable(_) => Failure::Retry,
+                    _ => Failure::Decryption,
+                };
+                return work.fail(id, &names, reason("cannot decrypt", &e), kind);
+            }
         };
         let job = Decrypt {
-            source: path.to_path_buf(),
-            outer: head.to_vec(),
+            source: m.path.to_path_buf(),
+            outer: m.head.to_vec(),
             located,
             key,
             params,
@@ -581,8 +1127,14 @@ impl Pipeline {
         let opened = tokio::task::spawn_blocking(move || transform::decrypt(&job, &spool)).await;
         let (file, signature) = match opened {
             Ok(Ok(x)) => x,
-            Ok(Err(e)) => return fail(decision, &names, reason("cannot decrypt", &e)),
-            Err(e) => return fail(decision, &names, reason("cannot decrypt", &e)),
+            Ok(Err(e)) => {
+                let kind = match e {
+                    TransformError::Io(_) => Failure::Retry,
+                    _ => Failure::Decryption,
+                };
+                return work.fail(id, &names, reason("cannot decrypt", &e), kind);
+            }
+            Err(e) => return work.fail(id, &names, reason("cannot decrypt", &e), Failure::Retry),
         };
         self.counters.decrypted.fetch_add(1, Ordering::Relaxed);
         let verdict = signature.header_value();
@@ -590,32 +1142,34 @@ impl Pipeline {
             && self.mime.error_on_verification_failure
         {
             file.discard();
-            return fail(
-                decision,
+            return work.fail(
+                id,
                 &names,
                 format!("the signature does not verify ({verdict})"),
+                Failure::Decryption,
             );
         }
         tracing::info!(queue_id = %id, recipients = names.len(), "decrypted; signature {verdict}");
-        decision
+        work.decision
             .users
             .extend(addressed.iter().map(|(_, a)| a.to_string()));
         let mut note = format!("decrypted; signature {verdict}");
-        let file = if self.settings.gateway.reencrypt_inbound {
+        let file = if reencrypt {
             match self.reencrypt(file, &addressed).await {
                 Ok(f) => {
                     note.push_str("; encrypted again for delivery");
                     f
                 }
-                Err(why) => return fail(decision, &names, why),
+                Err(why) => return work.fail(id, &names, why, Failure::Retry),
             }
         } else {
             file
         };
-        decision.copies.push(Copy {
+        work.decision.copies.push(Copy {
             file: Some(file),
             routes: self.routes(&names),
             note: Some(note),
+            replaces: None,
         });
     }
 
@@ -727,6 +1281,14 @@ impl Pipeline {
             if now >= last_expiry + 5 {
                 last_expiry = now;
                 self.expire(now).await;
+                match self.queue.expire_quarantine(now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        messages = n,
+                        "deleted from quarantine: past their area's retention"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "cannot expire the quarantine"),
+                }
             }
             match self
                 .queue

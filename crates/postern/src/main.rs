@@ -1,5 +1,6 @@
 //! `postern`: the email encryption gateway's command line.
 
+mod api;
 mod bench_cmd;
 mod config;
 mod files;
@@ -7,6 +8,7 @@ mod keys_cmd;
 mod keyserver_cmd;
 mod logging;
 mod passphrase;
+mod policy_cmd;
 mod queue_cmd;
 mod seal_cmd;
 mod serve;
@@ -46,6 +48,12 @@ enum Command {
     /// The errored queue: mail waiting for a key (retried automatically; resend by hand here).
     #[command(subcommand)]
     Errored(ErroredCommand),
+    /// The content policy: ordered rules, exception rules, notification templates.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Quarantine areas and the messages they hold.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// SMTP helpers.
     #[command(subcommand)]
     Smtp(SmtpCommand),
@@ -85,6 +93,156 @@ enum QueueCommand {
     Delete {
         /// The queue id.
         id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// List the rules in force, in order.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the policy in force as a file `import` reads (`postern policy export > policy.toml`).
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Replace the policy: everything is checked first (an error names the rule and the
+    /// field, and nothing changes); the running gateway applies it to the next message.
+    Import {
+        /// The policy file.
+        file: PathBuf,
+        /// Recorded as who imported it [default: $USER].
+        #[arg(long)]
+        author: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Check a policy file without storing it.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Show how the policy decides a message: every rule looked at, what matched, the actions.
+    Test {
+        /// The message (RFC 5322 file).
+        message: PathBuf,
+        /// Envelope sender.
+        #[arg(long, value_name = "ADDR", default_value = "")]
+        from: String,
+        /// Envelope recipient (repeatable).
+        #[arg(long, value_name = "ADDR", required = true)]
+        to: Vec<String>,
+        /// Test this policy file instead of the stored policy.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Which held messages (every option narrows; text options match parts, ignoring case).
+#[derive(clap::Args, Debug)]
+struct QuarantineFilterArgs {
+    /// The area.
+    #[arg(long)]
+    area: Option<String>,
+    /// Sender contains.
+    #[arg(long)]
+    sender: Option<String>,
+    /// A recipient contains.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Subject contains.
+    #[arg(long)]
+    subject: Option<String>,
+    /// The rule's name contains.
+    #[arg(long)]
+    rule: Option<String>,
+    /// The reason contains.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Held at or after (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Held before.
+    #[arg(long)]
+    until: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCommand {
+    /// List the areas with what they hold.
+    Areas {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Make an area (or change its retention).
+    CreateArea {
+        /// Its name.
+        name: String,
+        /// Days a held message is kept before it is deleted.
+        #[arg(long, default_value_t = 30)]
+        retention_days: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete an empty area.
+    DeleteArea {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Find held messages, newest first.
+    Query {
+        #[command(flatten)]
+        filter: QuarantineFilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Deliver held messages, skipping the rule that held them.
+    Release {
+        /// Entry ids from `query` (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Every message the query options find.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: QuarantineFilterArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Run the current policy on held messages again.
+    Reprocess {
+        /// Entry ids from `query` (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Every message the query options find.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: QuarantineFilterArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete held messages for good.
+    Delete {
+        /// Entry ids from `query` (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Every message the query options find.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: QuarantineFilterArgs,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -462,6 +620,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&a),
         Command::Queue(q) => queue_cmd::run(q),
         Command::Errored(e) => queue_cmd::errored(e),
+        Command::Policy(p) => policy_cmd::policy(p),
+        Command::Quarantine(q) => policy_cmd::quarantine(q),
         Command::Smtp(SmtpCommand::HashPassword) => hash_password(),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),

@@ -5,7 +5,7 @@ use store::{ErroredFilter, MessageInfo, Queue};
 
 use crate::{ConfigArgs, ErroredCommand, QueueCommand};
 
-async fn open(config: &ConfigArgs) -> Result<Queue> {
+pub async fn open(config: &ConfigArgs) -> Result<Queue> {
     let config = config.load()?;
     let dir = config.queue_dir();
     Queue::open_admin(&dir)
@@ -83,7 +83,7 @@ pub fn run(cmd: QueueCommand) -> Result<()> {
 }
 
 /// A time on the command line: a date (midnight UTC) or an RFC 3339 timestamp.
-fn parse_time(flag: &str, text: &str) -> Result<u64> {
+pub fn parse_time(flag: &str, text: &str) -> Result<u64> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
         return u64::try_from(t.unix_timestamp())

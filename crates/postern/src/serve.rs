@@ -178,7 +178,8 @@ async fn start_mail(
     };
     let keyring = gateway_keys(config, &settings, local_keyserver).await?;
     let pipeline =
-        pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone());
+        pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone())
+            .context("the built-in default policy does not load")?;
     let tls = smtp::server::tls_acceptor(
         config.smtp.tls_cert.as_deref(),
         config.smtp.tls_key.as_deref(),
@@ -235,7 +236,11 @@ async fn start_mail(
                 (render_queue.clone(), metrics.clone(), pipeline.clone());
             async move {
                 let depth = queue.depth().await.unwrap_or_default();
+                let held = queue.quarantine_depth().await.unwrap_or_default();
                 let mut text = metrics.render(depth.received, depth.pending, depth.deferred);
+                text.push_str(&format!(
+                    "# HELP postern_quarantined Messages held in quarantine areas.\n# TYPE postern_quarantined gauge\npostern_quarantined {held}\n"
+                ));
                 let c = &pipeline.counters;
                 text.push_str(&format!(
                     "# HELP postern_queue_errored Recipients waiting in the errored queue for a key.\n# TYPE postern_queue_errored gauge\npostern_queue_errored {}\n\
@@ -259,6 +264,8 @@ async fn start_mail(
             }
         }),
     );
+    let token = crate::api::admin_token(&config.data_dir)?;
+    let router = router.merge(crate::api::router(queue.clone(), token));
     Ok((router, tasks))
 }
 

@@ -19,7 +19,7 @@ pub struct Deliverer {
     config: DeliveryConfig,
     hops: HashMap<String, NextHop>,
     hostname: String,
-    limits: HashMap<String, Arc<Semaphore>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     idle: Mutex<HashMap<String, Vec<Connection>>>,
     metrics: Arc<Metrics>,
     /// Wakes the workers when new mail is routed.
@@ -53,7 +53,7 @@ impl Deliverer {
             config,
             hops,
             hostname,
-            limits,
+            limits: Mutex::new(limits),
             idle: Mutex::new(HashMap::new()),
             metrics,
             wake: Arc::new(Notify::new()),
@@ -78,7 +78,7 @@ impl Deliverer {
             let busy = !due.is_empty();
             for d in due {
                 let me = self.clone();
-                let Some(limit) = self.limits.get(&d.hop).cloned() else {
+                let Some(limit) = self.limit(&d.hop) else {
                     tracing::error!(queue_id = %d.id, hop = %d.hop, "no such next hop configured");
                     continue;
                 };
@@ -108,6 +108,34 @@ impl Deliverer {
         tasks.abort_all();
     }
 
+    /// The next hop called `name`: a configured one, or `handoff:host:port` (a policy's
+    /// hand-off action).
+    fn hop(&self, name: &str) -> Option<NextHop> {
+        if let Some(h) = self.hops.get(name) {
+            return Some(h.clone());
+        }
+        let target = name.strip_prefix("handoff:")?;
+        match target.parse::<NextHop>() {
+            Ok(h @ NextHop::Smtp { .. }) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The concurrency limit of a next hop; hand-off hops get theirs when first used.
+    fn limit(&self, name: &str) -> Option<Arc<Semaphore>> {
+        let mut limits = match self.limits.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(l) = limits.get(name) {
+            return Some(l.clone());
+        }
+        self.hop(name)?;
+        let l = Arc::new(Semaphore::new(self.config.concurrency_per_hop.max(1)));
+        limits.insert(name.to_string(), l.clone());
+        Some(l)
+    }
+
     fn backoff(&self, attempts: u32) -> u64 {
         let factor = 1u64.checked_shl(attempts.min(30)).unwrap_or(u64::MAX);
         self.config
@@ -117,7 +145,7 @@ impl Deliverer {
     }
 
     async fn deliver(&self, d: Delivery) {
-        let Some(hop) = self.hops.get(&d.hop).cloned() else {
+        let Some(hop) = self.hop(&d.hop) else {
             return;
         };
         let path = self.queue.spool().path(&d.id);

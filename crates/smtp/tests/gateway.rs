@@ -127,7 +127,7 @@ impl PassThrough {
             let claimed = self.queue.claim_received(256).await.unwrap();
             let batch: Vec<(String, Vec<(String, String)>)> = claimed
                 .into_iter()
-                .map(|(id, e)| {
+                .map(|(id, e, _)| {
                     let routes = e
                         .recipients
                         .iter()

@@ -1,11 +1,13 @@
 //! Postern's durable mail queue: message files in a spool directory and their states in a
 //! database. See [`queue`] for the life of a message and the durability rules.
 
+pub mod quarantine;
 pub mod queue;
 pub mod spool;
 
+pub use quarantine::{Area, QuarantineFilter, Quarantined, StoredPolicy};
 pub use queue::{
-    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, MessageInfo,
+    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,
     Outcome, Queue, QueueError, RecipientInfo, Source,
 };
 pub use spool::{Finished, Incoming, Spool};

@@ -37,6 +37,9 @@ pub enum QueueError {
     /// No such message (or no queue).
     #[error("no {0} in the queue")]
     NotFound(String),
+    /// The operation is refused (the reason says why and what to do).
+    #[error("{0}")]
+    Refused(String),
     /// The database was written by a newer Postern.
     #[error("the queue database has schema version {0}, newer than this Postern knows")]
     TooNew(i64),
@@ -181,6 +184,10 @@ pub struct Copy {
     pub routes: Vec<(String, String)>,
     /// What the transformation did, for the record.
     pub note: Option<String>,
+    /// `None`: the routes name the message's own recipients. `Some(list)`: the routes name new
+    /// addresses standing in for the recipients in `list` (a changed recipient), or added
+    /// beside them when `list` is empty (an archive copy). Needs a `file`.
+    pub replaces: Option<Vec<String>>,
 }
 
 /// A recipient whose copy cannot be made now (no key): it waits in the errored queue.
@@ -213,6 +220,25 @@ pub struct Decision {
     pub errored: Vec<Errored>,
     /// Internal users seen in the message (for key prefetching).
     pub users: Vec<String>,
+    /// Recipients held in quarantine areas (the message as received is kept for them).
+    pub held: Vec<Hold>,
+    /// Recipients dropped by policy, with the reason (logged and kept in the record).
+    pub deleted: Vec<Errored>,
+}
+
+/// Recipients of a message held in a quarantine area.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hold {
+    /// Who.
+    pub recipients: Vec<String>,
+    /// The area (made with the default retention if it does not exist).
+    pub area: String,
+    /// The rule that held it.
+    pub rule: String,
+    /// Why (what matched).
+    pub reason: String,
+    /// The message's subject, for queries.
+    pub subject: String,
 }
 
 /// Which errored messages an operation covers.
@@ -233,11 +259,11 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -283,6 +309,35 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN note TEXT;
     CREATE INDEX messages_parent ON messages(parent);
     CREATE TABLE users (address TEXT PRIMARY KEY, last_seen INTEGER NOT NULL);",
+    // The policy engine: stored policies (versions), quarantine areas and what they hold
+    // (recipients of the message as received, state 'quarantined'), and the rule a released
+    // message skips when it is processed again.
+    "CREATE TABLE policies (
+        version INTEGER PRIMARY KEY,
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        author TEXT NOT NULL
+    );
+    CREATE TABLE areas (
+        name TEXT PRIMARY KEY,
+        retention_secs INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        message TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        area TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'held'
+    );
+    CREATE INDEX quarantine_held ON quarantine(state, area, at);
+    ALTER TABLE recipients ADD COLUMN hold INTEGER;
+    ALTER TABLE messages ADD COLUMN skip_rule TEXT;",
 ];
 
 struct Record {
@@ -302,8 +357,8 @@ struct Pending {
 /// The queue. Cheap to clone; clones share the database and the committer.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    pool: SqlitePool,
-    spool: Spool,
+    pub(crate) pool: SqlitePool,
+    pub(crate) spool: Spool,
     commits: mpsc::Sender<Pending>,
     records: mpsc::Sender<Record>,
 }
@@ -411,12 +466,16 @@ impl Queue {
 
     /// Claims up to `limit` received messages for processing, each with its recipients still to
     /// be decided.
-    pub async fn claim_received(&self, limit: u32) -> Result<Vec<(String, Envelope)>, QueueError> {
+    /// The third element is the rule to skip, for a message released from quarantine.
+    pub async fn claim_received(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, Envelope, Option<String>)>, QueueError> {
         let rows = sqlx::query(
             "UPDATE messages SET state = 'processing', updated_at = ?1
              WHERE id IN (SELECT id FROM messages WHERE state = 'received'
                           ORDER BY received_at LIMIT ?2)
-             RETURNING id, sender, client, helo, source, message_id",
+             RETURNING id, sender, client, helo, source, message_id, skip_rule",
         )
         .bind(to_i64(now()))
         .bind(i64::from(limit))
@@ -450,7 +509,7 @@ impl Queue {
                     source: Source::parse(&source),
                     message_id: r.get(5),
                 };
-                (id, envelope)
+                (id, envelope, r.get(6))
             })
             .collect())
     }
@@ -475,6 +534,7 @@ impl Queue {
                     file: None,
                     routes: routes.clone(),
                     note: None,
+                    replaces: None,
                 }],
                 ..Decision::default()
             })
@@ -656,6 +716,7 @@ impl Queue {
         let mut splits = Vec::new();
         let mut errored = Vec::new();
         let mut users = Vec::new();
+        let mut holds = Vec::new();
         let mut placed: Vec<String> = Vec::new();
         for d in &batch {
             for copy in &d.copies {
@@ -678,16 +739,42 @@ impl Queue {
                         children.push(serde_json::json!({
                             "id": child, "parent": d.id, "size": file.len, "note": copy.note,
                         }));
-                        for (a, h) in &copy.routes {
-                            child_rcpts
-                                .push(serde_json::json!({"m": child, "p": d.id, "a": a, "h": h}));
-                            splits.push(serde_json::json!({"m": d.id, "a": a, "c": child}));
+                        match &copy.replaces {
+                            None => {
+                                for (a, h) in &copy.routes {
+                                    child_rcpts.push(serde_json::json!({
+                                        "m": child, "p": d.id, "a": a, "h": h, "o": a,
+                                    }));
+                                    splits.push(serde_json::json!({"m": d.id, "a": a, "c": child}));
+                                }
+                            }
+                            Some(list) => {
+                                for (a, h) in &copy.routes {
+                                    child_rcpts.push(serde_json::json!({
+                                        "m": child, "p": d.id, "a": a, "h": h, "o": list.first(),
+                                    }));
+                                }
+                                for a in list {
+                                    splits.push(serde_json::json!({"m": d.id, "a": a, "c": child}));
+                                }
+                            }
                         }
                     }
                 }
             }
             for e in &d.errored {
                 errored.push(serde_json::json!({"m": d.id, "a": e.address, "r": e.reason}));
+            }
+            for e in &d.deleted {
+                holds.push(
+                    serde_json::json!({"m": d.id, "a": [e.address], "r": e.reason, "delete": true}),
+                );
+            }
+            for h in &d.held {
+                holds.push(serde_json::json!({
+                    "m": d.id, "a": h.recipients, "area": h.area, "rule": h.rule,
+                    "r": h.reason, "subject": h.subject,
+                }));
             }
             for u in &d.users {
                 users.push(serde_json::Value::from(u.as_str()));
@@ -698,7 +785,7 @@ impl Queue {
                 &batch,
                 at,
                 backoff,
-                [children, child_rcpts, routes, splits, errored, users],
+                [children, child_rcpts, routes, splits, errored, users, holds],
                 !placed.is_empty(),
             )
             .await;
@@ -724,10 +811,10 @@ impl Queue {
         batch: &[Decision],
         at: u64,
         backoff: Backoff,
-        rows: [Vec<serde_json::Value>; 6],
+        rows: [Vec<serde_json::Value>; 7],
         sync: bool,
     ) -> Result<Vec<String>, QueueError> {
-        let [children, child_rcpts, routes, splits, errored, users] = rows;
+        let [children, child_rcpts, routes, splits, errored, users, holds] = rows;
         let child_ids: Vec<String> = children
             .iter()
             .filter_map(|c| c.get("id").and_then(|v| v.as_str()).map(str::to_string))
@@ -755,8 +842,9 @@ impl Queue {
                 "INSERT INTO recipients (message, address, hop, state, next_attempt)
                  SELECT j.value->>'m', j.value->>'a', j.value->>'h', 'pending', ?2
                  FROM json_each(?1) AS j
-                 WHERE EXISTS (SELECT 1 FROM recipients r WHERE r.message = j.value->>'p'
-                               AND r.address = j.value->>'a' AND r.state = 'new')
+                 WHERE j.value->>'o' IS NULL
+                    OR EXISTS (SELECT 1 FROM recipients r WHERE r.message = j.value->>'p'
+                               AND r.address = j.value->>'o' AND r.state = 'new')
                  ORDER BY j.key",
             )
             .bind(serde_json::Value::Array(child_rcpts).to_string())
@@ -809,6 +897,9 @@ impl Queue {
             .bind(at)
             .execute(&mut *tx)
             .await?;
+        }
+        for h in holds {
+            crate::quarantine::hold(&mut tx, &h, to_u64(at)).await?;
         }
         sqlx::query(
             "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
@@ -1042,7 +1133,7 @@ fn discard_copies(batch: &[Decision]) {
 
 /// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
 /// was, transformed if any went into a copy, else bounced); returns them, so that their files can go once the transaction commits.
-async fn finish_done(
+pub(crate) async fn finish_done(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &str,
 ) -> Result<Vec<String>, QueueError> {
@@ -1052,10 +1143,12 @@ async fn finish_done(
              THEN 'delivered'
              WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'split')
              THEN 'transformed'
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'deleted')
+             THEN 'deleted'
              ELSE 'bounced' END
          WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id
-                           AND r.state IN ('new', 'pending', 'deferred', 'errored'))
+                           AND r.state IN ('new', 'pending', 'deferred', 'errored', 'quarantined'))
          RETURNING id",
     )
     .bind(ids)
@@ -1066,7 +1159,7 @@ async fn finish_done(
 }
 
 /// A JSON array of ids, for `json_each` (one statement for a whole batch).
-fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     serde_json::Value::Array(ids.map(serde_json::Value::from).collect()).to_string()
 }
 

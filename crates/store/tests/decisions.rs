@@ -62,11 +62,13 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
                 file: None,
                 routes: vec![("in@corp.example".into(), "internal".into())],
                 note: None,
+                replaces: None,
             },
             Copy {
                 file: Some(copy_file(&queue, b"encrypted\r\n")),
                 routes: vec![("out@partner.example".into(), "external".into())],
                 note: Some("encrypted for out@partner.example".into()),
+                replaces: None,
             },
         ],
         errored: vec![Errored {
@@ -74,6 +76,7 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
             reason: "the key server is unreachable".into(),
         }],
         users: vec!["alice@corp.example".into()],
+        ..Decision::default()
     };
     queue.apply(vec![decision], BACKOFF).await.unwrap();
 
@@ -140,6 +143,7 @@ async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
             file: Some(copy_file(&queue, b"encrypted\r\n")),
             routes: vec![("out@partner.example".into(), "external".into())],
             note: None,
+            replaces: None,
         }],
         ..Decision::default()
     };

@@ -1,0 +1,147 @@
+//! Blocking file work for the policy: the view its conditions read, and copies of a message
+//! with the header changes of non-terminal actions (added fields, a tagged subject).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use policy::MessageView;
+use store::{Finished, Spool};
+
+use crate::transform::read_head;
+
+/// Header changes accumulated from matching rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Fields added on top, in rule order.
+    pub headers: Vec<(String, String)>,
+    /// Tags put in front of the subject, in rule order.
+    pub tags: Vec<String>,
+}
+
+impl Changes {
+    /// True when the message is delivered as it is.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.tags.is_empty()
+    }
+}
+
+/// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
+/// message's tail is not; its size still counts in full).
+pub fn view(path: &Path, limit: u64) -> io::Result<MessageView> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut raw = Vec::with_capacity(size.min(limit) as usize);
+    file.take(limit).read_to_end(&mut raw)?;
+    let mut view = MessageView::parse(&raw);
+    view.size = size;
+    Ok(view)
+}
+
+/// Copies `source` into a new spool file with `changes` applied to its header section; the
+/// body is streamed unchanged. The copy is fsynced (it becomes a queued message).
+pub fn copy_with_changes(source: &Path, changes: &Changes, spool: &Spool) -> io::Result<Finished> {
+    let head = read_head(source)?;
+    let mut out = spool.create()?;
+    let mut top = String::new();
+    for (name, value) in &changes.headers {
+        top.push_str(&format!("{name}: {}\r\n", one_line(value)));
+    }
+    out.write_all(top.as_bytes())?;
+    out.write_all(&tag_subject(&head, &changes.tags))?;
+    let mut rest = BufReader::new(File::open(source)?);
+    io::copy(&mut (&mut rest).take(head.len() as u64), &mut io::sink())?;
+    io::copy(&mut rest, &mut out)?;
+    out.finish()
+}
+
+/// The header section with `tags` in front of the subject (a Subject field is added when the
+/// message has none). A tag already there is not added twice.
+fn tag_subject(head: &[u8], tags: &[String]) -> Vec<u8> {
+    if tags.is_empty() {
+        return head.to_vec();
+    }
+    let mut out = Vec::with_capacity(head.len() + 64);
+    let mut tagged = false;
+    let mut rest = head;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        let is_subject = line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"subject:");
+        let is_end = line == b"\r\n" || line == b"\n";
+        if is_subject && !tagged {
+            let value = String::from_utf8_lossy(&line[8..]);
+            let value = value.trim_start();
+            let mut prefix = String::new();
+            for t in tags {
+                if !value.contains(t.as_str()) {
+                    prefix.push_str(t);
+                    prefix.push(' ');
+                }
+            }
+            out.extend_from_slice(b"Subject: ");
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(value.as_bytes());
+            tagged = true;
+            continue;
+        }
+        if is_end && !tagged {
+            out.extend_from_slice(format!("Subject: {}\r\n", tags.join(" ")).as_bytes());
+            tagged = true;
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn subjects_are_tagged_once_and_added_when_missing() {
+        let head = b"From: a@x.example\r\nSubject: Hello\r\n world\r\n\r\n";
+        let out = tag_subject(head, &["[SECURE]".into()]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "From: a@x.example\r\nSubject: [SECURE] Hello\r\n world\r\n\r\n"
+        );
+        let again = tag_subject(b"Subject: [SECURE] Hi\r\n\r\n", &["[SECURE]".into()]);
+        assert_eq!(again, b"Subject: [SECURE] Hi\r\n\r\n");
+        let none = tag_subject(b"From: a@x.example\r\n\r\n", &["[X]".into()]);
+        assert_eq!(none, b"From: a@x.example\r\nSubject: [X]\r\n\r\n");
+    }
+
+    #[test]
+    fn a_copy_carries_the_changes_and_the_body_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let src = dir.path().join("src.eml");
+        std::fs::write(
+            &src,
+            b"Subject: Q3\r\nFrom: a@x.example\r\n\r\nbody line\r\nmore\r\n",
+        )
+        .unwrap();
+        let changes = Changes {
+            headers: vec![("X-Class".into(), "secret\r\nBcc: evil".into())],
+            tags: vec!["[C]".into()],
+        };
+        let copy = copy_with_changes(&src, &changes, &spool).unwrap();
+        let text = std::fs::read_to_string(copy.path()).unwrap();
+        assert_eq!(
+            text,
+            "X-Class: secret  Bcc: evil\r\nSubject: [C] Q3\r\nFrom: a@x.example\r\n\r\nbody line\r\nmore\r\n"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! `postern policy ...` and `postern quarantine ...`: the content policy stored with the queue
+//! (changes apply to the next message the running gateway processes) and the quarantine areas.
+
+use anyhow::{Context, Result, bail};
+use policy::{Compiled, Facts, MessageView, Policy};
+use store::QuarantineFilter;
+
+use crate::queue_cmd::{open, parse_time};
+use crate::{PolicyCommand, QuarantineCommand, QuarantineFilterArgs};
+
+pub fn policy(cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Test {
+            message,
+            from,
+            to,
+            file,
+            config,
+        } => return test(&message, &from, &to, file.as_deref(), &config),
+        PolicyCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let p = Policy::from_toml(&text)
+                .with_context(|| format!("{} is not valid", file.display()))?;
+            println!("{}: ok ({} rules)", file.display(), p.rules.len());
+            return Ok(());
+        }
+        _ => {}
+    }
+    crate::runtime()?.block_on(async {
+        match cmd {
+            PolicyCommand::List { config } => {
+                let queue = open(&config).await?;
+                let (policy, origin) = current(&queue).await?;
+                println!("{origin}");
+                for r in &policy.rules {
+                    let actions: Vec<String> = r.actions.iter().map(policy::Action::describe).collect();
+                    println!(
+                        "{:>5}  {:<8} {:<8}  {}  → {}",
+                        r.order,
+                        if r.enabled { "enabled" } else { "disabled" },
+                        format!("{:?}", r.direction).to_lowercase(),
+                        r.name,
+                        actions.join(", ")
+                    );
+                }
+                let describe = |a: &[policy::Action]| a.iter().map(policy::Action::describe).collect::<Vec<_>>().join(", ");
+                println!("Encryption Exception → {}", describe(&policy.exceptions.encryption));
+                println!("Unable to decrypt    → {}", describe(&policy.exceptions.decryption));
+            }
+            PolicyCommand::Export { config } => {
+                let queue = open(&config).await?;
+                let (policy, origin) = current(&queue).await?;
+                print!("# {origin}\n{}", policy.to_toml());
+            }
+            PolicyCommand::Import { file, author, config } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                // Everything is checked before anything changes.
+                let policy = Policy::from_toml(&text)
+                    .with_context(|| format!("{} is not valid; nothing changed", file.display()))?;
+                Compiled::new(policy.clone())
+                    .with_context(|| format!("{} is not valid; nothing changed", file.display()))?;
+                let queue = open(&config).await?;
+                let author = author
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "cli".into());
+                let version = queue.save_policy(&text, &author).await?;
+                let areas: Vec<String> = queue.areas().await?.into_iter().map(|a| a.name).collect();
+                for r in policy.rules.iter().flat_map(|r| &r.actions).chain(&policy.exceptions.encryption).chain(&policy.exceptions.decryption) {
+                    if let policy::Action::Quarantine { area } = r
+                        && !areas.contains(area)
+                    {
+                        queue.create_area(area, store::quarantine::DEFAULT_RETENTION_SECS).await?;
+                        eprintln!("made quarantine area {area} (retention 30 days)");
+                    }
+                }
+                eprintln!(
+                    "policy version {version} stored ({} rules); the gateway applies it to the next message",
+                    policy.rules.len()
+                );
+            }
+            PolicyCommand::Test { .. } | PolicyCommand::Check { .. } => {}
+        }
+        Ok(())
+    })
+}
+
+async fn current(queue: &store::Queue) -> Result<(Policy, String)> {
+    match queue.current_policy().await? {
+        Some(stored) => {
+            let p = Policy::from_toml(&stored.text).context("the stored policy is not valid")?;
+            Ok((
+                p,
+                format!(
+                    "policy version {} imported by {} at {}",
+                    stored.version,
+                    stored.author,
+                    crate::keyserver_cmd::format_time(stored.created_at)
+                ),
+            ))
+        }
+        None => Ok((
+            Policy::default_policy().context("the built-in policy does not load")?,
+            "the built-in default policy (none imported)".to_string(),
+        )),
+    }
+}
+
+/// `postern policy test`: each rule evaluated for each recipient, and what would be done.
+fn test(
+    message: &std::path::Path,
+    from: &str,
+    to: &[String],
+    file: Option<&std::path::Path>,
+    config: &crate::ConfigArgs,
+) -> Result<()> {
+    let loaded = config.load()?;
+    let (policy, origin) = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            (
+                Policy::from_toml(&text)
+                    .with_context(|| format!("{} is not valid", f.display()))?,
+                format!("policy file {}", f.display()),
+            )
+        }
+        None => crate::runtime()?.block_on(async {
+            let queue = open(config).await?;
+            current(&queue).await
+        })?,
+    };
+    let compiled = Compiled::new(policy)?;
+    let raw =
+        std::fs::read(message).with_context(|| format!("cannot read {}", message.display()))?;
+    let head = pipeline::transform::read_head(message)?;
+    let encrypted = mime::is_encrypted(&mime::headers::fields(&head))
+        && pipeline::transform::locate(message).is_ok();
+    let internal: Vec<String> = loaded
+        .smtp
+        .internal_domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    let view = MessageView::parse(&raw);
+    let eval = compiled.evaluate(
+        &view,
+        &Facts {
+            sender: from,
+            recipients: to,
+            recipient_count: to.len(),
+            internal_domains: &internal,
+            encrypted,
+            skip_rule: None,
+        },
+    );
+    println!("{origin}; internal domains: {}", internal.join(", "));
+    println!(
+        "message: {} bytes, subject {:?}, {} attachment(s){}",
+        view.size,
+        view.subject,
+        view.attachments.len(),
+        if encrypted {
+            ", an encrypted email"
+        } else {
+            ""
+        }
+    );
+    let mut last = String::new();
+    for step in &eval.trace {
+        if step.recipient != last {
+            println!("\n{}:", step.recipient);
+            last = step.recipient.clone();
+        }
+        println!(
+            "  {:>5} {:<40} {}  {}",
+            step.order,
+            step.rule,
+            if step.matched { "MATCH" } else { "  -  " },
+            step.why
+        );
+    }
+    println!("\nresult:");
+    for g in &eval.groups {
+        let mut actions: Vec<String> = g.actions.iter().map(|(_, a)| a.describe()).collect();
+        actions.push(g.terminal.describe());
+        println!(
+            "  {} → {} (rule: {})",
+            g.recipients.join(", "),
+            actions.join(", "),
+            g.rule.as_deref().unwrap_or("none; delivered as it is")
+        );
+    }
+    Ok(())
+}
+
+fn filter(args: &QuarantineFilterArgs) -> Result<QuarantineFilter> {
+    Ok(QuarantineFilter {
+        id: None,
+        area: args.area.clone(),
+        sender: args.sender.clone(),
+        recipient: args.recipient.clone(),
+        subject: args.subject.clone(),
+        rule: args.rule.clone(),
+        reason: args.reason.clone(),
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time("--since", t))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| parse_time("--until", t))
+            .transpose()?,
+    })
+}
+
+pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
+    crate::runtime()?.block_on(async {
+        match cmd {
+            QuarantineCommand::Areas { config } => {
+                let queue = open(&config).await?;
+                for a in queue.areas().await? {
+                    println!("{:<32} {:>6} held  retention {} days", a.name, a.held, a.retention_secs / 86_400);
+                }
+            }
+            QuarantineCommand::CreateArea { name, retention_days, config } => {
+                if !policy::is_area_name(&name) {
+                    bail!("NAME: an area name is 1 to 64 letters, digits, '_', '-' or '.'");
+                }
+                if retention_days == 0 || retention_days > 3650 {
+                    bail!("--retention-days: must be 1 to 3650");
+                }
+                open(&config).await?.create_area(&name, retention_days * 86_400).await?;
+                eprintln!("quarantine area {name}: retention {retention_days} days");
+            }
+            QuarantineCommand::DeleteArea { name, config } => {
+                open(&config).await?.delete_area(&name).await?;
+                eprintln!("quarantine area {name} deleted");
+            }
+            QuarantineCommand::Query { filter: f, limit, config } => {
+                let queue = open(&config).await?;
+                let list = queue.quarantined(&filter(&f)?, limit).await?;
+                for q in &list {
+                    println!(
+                        "{:>6}  {}  {:<20} {}  from {}  to {}\n        subject: {}\n        rule: {}  reason: {}",
+                        q.id,
+                        crate::keyserver_cmd::format_time(q.at),
+                        q.area,
+                        q.message,
+                        if q.sender.is_empty() { "<>" } else { &q.sender },
+                        q.recipients.join(", "),
+                        q.subject,
+                        q.rule,
+                        q.reason
+                    );
+                }
+                eprintln!("{} held message(s) match", list.len());
+            }
+            QuarantineCommand::Release { ids, all, filter: f, config } => {
+                act(ids, all, &f, &config, "released (delivered, skipping the rule that held them)", Op::Release).await?;
+            }
+            QuarantineCommand::Reprocess { ids, all, filter: f, config } => {
+                act(ids, all, &f, &config, "sent back through the current policy", Op::Reprocess).await?;
+            }
+            QuarantineCommand::Delete { ids, all, filter: f, config } => {
+                act(ids, all, &f, &config, "deleted", Op::Delete).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+enum Op {
+    Release,
+    Reprocess,
+    Delete,
+}
+
+async fn act(
+    ids: Vec<i64>,
+    all: bool,
+    f: &QuarantineFilterArgs,
+    config: &crate::ConfigArgs,
+    done: &str,
+    op: Op,
+) -> Result<()> {
+    let queue = open(config).await?;
+    let ids = if ids.is_empty() {
+        if !all {
+            bail!(
+                "say which messages: --id N (repeatable), or --all with query options (--area, --sender, ...)"
+            );
+        }
+        queue
+            .quarantined(&filter(f)?, u32::MAX)
+            .await?
+            .iter()
+            .map(|q| q.id)
+            .collect()
+    } else {
+        ids
+    };
+    if ids.is_empty() {
+        eprintln!("no held messages match");
+        return Ok(());
+    }
+    let bar = indicatif::ProgressBar::new(ids.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut n = 0;
+    for chunk in ids.chunks(100) {
+        n += match op {
+            Op::Release => queue.release_quarantined(chunk).await?,
+            Op::Reprocess => queue.reprocess_quarantined(chunk).await?,
+            Op::Delete => queue.delete_quarantined(chunk).await?,
+        };
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if n < ids.len() as u64 {
+        eprintln!(
+            "{} of the entries named were not held (already released or deleted)",
+            ids.len() as u64 - n
+        );
+    }
+    eprintln!("{n} message(s) {done}");
+    Ok(())
+}
