@@ -1,0 +1,422 @@
+//! The policy engine in the mail path, with a real gateway process (its key server in the same
+//! process), real SMTP in and out, and the CLI and REST API an administrator uses:
+//! a card number from corp.example is encrypted, a quarantine rule holds mail that is found by
+//! a query and released or, after the rule is changed, reprocessed; a hand-off rule delivers to
+//! its host:port; a delete rule drops and logs; a bad import changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use testkit::Recorded;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+    c.env_remove("POSTERN_PASSPHRASE")
+        .env_remove("POSTERN_CONFIG")
+        .env_remove("POSTERN_GATEWAY_TOKEN")
+        .env_remove("POSTERN_FAKE_NOW");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "postern {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Gateway {
+    child: Child,
+    config: PathBuf,
+    log: PathBuf,
+    data: PathBuf,
+    smtp: SocketAddr,
+    web: u16,
+    maildir: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start(dir: &Path, external: u16) -> Gateway {
+        let smtp = testkit::free_port();
+        let web = testkit::free_port();
+        let data = dir.join("data");
+        let maildir = dir.join("maildir");
+        let config = dir.join("postern.toml");
+        fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n\
+                 [web]\nlisten = \"127.0.0.1:{web}\"\n\
+                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nhostname = \"gw.corp.example\"\ninternal_domains = [\"corp.example\"]\n\
+                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n",
+                data = s(&data),
+                maildir = s(&maildir),
+            ),
+        )
+        .unwrap();
+        let log = dir.join("gateway.log");
+        let child = bin()
+            .args(["serve", "--config", s(&config)])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
+        assert!(
+            testkit::wait_for_port(addr, Duration::from_secs(30)),
+            "the gateway did not start"
+        );
+        Gateway {
+            child,
+            config,
+            log,
+            data,
+            smtp: addr,
+            web,
+            maildir,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        run(&all)
+    }
+
+    fn send(&self, from: &str, rcpts: &[&str], message: &str) {
+        let mut conn = testkit::SmtpConn::open(self.smtp).unwrap();
+        let data = message.replace('\n', "\r\n");
+        conn.send(from, rcpts, data.as_bytes()).unwrap();
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Messages delivered to the internal Maildir so far.
+    fn delivered(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
+            for e in entries {
+                out.push(fs::read_to_string(e.unwrap().path()).unwrap());
+            }
+        }
+        out
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>, token: bool) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.web);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url]);
+        if token {
+            let t = fs::read_to_string(self.data.join("admin.token")).unwrap();
+            cmd.args(["-H", &format!("Authorization: Bearer {}", t.trim())]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        let out = cmd.output().unwrap();
+        let all = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = all.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+}
+
+fn message(subject: &str, body: &str, extra: &str) -> String {
+    format!(
+        "From: alice@corp.example\nTo: bob@partner.example\nSubject: {subject}\n\
+Message-ID: <{}@corp.example>\n{extra}MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n{body}\n",
+        subject.replace(' ', "-")
+    )
+}
+
+fn next(rx: &Receiver<Recorded>, what: &str) -> Recorded {
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("nothing arrived: {what}"))
+}
+
+fn nothing(rx: &Receiver<Recorded>, within: Duration, what: &str) {
+    if let Ok(m) = rx.recv_timeout(within) {
+        panic!("{what}: but {:?} arrived", String::from_utf8_lossy(&m.data));
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const POLICY: &str = r#"
+[[rule]]
+order = 10
+name = "Hold payroll"
+conditions = [{ on = "subject", keywords = ["payroll"] }]
+actions = [
+  { do = "quarantine", area = "HR" },
+  { do = "notify", to = "admin", template = "quarantined" },
+]
+
+[[rule]]
+order = 20
+name = "Hand off to the partner relay"
+recipients = ["*@handoff.example"]
+actions = [{ do = "handoff", host = "127.0.0.1", port = HANDOFF_PORT }]
+
+[[rule]]
+order = 30
+name = "Drop spam"
+conditions = [{ on = "header", header = "X-Spam-Flag", keywords = ["YES"] }]
+actions = [{ do = "delete" }]
+
+[[rule]]
+order = 40
+name = "Encrypt card numbers"
+direction = "outbound"
+senders = ["*@corp.example"]
+conditions = [{ on = "body", builtin = ["card_number"] }]
+actions = [{ do = "add_header", name = "X-Postern-Rule", value = "cards" }, { do = "encrypt" }]
+
+[[rule]]
+order = 1000
+name = "Deliver the rest"
+actions = [{ do = "pass" }]
+"#;
+
+#[test]
+fn policy_rules_decide_in_the_mail_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (external, out) = testkit::smtp_recorder_thread();
+    let (handoff, handed) = testkit::smtp_recorder_thread();
+    let gw = Gateway::start(dir.path(), external);
+
+    // A bad policy is refused with the rule and the field named, and nothing changes.
+    let bad = dir.path().join("bad.toml");
+    fs::write(
+        &bad,
+        POLICY
+            .replace("HANDOFF_PORT", &handoff.to_string())
+            .replace("builtin = [\"card_number\"]", "builtin = [\"passport\"]"),
+    )
+    .unwrap();
+    let refused = bin()
+        .args(["policy", "import", s(&bad), "--config", s(&gw.config)])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = text(&refused);
+    assert!(
+        why.contains("rule 40 \"Encrypt card numbers\"")
+            && why.contains("conditions[0].builtin[0]"),
+        "{why}"
+    );
+    assert!(text(&gw.cli(&["policy", "list"])).contains("built-in default policy"));
+
+    // The real policy, imported while the gateway runs: it applies to the next message.
+    let file = dir.path().join("policy.toml");
+    fs::write(&file, POLICY.replace("HANDOFF_PORT", &handoff.to_string())).unwrap();
+    let imported = text(&gw.cli(&["policy", "import", s(&file), "--author", "ann"]));
+    assert!(imported.contains("made quarantine area HR"), "{imported}");
+    let listed = text(&gw.cli(&["policy", "list"]));
+    assert!(
+        listed.contains("imported by ann") && listed.contains("Encrypt card numbers"),
+        "{listed}"
+    );
+
+    // A card number from corp.example leaves encrypted; the number does not cross.
+    let card = message("Order", "Please charge 4111 1111 1111 1111 today.", "");
+    gw.send("alice@corp.example", &["bob@partner.example"], &card);
+    let m = next(&out, "the card-number message");
+    let data = String::from_utf8_lossy(&m.data).to_string();
+    assert!(data.contains("X-PP-ENCRYPTED: TRUE"), "{data}");
+    assert!(!data.contains("4111"), "the card number crossed in clear");
+    // A number failing Luhn is not a card: the rest are delivered as they are.
+    let plain = message("Order two", "Reference 4111 1111 1111 1112.", "");
+    gw.send("alice@corp.example", &["bob@partner.example"], &plain);
+    let m = next(&out, "the plain message");
+    let data = String::from_utf8_lossy(&m.data).to_string();
+    assert!(
+        data.contains("4111 1111 1111 1112") && !data.contains("X-PP-ENCRYPTED"),
+        "{data}"
+    );
+
+    // `policy test` shows the rules looked at and the result, for the same message.
+    let eml = dir.path().join("card.eml");
+    fs::write(&eml, &card).unwrap();
+    let tested = text(&gw.cli(&[
+        "policy",
+        "test",
+        s(&eml),
+        "--from",
+        "alice@corp.example",
+        "--to",
+        "bob@partner.example",
+    ]));
+    assert!(
+        tested.contains("Hold payroll") && tested.contains("MATCH"),
+        "{tested}"
+    );
+    assert!(tested.contains("card_number"), "{tested}");
+    assert!(
+        tested.contains("bob@partner.example → add header X-Postern-Rule: cards, encrypt"),
+        "{tested}"
+    );
+
+    // Quarantine: held, found by a query, the administrator told; released and delivered.
+    gw.send(
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &message("March payroll", "Salaries attached.", ""),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the payroll message is held",
+        || text(&gw.cli(&["quarantine", "query", "--area", "HR"])).contains("March payroll"),
+    );
+    nothing(
+        &out,
+        Duration::from_secs(2),
+        "a held message must not leave",
+    );
+    let query = text(&gw.cli(&[
+        "quarantine",
+        "query",
+        "--sender",
+        "alice",
+        "--subject",
+        "march",
+    ]));
+    assert!(
+        query.contains("Hold payroll") && query.contains("bob@partner.example"),
+        "{query}"
+    );
+    let id = query.split_whitespace().next().unwrap().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the administrator is notified",
+        || {
+            gw.delivered()
+                .iter()
+                .any(|n| n.contains("To: postmaster@corp.example") && n.contains("Area:       HR"))
+        },
+    );
+    // The REST API sees the same, and refuses a request without the token.
+    let (code, _) = gw.api("GET", "/api/v1/quarantine?area=HR", None, false);
+    assert_eq!(code, 401);
+    let (code, body) = gw.api(
+        "GET",
+        "/api/v1/quarantine?area=HR&subject=payroll",
+        None,
+        true,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("March payroll"), "{body}");
+    let (code, body) = gw.api(
+        "POST",
+        "/api/v1/quarantine/release",
+        Some("{\"ids\": \"x\"}"),
+        true,
+    );
+    assert_eq!(code, 400, "{body}");
+
+    gw.cli(&["quarantine", "release", "--id", &id]);
+    let m = next(&out, "the released message");
+    assert!(String::from_utf8_lossy(&m.data).contains("March payroll"));
+    assert!(text(&gw.cli(&["quarantine", "query", "--area", "HR"])).contains("0 held"));
+
+    // Reprocess after the rule changed: held under the old rule, delivered under the new one.
+    gw.send(
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &message("April payroll", "Salaries attached.", ""),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the second payroll message is held",
+        || text(&gw.cli(&["quarantine", "query", "--area", "HR"])).contains("April payroll"),
+    );
+    let changed = POLICY
+        .replace("HANDOFF_PORT", &handoff.to_string())
+        .replace("keywords = [\"payroll\"]", "keywords = [\"bonus\"]");
+    fs::write(&file, changed).unwrap();
+    gw.cli(&["policy", "import", s(&file)]);
+    // Through the REST API this time, on all results of a query at once.
+    let (code, body) = gw.api(
+        "POST",
+        "/api/v1/quarantine/reprocess",
+        Some("{\"filter\": {\"area\": \"HR\"}}"),
+        true,
+    );
+    assert_eq!((code, body.as_str()), (200, "{\"count\":1}"));
+    let m = next(&out, "the reprocessed message");
+    assert!(String::from_utf8_lossy(&m.data).contains("April payroll"));
+
+    // Hand-off: delivered to the host:port the rule names, not the external next hop.
+    gw.send(
+        "alice@corp.example",
+        &["carol@handoff.example"],
+        &message("Hand me off", "Hello.", ""),
+    );
+    let m = next(&handed, "the handed-off message");
+    assert_eq!(m.to, vec!["carol@handoff.example".to_string()]);
+    nothing(
+        &out,
+        Duration::from_secs(1),
+        "a handed-off message goes only to the hand-off host",
+    );
+
+    // Delete: dropped, logged, recorded.
+    gw.send(
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &message("Cheap pills", "Buy now.", "X-Spam-Flag: YES\n"),
+    );
+    wait_until(Duration::from_secs(30), "the deletion is logged", || {
+        gw.log().contains("deleted by policy")
+    });
+    nothing(
+        &out,
+        Duration::from_secs(2),
+        "a deleted message must not leave",
+    );
+    let listed = text(&gw.cli(&["queue", "list", "--state", "deleted"]));
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("alice@corp.example"))
+            .count(),
+        1,
+        "{listed}"
+    );
+}
