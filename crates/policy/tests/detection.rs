@@ -77,6 +77,19 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--=b--\r\n",
     .into_bytes()
 }
 
+/// The number in each place a user puts one.
+fn carriers(number: &str) -> [(&'static str, Vec<u8>); 4] {
+    [
+        ("plain", plain(&format!("Please use {number} today."))),
+        ("html", html(&format!("<b>{number}</b>"))),
+        ("quoted-printable", quoted_printable(number)),
+        (
+            "base64 attachment",
+            base64_attachment(&format!("name,number\nalice,{number}\n")),
+        ),
+    ]
+}
+
 #[test]
 fn valid_numbers_are_found_in_every_encoding() {
     let valid: &[(&str, &str)] = &[
@@ -88,16 +101,7 @@ fn valid_numbers_are_found_in_every_encoding() {
         ("iban", "GB82WEST12345698765432"),
     ];
     for (kind, number) in valid {
-        let carriers: [(&str, Vec<u8>); 4] = [
-            ("plain", plain(&format!("Please use {number} today."))),
-            ("html", html(&format!("<b>{number}</b>"))),
-            ("quoted-printable", quoted_printable(number)),
-            (
-                "base64 attachment",
-                base64_attachment(&format!("name,number\nalice,{number}\n")),
-            ),
-        ];
-        for (carrier, raw) in carriers {
+        for (carrier, raw) in carriers(number) {
             assert_eq!(found(&raw), vec![*kind], "{number} in {carrier}");
         }
     }
@@ -118,16 +122,7 @@ fn numbers_failing_their_check_are_not_found() {
         "Order 2024-11-24, call 555-123-4567, invoice 12345678901234567890",
     ];
     for number in invalid {
-        let carriers: [(&str, Vec<u8>); 4] = [
-            ("plain", plain(&format!("Please use {number} today."))),
-            ("html", html(&format!("<b>{number}</b>"))),
-            ("quoted-printable", quoted_printable(number)),
-            (
-                "base64 attachment",
-                base64_attachment(&format!("name,number\nalice,{number}\n")),
-            ),
-        ];
-        for (carrier, raw) in carriers {
+        for (carrier, raw) in carriers(number) {
             assert!(
                 found(&raw).is_empty(),
                 "{number} in {carrier}: {:?}",

@@ -173,6 +173,21 @@ struct QuarantineFilterArgs {
     until: Option<String>,
 }
 
+/// Held messages to act on: entries by id, or all a query finds.
+#[derive(clap::Args, Debug)]
+struct QuarantineSelection {
+    /// Entry ids from `query` (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<i64>,
+    /// Every message the query options find.
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    #[command(flatten)]
+    filter: QuarantineFilterArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
 #[derive(Subcommand, Debug)]
 enum QuarantineCommand {
     /// List the areas with what they hold.
@@ -208,44 +223,11 @@ enum QuarantineCommand {
         config: ConfigArgs,
     },
     /// Deliver held messages, skipping the rule that held them.
-    Release {
-        /// Entry ids from `query` (repeatable).
-        #[arg(long = "id")]
-        ids: Vec<i64>,
-        /// Every message the query options find.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-        #[command(flatten)]
-        filter: QuarantineFilterArgs,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Release(QuarantineSelection),
     /// Run the current policy on held messages again.
-    Reprocess {
-        /// Entry ids from `query` (repeatable).
-        #[arg(long = "id")]
-        ids: Vec<i64>,
-        /// Every message the query options find.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-        #[command(flatten)]
-        filter: QuarantineFilterArgs,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Reprocess(QuarantineSelection),
     /// Delete held messages for good.
-    Delete {
-        /// Entry ids from `query` (repeatable).
-        #[arg(long = "id")]
-        ids: Vec<i64>,
-        /// Every message the query options find.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-        #[command(flatten)]
-        filter: QuarantineFilterArgs,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Delete(QuarantineSelection),
 }
 
 #[derive(Subcommand, Debug)]

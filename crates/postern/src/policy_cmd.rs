@@ -6,7 +6,7 @@ use policy::{Compiled, Facts, MessageView, Policy};
 use store::QuarantineFilter;
 
 use crate::queue_cmd::{open, parse_time};
-use crate::{PolicyCommand, QuarantineCommand, QuarantineFilterArgs};
+use crate::{PolicyCommand, QuarantineCommand, QuarantineFilterArgs, QuarantineSelection};
 
 pub fn policy(cmd: PolicyCommand) -> Result<()> {
     match cmd {
@@ -259,15 +259,13 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                 }
                 eprintln!("{} held message(s) match", list.len());
             }
-            QuarantineCommand::Release { ids, all, filter: f, config } => {
-                act(ids, all, &f, &config, "released (delivered, skipping the rule that held them)", Op::Release).await?;
+            QuarantineCommand::Release(sel) => {
+                act(sel, "released (delivered, skipping the rule that held them)", Op::Release).await?;
             }
-            QuarantineCommand::Reprocess { ids, all, filter: f, config } => {
-                act(ids, all, &f, &config, "sent back through the current policy", Op::Reprocess).await?;
+            QuarantineCommand::Reprocess(sel) => {
+                act(sel, "sent back through the current policy", Op::Reprocess).await?;
             }
-            QuarantineCommand::Delete { ids, all, filter: f, config } => {
-                act(ids, all, &f, &config, "deleted", Op::Delete).await?;
-            }
+            QuarantineCommand::Delete(sel) => act(sel, "deleted", Op::Delete).await?,
         }
         Ok(())
     })
@@ -279,15 +277,15 @@ enum Op {
     Delete,
 }
 
-async fn act(
-    ids: Vec<i64>,
-    all: bool,
-    f: &QuarantineFilterArgs,
-    config: &crate::ConfigArgs,
-    done: &str,
-    op: Op,
-) -> Result<()> {
-    let queue = open(config).await?;
+async fn act(sel: QuarantineSelection, done: &str, op: Op) -> Result<()> {
+    let QuarantineSelection {
+        ids,
+        all,
+        filter: f,
+        config,
+    } = sel;
+    let f = &f;
+    let queue = open(&config).await?;
     let ids = if ids.is_empty() {
         if !all {
             bail!(

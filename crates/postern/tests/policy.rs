@@ -180,6 +180,13 @@ fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 
 const POLICY: &str = r#"
 [[rule]]
+order = 5
+name = "Decrypt incoming"
+direction = "inbound"
+conditions = [{ on = "encrypted" }]
+actions = [{ do = "decrypt" }]
+
+[[rule]]
 order = 10
 name = "Hold payroll"
 conditions = [{ on = "subject", keywords = ["payroll"] }]
@@ -394,6 +401,33 @@ fn policy_rules_decide_in_the_mail_path() {
         &out,
         Duration::from_secs(1),
         "a handed-off message goes only to the hand-off host",
+    );
+
+    // "Unable to decrypt": a damaged sealed message will not open however often it is tried,
+    // so the exception rule's default holds it in Encryption_Quarantine and tells the recipient.
+    let damaged = "From: dave@partner.example\nTo: carol@corp.example\nSubject: Sealed for carol\n\
+X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
+-----BEGIN POSTERN SEALED MESSAGE-----\nUFNUTQBub3QgYSBzZWFsZWQgbWVzc2FnZQ==\n-----END POSTERN SEALED MESSAGE-----\n";
+    gw.send("dave@partner.example", &["carol@corp.example"], damaged);
+    wait_until(
+        Duration::from_secs(30),
+        "the damaged message is held",
+        || {
+            let q = text(&gw.cli(&["quarantine", "query", "--area", "Encryption_Quarantine"]));
+            q.contains("Sealed for carol") && q.contains("Unable to decrypt")
+        },
+    );
+    wait_until(Duration::from_secs(30), "the recipient is told", || {
+        gw.delivered().iter().any(|n| {
+            n.contains("To: carol@corp.example")
+                && n.contains("Encrypted message held: Sealed for carol")
+        })
+    });
+    assert!(
+        !gw.delivered()
+            .iter()
+            .any(|n| n.contains("BEGIN POSTERN SEALED")),
+        "the damaged message itself was delivered"
     );
 
     // Delete: dropped, logged, recorded.
