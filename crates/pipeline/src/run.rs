@@ -489,7 +489,7 @@ impl Pipeline {
             let compiled = compiled.clone();
             tokio::task::spawn_blocking(move || {
                 let view = rewrite::view(&path, limit)?;
-                let eval = compiled.evaluate(
+                let eval = compiled.decide(
                     &view,
                     &policy::Facts {
                         sender: &sender,

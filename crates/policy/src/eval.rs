@@ -2,7 +2,7 @@
 //! the non-terminal actions of earlier matching rules accumulating. Recipients decided alike
 //! share one group; each group becomes one copy of the message.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ pub fn build_regex(text: &str) -> Result<Regex, String> {
 /// An expression list ready to count matches.
 #[derive(Debug)]
 pub struct Matcher {
-    keywords: Vec<String>,
+    keywords: Vec<(String, memchr::memmem::Finder<'static>)>,
     case_sensitive: bool,
     regexes: Vec<Regex>,
     builtins: Vec<Builtin>,
@@ -43,11 +43,13 @@ impl Matcher {
                 .keywords
                 .iter()
                 .map(|k| {
-                    if e.case_sensitive {
+                    let k = if e.case_sensitive {
                         k.clone()
                     } else {
                         k.to_lowercase()
-                    }
+                    };
+                    let finder = memchr::memmem::Finder::new(k.as_bytes()).into_owned();
+                    (k, finder)
                 })
                 .collect(),
             case_sensitive: e.case_sensitive,
@@ -69,21 +71,23 @@ impl Matcher {
     /// Counts occurrences in `texts`, stopping at the threshold; returns the count and what
     /// was found (names of keywords and detectors, never the matched text: it may be a card
     /// number, and traces end up in logs).
-    fn count<'t>(&self, texts: &[Text<'t>]) -> (usize, Vec<String>) {
+    fn count<'t>(&self, texts: &[Text<'t>], explain: bool) -> (usize, Vec<String>) {
         let mut total = 0;
         let mut found: Vec<String> = Vec::new();
-        let mut note = |what: String, n: usize, total: &mut usize| {
+        let mut note = |what: &dyn Fn() -> String, n: usize, total: &mut usize| {
             if n > 0 {
                 *total += n;
-                found.push(if n == 1 {
-                    what
-                } else {
-                    format!("{what} ×{n}")
-                });
+                if explain {
+                    found.push(if n == 1 {
+                        what()
+                    } else {
+                        format!("{} ×{n}", what())
+                    });
+                }
             }
         };
         for t in texts {
-            for k in &self.keywords {
+            for (k, finder) in &self.keywords {
                 if total >= self.threshold {
                     break;
                 }
@@ -92,37 +96,56 @@ impl Matcher {
                 } else {
                     t.lower()
                 };
-                let n = hay.matches(k.as_str()).take(self.threshold - total).count();
-                note(format!("keyword {k:?}"), n, &mut total);
+                let n = finder
+                    .find_iter(hay.as_bytes())
+                    .take(self.threshold - total)
+                    .count();
+                note(&|| format!("keyword {k:?}"), n, &mut total);
             }
             for r in &self.regexes {
                 if total >= self.threshold {
                     break;
                 }
                 let n = r.find_iter(t.raw).take(self.threshold - total).count();
-                note(format!("regex {:?}", r.as_str()), n, &mut total);
+                note(&|| format!("regex {:?}", r.as_str()), n, &mut total);
             }
             for b in &self.builtins {
                 if total >= self.threshold {
                     break;
                 }
-                let n = b.count(t.raw, self.threshold - total);
-                note(b.name().to_string(), n, &mut total);
+                let n = t.builtin(*b).min(self.threshold - total);
+                note(&|| b.name().to_string(), n, &mut total);
             }
         }
         (total, found)
     }
 }
 
+/// Built-in counts already made, by (text, detector): many rules scan the same body for the
+/// same numbers, and a detector reads every byte.
+type Counted = RefCell<HashMap<(usize, usize, Builtin), usize>>;
+
 /// A text and, made when first needed, its lower-case form.
 struct Text<'t> {
     raw: &'t str,
     lower: &'t OnceCell<String>,
+    counted: &'t Counted,
 }
 
 impl<'t> Text<'t> {
     fn lower(&self) -> &'t str {
         self.lower.get_or_init(|| self.raw.to_lowercase())
+    }
+
+    /// How many numbers `b` finds in the whole text (counted once per evaluation).
+    fn builtin(&self, b: Builtin) -> usize {
+        let key = (self.raw.as_ptr() as usize, self.raw.len(), b);
+        if let Some(n) = self.counted.borrow().get(&key) {
+            return *n;
+        }
+        let n = b.count(self.raw, usize::MAX);
+        self.counted.borrow_mut().insert(key, n);
+        n
     }
 }
 
@@ -266,8 +289,19 @@ impl Compiled {
         &self.policy
     }
 
-    /// Decides for each of `facts.recipients`.
+    /// Decides for each of `facts.recipients`, with a trace of every rule looked at (for
+    /// `postern policy test`).
     pub fn evaluate(&self, message: &MessageView, facts: &Facts<'_>) -> Evaluation {
+        self.run(message, facts, true)
+    }
+
+    /// Decides as [`Compiled::evaluate`] does, tracing only the rules that matched: what the
+    /// gateway needs, without describing every rule that did not.
+    pub fn decide(&self, message: &MessageView, facts: &Facts<'_>) -> Evaluation {
+        self.run(message, facts, false)
+    }
+
+    fn run(&self, message: &MessageView, facts: &Facts<'_>, full: bool) -> Evaluation {
         let scan = Scan::new(message);
         let mut verdicts: Vec<Option<(bool, String)>> = vec![None; self.rules.len()];
         let mut groups: Vec<Decided> = Vec::new();
@@ -282,54 +316,63 @@ impl Compiled {
             let mut decided: Option<(String, Action)> = None;
             for (i, r) in self.rules.iter().enumerate() {
                 let rule = &r.rule;
-                let mut step = |matched: bool, why: String| {
-                    trace.push(Step {
-                        recipient: recipient.clone(),
-                        order: rule.order,
-                        rule: rule.name.clone(),
-                        matched,
-                        why,
-                    })
+                let mut step = |matched: bool, why: &dyn Fn() -> String| {
+                    if full || matched {
+                        trace.push(Step {
+                            recipient: recipient.clone(),
+                            order: rule.order,
+                            rule: rule.name.clone(),
+                            matched,
+                            why: why(),
+                        })
+                    }
                 };
                 if !rule.enabled {
-                    step(false, "disabled".into());
+                    step(false, &|| "disabled".into());
                     continue;
                 }
                 if facts.skip_rule == Some(rule.name.as_str()) {
-                    step(
-                        false,
-                        "skipped: the message was released from this rule".into(),
-                    );
+                    step(false, &|| {
+                        "skipped: the message was released from this rule".into()
+                    });
                     continue;
                 }
                 if rule.direction != Direction::Any && rule.direction != direction {
-                    step(
-                        false,
-                        format!("direction: the recipient's copy is {direction:?}").to_lowercase(),
-                    );
+                    step(false, &|| {
+                        format!("direction: the recipient's copy is {direction:?}").to_lowercase()
+                    });
                     continue;
                 }
                 if !r.senders.is_empty() && !r.senders.iter().any(|p| p.matches(facts.sender)) {
-                    step(
-                        false,
-                        format!("sender {:?} matches no sender pattern", facts.sender),
-                    );
+                    step(false, &|| {
+                        format!("sender {:?} matches no sender pattern", facts.sender)
+                    });
                     continue;
                 }
                 if !r.recipients.is_empty() && !r.recipients.iter().any(|p| p.matches(recipient)) {
-                    step(false, "the recipient matches no recipient pattern".into());
+                    step(false, &|| {
+                        "the recipient matches no recipient pattern".into()
+                    });
                     continue;
                 }
                 let (holds, why) = verdicts[i]
-                    .get_or_insert_with(|| conditions_hold(r, &scan, facts))
+                    .get_or_insert_with(|| {
+                        // Without a full trace, only a matching rule's reason is worded.
+                        let quick = conditions_hold(r, &scan, facts, full);
+                        if quick.0 && !full {
+                            conditions_hold(r, &scan, facts, true)
+                        } else {
+                            quick
+                        }
+                    })
                     .clone();
                 if !holds {
-                    step(false, why);
+                    step(false, &|| why.clone());
                     continue;
                 }
                 let terminal = rule.terminal().cloned();
                 let done: Vec<String> = rule.actions.iter().map(Action::describe).collect();
-                step(true, format!("{why} → {}", done.join(", ")));
+                step(true, &|| format!("{why} → {}", done.join(", ")));
                 for a in &rule.actions {
                     if !a.is_terminal() {
                         actions.push((rule.name.clone(), a.clone()));
@@ -376,6 +419,7 @@ struct Scan<'m> {
     names: Vec<OnceCell<String>>,
     types: Vec<OnceCell<String>>,
     contents: Vec<OnceCell<String>>,
+    counted: Counted,
 }
 
 impl<'m> Scan<'m> {
@@ -391,19 +435,23 @@ impl<'m> Scan<'m> {
             names: (0..n).map(|_| OnceCell::new()).collect(),
             types: (0..n).map(|_| OnceCell::new()).collect(),
             contents: (0..n).map(|_| OnceCell::new()).collect(),
+            counted: RefCell::new(HashMap::new()),
         }
     }
 
     fn texts(&self, c: &Condition) -> Vec<Text<'_>> {
         let m = self.message;
+        let counted = &self.counted;
         match c.on {
             Target::Subject => vec![Text {
                 raw: &m.subject,
                 lower: &self.subject,
+                counted,
             }],
             Target::Body => vec![Text {
                 raw: &m.body,
                 lower: &self.body,
+                counted,
             }],
             Target::Header => {
                 let name = c.header.as_deref().unwrap_or_default();
@@ -411,7 +459,11 @@ impl<'m> Scan<'m> {
                     .iter()
                     .zip(&self.headers)
                     .filter(|((n, _), _)| n.eq_ignore_ascii_case(name))
-                    .map(|((_, v), lower)| Text { raw: v, lower })
+                    .map(|((_, v), lower)| Text {
+                        raw: v,
+                        lower,
+                        counted,
+                    })
                     .collect()
             }
             Target::AttachmentName => m
@@ -421,6 +473,7 @@ impl<'m> Scan<'m> {
                 .map(|(a, lower)| Text {
                     raw: &a.name,
                     lower,
+                    counted,
                 })
                 .collect(),
             Target::AttachmentType => m
@@ -430,13 +483,20 @@ impl<'m> Scan<'m> {
                 .map(|(a, lower)| Text {
                     raw: &a.content_type,
                     lower,
+                    counted,
                 })
                 .collect(),
             Target::AttachmentContent => m
                 .attachments
                 .iter()
                 .zip(&self.contents)
-                .filter_map(|(a, lower)| a.text.as_deref().map(|raw| Text { raw, lower }))
+                .filter_map(|(a, lower)| {
+                    a.text.as_deref().map(|raw| Text {
+                        raw,
+                        lower,
+                        counted,
+                    })
+                })
                 .collect(),
             Target::Size | Target::RecipientCount | Target::Encrypted => Vec::new(),
         }
@@ -462,8 +522,29 @@ fn target_name(c: &Condition) -> String {
 }
 
 /// Whether one condition holds, and why.
-fn condition_holds(c: &CompiledCondition, scan: &Scan<'_>, facts: &Facts<'_>) -> (bool, String) {
+fn condition_holds(
+    c: &CompiledCondition,
+    scan: &Scan<'_>,
+    facts: &Facts<'_>,
+    explain: bool,
+) -> (bool, String) {
     let spec = &c.spec;
+    if !explain {
+        let holds = match spec.on {
+            Target::Size => scan.message.size,
+            Target::RecipientCount => facts.recipient_count as u64,
+            _ => 0,
+        };
+        let in_bounds =
+            spec.min.is_none_or(|lo| holds >= lo) && spec.max.is_none_or(|hi| holds <= hi);
+        let holds = match (spec.on, &c.matcher) {
+            (Target::Size | Target::RecipientCount, _) => in_bounds,
+            (Target::Encrypted, _) => facts.encrypted,
+            (_, Some(m)) => m.count(&scan.texts(spec), false).0 >= m.threshold,
+            (_, None) => false,
+        };
+        return (holds != spec.not, String::new());
+    }
     let what = target_name(spec);
     let in_bounds = |n: u64| spec.min.is_none_or(|lo| n >= lo) && spec.max.is_none_or(|hi| n <= hi);
     let (holds, why) = match spec.on {
@@ -486,7 +567,7 @@ fn condition_holds(c: &CompiledCondition, scan: &Scan<'_>, facts: &Facts<'_>) ->
         ),
         _ => match &c.matcher {
             Some(m) => {
-                let (n, found) = m.count(&scan.texts(spec));
+                let (n, found) = m.count(&scan.texts(spec), true);
                 let source = if spec.list.is_some() {
                     format!(" ({})", m.label)
                 } else {
@@ -514,7 +595,12 @@ fn condition_holds(c: &CompiledCondition, scan: &Scan<'_>, facts: &Facts<'_>) ->
 }
 
 /// Whether a rule's conditions hold (all or any), and why.
-fn conditions_hold(r: &CompiledRule, scan: &Scan<'_>, facts: &Facts<'_>) -> (bool, String) {
+fn conditions_hold(
+    r: &CompiledRule,
+    scan: &Scan<'_>,
+    facts: &Facts<'_>,
+    explain: bool,
+) -> (bool, String) {
     if r.conditions.is_empty() {
         return (true, "no conditions".into());
     }
@@ -522,7 +608,7 @@ fn conditions_hold(r: &CompiledRule, scan: &Scan<'_>, facts: &Facts<'_>) -> (boo
     match r.rule.match_ {
         Match::All => {
             for c in &r.conditions {
-                let (holds, why) = condition_holds(c, scan, facts);
+                let (holds, why) = condition_holds(c, scan, facts, explain);
                 if !holds {
                     return (false, why);
                 }
@@ -532,7 +618,7 @@ fn conditions_hold(r: &CompiledRule, scan: &Scan<'_>, facts: &Facts<'_>) -> (boo
         }
         Match::Any => {
             for c in &r.conditions {
-                let (holds, why) = condition_holds(c, scan, facts);
+                let (holds, why) = condition_holds(c, scan, facts, explain);
                 if holds {
                     return (true, why);
                 }

@@ -52,6 +52,13 @@ fn run(case: &Case) {
         skip_rule: None,
     };
     let eval = compiled.evaluate(&view, &facts);
+    // The gateway's path (matched steps only) decides the same.
+    assert_eq!(
+        compiled.decide(&view, &facts).groups,
+        eval.groups,
+        "{}",
+        case.what
+    );
     let got: Vec<(String, String, String, String)> = eval
         .groups
         .iter()
@@ -449,6 +456,18 @@ fn every_condition_kind() {
                 skip_rule: None,
             },
         );
+        let quick = compiled.decide(
+            &view,
+            &Facts {
+                sender: "alice@corp.example",
+                recipients: &recipients,
+                recipient_count: recipients.len(),
+                internal_domains: &d,
+                encrypted: *encrypted,
+                skip_rule: None,
+            },
+        );
+        assert_eq!(quick.groups, eval.groups, "{what}");
         let deleted = eval.groups[0].terminal == Action::Delete;
         assert_eq!(deleted, *matches, "{what}: {:#?}", eval.trace);
     }
