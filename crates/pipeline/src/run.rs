@@ -49,6 +49,8 @@ struct Work {
     exceptions: Vec<(Failure, Vec<String>, String)>,
     /// Notifications to send once the decision is recorded.
     notices: Vec<Notice>,
+    /// Archive addresses already given a copy.
+    archived: Vec<String>,
 }
 
 impl Work {
@@ -433,6 +435,7 @@ impl Pipeline {
             },
             exceptions: Vec::new(),
             notices: Vec::new(),
+            archived: Vec::new(),
         };
         if envelope.source != Source::Policy {
             work.decision
@@ -649,11 +652,18 @@ impl Pipeline {
                             reason: why.to_string(),
                             queue_id: m.id.to_string(),
                             hostname: self.settings.hostname.clone(),
-                            date: String::new(),
+                            date: time::OffsetDateTime::now_utc()
+                                .format(&time::format_description::well_known::Rfc2822)
+                                .unwrap_or_default(),
                         },
                     });
                 }
                 policy::Action::Archive { to } => {
+                    // One archive copy per message, however many groups name the address.
+                    if work.archived.contains(to) {
+                        continue;
+                    }
+                    work.archived.push(to.clone());
                     self.new_recipients(
                         m,
                         std::slice::from_ref(to),

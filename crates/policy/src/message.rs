@@ -55,8 +55,10 @@ impl MessageView {
             .collect();
         let subject = m.subject().unwrap_or_default().to_string();
         let mut body = String::new();
-        let mut ids: Vec<u32> = m.text_body.iter().chain(&m.html_body).copied().collect();
-        ids.sort_unstable();
+        // One rendering of each body: the plain alternative, or the HTML one as text where
+        // there is no plain one (the parser lists it among the text bodies then). Reading
+        // both alternatives would count every number twice against a threshold.
+        let mut ids: Vec<u32> = m.text_body.clone();
         ids.dedup();
         for id in ids {
             let Some(part) = m.parts.get(id as usize) else {

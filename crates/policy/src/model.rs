@@ -273,7 +273,9 @@ pub enum Action {
     Encrypt,
     /// Decrypt for recipients it is sealed to.
     Decrypt,
-    /// Decrypt, run the policy on the plain message, and encrypt again for delivery.
+    /// Decrypt and encrypt again for delivery (signed by the default sender), so that the
+    /// plain message exists only inside the gateway. (The plain message is not yet run through
+    /// the rules a second time.)
     DecryptScanReencrypt,
     /// Hold in a quarantine area.
     Quarantine {
@@ -722,6 +724,21 @@ impl Policy {
                 place,
                 field,
                 "has more than one terminal action (pass, encrypt, decrypt, decrypt_scan_reencrypt, quarantine, delete, handoff, change_recipient)",
+            ));
+        }
+        if place == "exceptions"
+            && actions.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Encrypt | Action::Decrypt | Action::DecryptScanReencrypt
+                )
+            })
+        {
+            // What failed was exactly that; trying it again here could only fail again.
+            return Err(PolicyError::new(
+                place,
+                field,
+                "an exception rule cannot encrypt or decrypt (use quarantine, delete, pass, handoff or change_recipient)",
             ));
         }
         if place == "exceptions" && terminal == 0 {

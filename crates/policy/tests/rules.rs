@@ -614,6 +614,11 @@ fn errors_name_the_rule_and_the_field() {
             "encryption",
         ),
         (
+            "[exceptions]\ndecryption = [{ do = \"decrypt\" }]\n",
+            "exceptions",
+            "decryption",
+        ),
+        (
             "[[rule]]\norder = 2\nname = \"pat\"\nsenders = [\"corp.example\"]\nactions = [{ do = \"pass\" }]\n",
             "rule 2 \"pat\"",
             "senders[0]",
