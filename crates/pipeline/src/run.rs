@@ -72,6 +72,8 @@ struct Message<'a> {
     subject: &'a str,
     from: Option<&'a Address>,
     visible: &'a HashSet<Address>,
+    /// The rule a released message skips (in the scan after a decryption too).
+    skip_rule: Option<&'a str>,
     /// The sealed message found (taken by the first decryption; found again for another).
     located: std::sync::Mutex<Option<transform::Located>>,
 }
@@ -490,6 +492,7 @@ impl Pipeline {
             let internal = self.internal.clone();
             let encrypted = sealed.is_some();
             let compiled = compiled.clone();
+            let skip_rule = skip_rule.clone();
             tokio::task::spawn_blocking(move || {
                 let view = rewrite::view(&path, limit)?;
                 let eval = compiled.decide(
@@ -549,6 +552,7 @@ impl Pipeline {
             from: from.as_ref(),
             visible: &visible,
             located: std::sync::Mutex::new(located),
+            skip_rule: skip_rule.as_deref(),
         };
         for group in &eval.groups {
             let why = group
@@ -631,32 +635,7 @@ impl Pipeline {
                 }
                 policy::Action::TagSubject { tag } => changes.tags.push(tag.clone()),
                 policy::Action::Notify { to, template } => {
-                    let area = match &group.terminal {
-                        policy::Action::Quarantine { area } => area.clone(),
-                        _ => String::new(),
-                    };
-                    work.notices.push(Notice {
-                        to: notify::addresses(
-                            to,
-                            &m.envelope.sender,
-                            &group.recipients,
-                            &self.admin,
-                        ),
-                        template: template.clone(),
-                        context: policy::templates::Context {
-                            sender: m.envelope.sender.clone(),
-                            recipients: group.recipients.clone(),
-                            subject: m.subject.to_string(),
-                            rule: from_rule.clone(),
-                            area,
-                            reason: why.to_string(),
-                            queue_id: m.id.to_string(),
-                            hostname: self.settings.hostname.clone(),
-                            date: time::OffsetDateTime::now_utc()
-                                .format(&time::format_description::well_known::Rfc2822)
-                                .unwrap_or_default(),
-                        },
-                    });
+                    self.notice(m, group, from_rule, to, template, why, work);
                 }
                 policy::Action::Archive { to } => {
                     // One archive copy per message, however many groups name the address.
@@ -687,24 +666,8 @@ impl Pipeline {
                 tracing::info!(queue_id = %m.id, rule = %rule, "recipients changed to {}", to.join(", "));
                 self.new_recipients(m, to, recipients, &changes, work).await;
             }
-            policy::Action::Delete => {
-                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, "deleted by policy: {why}");
-                for r in recipients {
-                    work.decision.deleted.push(Errored {
-                        address: r.clone(),
-                        reason: format!("deleted by rule {rule:?}: {why}"),
-                    });
-                }
-            }
-            policy::Action::Quarantine { area } => {
-                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, area = %area, "quarantined: {why}");
-                work.decision.held.push(store::Hold {
-                    recipients: recipients.clone(),
-                    area: area.clone(),
-                    rule: rule.clone(),
-                    reason: why.to_string(),
-                    subject: m.subject.to_string(),
-                });
+            policy::Action::Delete | policy::Action::Quarantine { .. } => {
+                self.stop(m, group, why, work);
             }
             policy::Action::Encrypt => {
                 if matches!(sealed, Some(Ok(_))) {
@@ -723,7 +686,9 @@ impl Pipeline {
                         Ok(()) => m.take_located().await,
                         Err(e) => Err(e.clone()),
                     };
-                    self.decrypt(m, located, recipients, again, work).await;
+                    let scan = group.terminal == policy::Action::DecryptScanReencrypt;
+                    self.decrypt(m, located, recipients, (again, scan), work)
+                        .await;
                     if !changes.is_empty() {
                         self.change_copies(first, &changes, work).await;
                     }
@@ -732,6 +697,69 @@ impl Pipeline {
             },
             // Non-terminal actions never decide (the policy crate guarantees it).
             _ => self.deliver(m, recipients, &changes, None, work).await,
+        }
+    }
+
+    /// A notification for `group`, sent once the decision is recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn notice(
+        &self,
+        m: &Message<'_>,
+        group: &policy::Decided,
+        from_rule: &str,
+        to: &policy::Recipient,
+        template: &str,
+        why: &str,
+        work: &mut Work,
+    ) {
+        let area = match &group.terminal {
+            policy::Action::Quarantine { area } => area.clone(),
+            _ => String::new(),
+        };
+        work.notices.push(Notice {
+            to: notify::addresses(to, &m.envelope.sender, &group.recipients, &self.admin),
+            template: template.to_string(),
+            context: policy::templates::Context {
+                sender: m.envelope.sender.clone(),
+                recipients: group.recipients.clone(),
+                subject: m.subject.to_string(),
+                rule: from_rule.to_string(),
+                area,
+                reason: why.to_string(),
+                queue_id: m.id.to_string(),
+                hostname: self.settings.hostname.clone(),
+                date: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc2822)
+                    .unwrap_or_default(),
+            },
+        });
+    }
+
+    /// Holds (quarantine) or drops (delete) `group`'s recipients, as its terminal action says.
+    fn stop(&self, m: &Message<'_>, group: &policy::Decided, why: &str, work: &mut Work) {
+        let rule = group.rule.clone().unwrap_or_default();
+        let recipients = &group.recipients;
+        match &group.terminal {
+            policy::Action::Delete => {
+                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, "deleted by policy: {why}");
+                for r in recipients {
+                    work.decision.deleted.push(Errored {
+                        address: r.clone(),
+                        reason: format!("deleted by rule {rule:?}: {why}"),
+                    });
+                }
+            }
+            policy::Action::Quarantine { area } => {
+                tracing::warn!(queue_id = %m.id, recipients = recipients.len(), rule = %rule, area = %area, "quarantined: {why}");
+                work.decision.held.push(store::Hold {
+                    recipients: recipients.clone(),
+                    area: area.clone(),
+                    rule,
+                    reason: why.to_string(),
+                    subject: m.subject.to_string(),
+                });
+            }
+            _ => {}
         }
     }
 
@@ -1064,7 +1092,7 @@ impl Pipeline {
         m: &Message<'_>,
         sealed: Result<transform::Located, String>,
         recipients: &[String],
-        reencrypt: bool,
+        (reencrypt, scan): (bool, bool),
         work: &mut Work,
     ) {
         let id = m.id;
@@ -1164,6 +1192,18 @@ impl Pipeline {
             .users
             .extend(addressed.iter().map(|(_, a)| a.to_string()));
         let mut note = format!("decrypted; signature {verdict}");
+        let (addressed, names) = if scan {
+            let kept = self.scan_plain(m, file.path(), &addressed, work).await;
+            if kept.is_empty() {
+                file.discard();
+                return;
+            }
+            let names: Vec<String> = kept.iter().map(|(r, _)| r.clone()).collect();
+            note.push_str("; scanned");
+            (kept, names)
+        } else {
+            (addressed, names)
+        };
         let file = if reencrypt {
             match self.reencrypt(file, &addressed).await {
                 Ok(f) => {
@@ -1181,6 +1221,91 @@ impl Pipeline {
             note: Some(note),
             replaces: None,
         });
+    }
+
+    /// The scan of `decrypt_scan_reencrypt`: the policy runs again on the plain message (as
+    /// not encrypted). Recipients it quarantines or deletes are held or dropped (the message
+    /// as received is what a quarantine keeps, so nothing plain is stored); the others are
+    /// returned, to be encrypted again. Other decisions of the second pass change nothing.
+    async fn scan_plain(
+        &self,
+        m: &Message<'_>,
+        plain: &std::path::Path,
+        addressed: &[(String, Address)],
+        work: &mut Work,
+    ) -> Vec<(String, Address)> {
+        let compiled = self.policy();
+        let path = plain.to_path_buf();
+        let limit = self.settings.gateway.scan_limit_bytes;
+        let sender = m.envelope.sender.clone();
+        let names: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
+        let internal = self.internal.clone();
+        let skip_rule = m.skip_rule.map(str::to_string);
+        let decided = tokio::task::spawn_blocking(move || {
+            let view = rewrite::view(&path, limit)?;
+            Ok::<_, std::io::Error>(compiled.decide(
+                &view,
+                &policy::Facts {
+                    sender: &sender,
+                    recipients: &names,
+                    recipient_count: names.len(),
+                    internal_domains: &internal,
+                    encrypted: false,
+                    skip_rule: skip_rule.as_deref(),
+                },
+            ))
+        })
+        .await;
+        let eval = match decided {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                let list: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
+                work.fail(
+                    m.id,
+                    &list,
+                    reason("cannot scan the decrypted message", &e),
+                    Failure::Retry,
+                );
+                return Vec::new();
+            }
+            Err(e) => {
+                let list: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
+                work.fail(
+                    m.id,
+                    &list,
+                    reason("cannot scan the decrypted message", &e),
+                    Failure::Retry,
+                );
+                return Vec::new();
+            }
+        };
+        let mut stopped: Vec<String> = Vec::new();
+        for g in &eval.groups {
+            if !matches!(
+                g.terminal,
+                policy::Action::Quarantine { .. } | policy::Action::Delete
+            ) {
+                continue;
+            }
+            let why = eval
+                .trace
+                .iter()
+                .find(|s| s.matched && Some(&s.rule) == g.rule.as_ref())
+                .map(|s| format!("in the decrypted message: {}", s.why))
+                .unwrap_or_default();
+            for (from_rule, action) in &g.actions {
+                if let policy::Action::Notify { to, template } = action {
+                    self.notice(m, g, from_rule, to, template, &why, work);
+                }
+            }
+            self.stop(m, g, &why, work);
+            stopped.extend(g.recipients.iter().cloned());
+        }
+        addressed
+            .iter()
+            .filter(|(r, _)| !stopped.contains(r))
+            .cloned()
+            .collect()
     }
 
     async fn first_key(

@@ -5,30 +5,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use policy::{Compiled, Facts, MessageView, Policy};
 
 /// 50 rules: 48 that scan and do not match (so every one is evaluated), one that matches on
-/// the built-ins and encrypts, one catch-all.
-fn fifty_rules() -> String {
-    let mut p = String::from(
-        "[[list]]\nname = \"sensitive\"\nbuiltin = [\"card_number\", \"us_ssn\", \"iban\"]\nthreshold = 1\n\n",
-    );
-    let kinds = [
-        r#"{ on = "body", keywords = ["projectcode-N", "internal only N"] }"#,
-        r#"{ on = "subject", regex = ['(?i)\bticket-N\b'] }"#,
-        r#"{ on = "header", header = "X-Class-N", keywords = ["secret"] }"#,
-        r#"{ on = "attachment_name", regex = ['(?i)\.exeN$'] }"#,
-        r#"{ on = "attachment_content", keywords = ["payrollN"] }"#,
-        r#"{ on = "body", regex = ['\bACCT-N-\d{6}\b'] }"#,
-    ];
-    for i in 0..48 {
-        let c = kinds[i % kinds.len()].replace('N', &i.to_string());
-        p.push_str(&format!(
-            "[[rule]]\norder = {}\nname = \"rule {i}\"\nconditions = [{c}, {{ on = \"body\", builtin = [\"card_number\", \"us_ssn\", \"iban\"], threshold = 50 }}]\nmatch = \"any\"\nactions = [{{ do = \"quarantine\", area = \"A{i}\" }}]\n\n",
-            i + 1
-        ));
-    }
-    p.push_str("[[rule]]\norder = 100\nname = \"sensitive\"\ndirection = \"outbound\"\nconditions = [{ on = \"body\", list = \"sensitive\" }]\nactions = [{ do = \"encrypt\" }]\n\n");
-    p.push_str("[[rule]]\norder = 1000\nname = \"rest\"\nactions = [{ do = \"pass\" }]\n");
-    p
-}
+/// the built-ins and encrypts, one catch-all. `scripts/bench-policy.sh` imports the same file
+/// into a running gateway.
+const FIFTY_RULES: &str = include_str!("fifty-rules.toml");
 
 /// A message of about `size` bytes: prose with numbers that fail their checks, and one valid
 /// card number at the very end (so the matching rule scans everything).
@@ -46,7 +25,7 @@ MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = Policy::from_toml(&fifty_rules()).unwrap_or_default();
+    let policy = Policy::from_toml(FIFTY_RULES).unwrap_or_default();
     assert_eq!(policy.rules.len(), 50);
     let compiled = match Compiled::new(policy) {
         Ok(c) => c,

@@ -273,9 +273,8 @@ pub enum Action {
     Encrypt,
     /// Decrypt for recipients it is sealed to.
     Decrypt,
-    /// Decrypt and encrypt again for delivery (signed by the default sender), so that the
-    /// plain message exists only inside the gateway. (The plain message is not yet run through
-    /// the rules a second time.)
+    /// Decrypt, run the policy on the plain message (its quarantine and delete decisions
+    /// apply), and encrypt again for the others, signed by the default sender.
     DecryptScanReencrypt,
     /// Hold in a quarantine area.
     Quarantine {

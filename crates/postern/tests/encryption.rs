@@ -900,3 +900,98 @@ fn decrypted_mail_can_be_encrypted_again_for_internal_delivery() {
         "{shown}"
     );
 }
+
+#[test]
+fn decrypt_scan_reencrypt_holds_what_the_plain_text_trips_and_seals_the_rest_again() {
+    let Pair {
+        dir,
+        keyserver: _keyserver,
+        ks_port: _,
+        a,
+        b,
+        wire,
+    } = pair("", "", None);
+    // B opens inbound encrypted mail, scans the plain text, and seals it again; a rule on the
+    // plain body (which cannot match the encrypted email itself) holds payroll mail.
+    let policy = dir.path().join("b-policy.toml");
+    fs::write(
+        &policy,
+        "[[rule]]\norder = 1\nname = \"Open, scan, seal\"\ndirection = \"inbound\"\n\
+conditions = [{ on = \"encrypted\" }]\nactions = [{ do = \"decrypt_scan_reencrypt\" }]\n\n\
+[[rule]]\norder = 2\nname = \"Hold payroll\"\nconditions = [{ on = \"body\", keywords = [\"payroll\"] }]\n\
+actions = [{ do = \"quarantine\", area = \"HR\" }]\n\n\
+[[rule]]\norder = 3\nname = \"Rest\"\nactions = [{ do = \"pass\" }]\n",
+    )
+    .unwrap();
+    run(&["policy", "import", s(&policy), "--config", b.config()]);
+    for (subject, body) in [
+        ("numbers", "The payroll for March is attached."),
+        ("lunch", "Lunch at noon?"),
+    ] {
+        let m = crlf(
+            format!(
+                "From: alice@corp.example\nTo: bob@partner.example\nSubject: {subject}\n\n{body}\n"
+            )
+            .as_bytes(),
+        );
+        send(a.smtp, "alice@corp.example", &["bob@partner.example"], &m);
+        let crossed = collect(&wire, 1, Duration::from_secs(30));
+        assert!(
+            !contains(&crossed[0].data, body.as_bytes()),
+            "crossed in clear"
+        );
+        send(
+            b.smtp,
+            &crossed[0].from,
+            &["bob@partner.example"],
+            &crossed[0].data,
+        );
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "B holds the payroll message",
+        || {
+            let q = run(&[
+                "quarantine",
+                "query",
+                "--area",
+                "HR",
+                "--config",
+                b.config(),
+            ]);
+            let q = String::from_utf8_lossy(&q.stdout).to_string();
+            q.contains("Hold payroll") && q.contains("in the decrypted message")
+        },
+    );
+    wait_until(Duration::from_secs(30), "B delivers the other", || {
+        b.delivered().len() == 1
+    });
+    let got = &b.delivered()[0];
+    assert!(contains(got, b"X-PP-ENCRYPTED: TRUE"), "sealed again");
+    assert!(!contains(got, b"Lunch at noon"));
+    assert!(!contains(got, b"payroll"));
+    // Nothing plain was kept: the quarantine holds the encrypted email as it arrived.
+    let q = run(&[
+        "quarantine",
+        "query",
+        "--area",
+        "HR",
+        "--config",
+        b.config(),
+    ]);
+    let q = String::from_utf8_lossy(&q.stdout).to_string();
+    assert!(q.contains("numbers"), "{q}");
+    // Released, it is opened and sealed again without being held by the same rule twice.
+    let id = q.split_whitespace().next().unwrap().to_string();
+    run(&["quarantine", "release", "--id", &id, "--config", b.config()]);
+    wait_until(
+        Duration::from_secs(30),
+        "B delivers the released message",
+        || b.delivered().len() == 2,
+    );
+    assert!(
+        b.delivered()
+            .iter()
+            .all(|m| contains(m, b"X-PP-ENCRYPTED: TRUE"))
+    );
+}
