@@ -7,16 +7,18 @@
 # 2. End to end through Postern (postern bench smtp → Postern → smtp-sink), every message
 #    encrypted and signed, once with the default policy and once with the 50-rule policy (its
 #    last rule changed from pass to encrypt, so both runs do the same crypto): MESSAGES messages
-#    of 4 KB, then BIG messages of 1 MB, over CONNECTIONS connections.
+#    of 4 KB, then BIG messages of 1 MB, over CONNECTIONS connections; ROUNDS rounds, the two
+#    gateways alternating, each from an empty data directory.
 #
 # Needs: root or smtp-sink (Debian package postfix) and a release build.
-# Usage: scripts/bench-policy.sh [MESSAGES] [BIG] [CONNECTIONS]
+# Usage: scripts/bench-policy.sh [MESSAGES] [BIG] [CONNECTIONS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MESSAGES=${1:-3000}
 BIG=${2:-100}
 CONNECTIONS=${3:-20}
+ROUNDS=${4:-3}
 WORK=$(mktemp -d /tmp/postern-policy-bench.XXXXXX)
 SINK_PORT=22025 POSTERN_PORT=22026 WEB_PORT=22080
 BIN=target/release/postern
@@ -66,7 +68,7 @@ load() { # $1 = messages, $2 = size: prints seconds per message, end to end
 }
 
 run_postern() { # $1 = label, $2 = policy file or empty
-  local dir="$WORK/$1"
+  local dir="$WORK/$1-$ROUND"
   mkdir -p "$dir"
   cat > "$dir/postern.toml" <<TOML
 data_dir = "$dir/data"
@@ -81,12 +83,13 @@ internal = "127.0.0.1:$SINK_PORT"
 external = "127.0.0.1:$SINK_PORT"
 starttls = "off"
 TOML
-  if [ -n "$2" ]; then "$BIN" policy import "$2" --config "$dir/postern.toml" 2>/dev/null; fi
   RUST_LOG=warn "$BIN" serve --config "$dir/postern.toml" 2> "$dir/postern.log" &
   local pid=$!
   pids+=("$pid")
   sleep 8 # the master key is made and the first prefetch is done
-  echo "== end to end, $1"
+  # Imported into the running gateway (the queue database exists once it has started).
+  if [ -n "$2" ]; then "$BIN" policy import "$2" --config "$dir/postern.toml" 2>&1 | tail -1; fi
+  echo "== end to end, round $ROUND, $1"
   load "$MESSAGES" 4096
   load "$BIG" 1048576
   echo "encrypted: $(curl -s "http://127.0.0.1:$WEB_PORT/metrics" | sed -n 's/^postern_encrypted_total //p')"
@@ -96,5 +99,7 @@ TOML
 sed 's/name = "rest"/name = "rest (encrypted, as the default policy does)"/; s/actions = \[{ do = "pass" }\]/actions = [{ do = "encrypt" }]/' \
   crates/policy/benches/fifty-rules.toml > "$WORK/fifty-encrypt.toml"
 "$BIN" policy check "$WORK/fifty-encrypt.toml"
-run_postern "default policy" ""
-run_postern "50-rule policy" "$WORK/fifty-encrypt.toml"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  run_postern "default policy" ""
+  run_postern "50-rule policy" "$WORK/fifty-encrypt.toml"
+done

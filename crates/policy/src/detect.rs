@@ -50,9 +50,10 @@ impl Builtin {
     pub fn count(self, text: &str, limit: usize) -> usize {
         let bytes = text.as_bytes();
         match self {
-            Builtin::CardNumber => scan(bytes, limit, card_at),
-            Builtin::UsSsn => scan(bytes, limit, ssn_at),
-            Builtin::Iban => scan(bytes, limit, iban_at),
+            Builtin::CardNumber => scan(bytes, limit, 0, card_at),
+            Builtin::UsSsn => scan(bytes, limit, 0, ssn_at),
+            // An IBAN's first digit comes after its two-letter country code.
+            Builtin::Iban => scan(bytes, limit, 2, iban_at),
         }
     }
 }
@@ -151,12 +152,39 @@ fn iban_country_len(country: [u8; 2]) -> Option<usize> {
 // Scanning machinery
 // ---------------------------------------------------------------------------
 
-/// Runs a matcher over every position. A matcher returns whether a valid
-/// number starts at `i` and where scanning resumes (always moves forward).
-fn scan(b: &[u8], limit: usize, at: fn(&[u8], usize) -> (bool, usize)) -> usize {
+/// Runs a matcher over every position where a number can start. A matcher
+/// returns whether a valid number starts at `i` and where scanning resumes
+/// (always moves forward).
+///
+/// Positions are skipped in a tight loop first: every number has a digit
+/// `letters` bytes after its start, preceded by letters only (a card number
+/// and an SSN start with a digit; an IBAN with two letters), and never starts
+/// inside a run of letters and digits (every matcher refuses a candidate glued
+/// to what precedes it). So words without digits are passed over whole, and a
+/// megabyte of prose costs a fast search for digits.
+fn scan(b: &[u8], limit: usize, letters: usize, at: fn(&[u8], usize) -> (bool, usize)) -> usize {
     let mut found = 0;
     let mut i = 0;
     while found < limit && i < b.len() {
+        let Some(digit) = b
+            .get(i..)
+            .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
+            .map(|p| i + p)
+        else {
+            break;
+        };
+        let start = digit.saturating_sub(letters);
+        let shaped = digit >= letters
+            && start >= i
+            && b.get(start..digit)
+                .is_some_and(|l| l.iter().all(u8::is_ascii_alphabetic));
+        let glued = start > 0 && b.get(start - 1).is_some_and(u8::is_ascii_alphanumeric);
+        if !shaped || glued {
+            // No number starts in this run of letters and digits.
+            i = digit + alnum_run(b, digit).max(1);
+            continue;
+        }
+        i = start;
         let (matched, next) = at(b, i);
         if matched {
             found += 1;
