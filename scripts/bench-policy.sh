@@ -28,7 +28,9 @@ cargo build --release -p postern >/dev/null 2>&1
 
 echo "== evaluation alone (criterion)"
 cargo bench -p policy --bench evaluate -- --warm-up-time 2 --measurement-time 6 2>/dev/null \
-  | grep -E '^(evaluate|parse)|time:' | paste - - | sed 's/  */ /g'
+  | grep -E '^(evaluate|parse|detect)|time:' \
+  | awk '/time:/ { if ($0 ~ /^(evaluate|parse|detect)/) print; else print name $0; next } { name = $0 }' \
+  | sed 's/  */ /g'
 
 pids=()
 cleanup() {
