@@ -17,12 +17,14 @@ pub struct Changes {
     pub headers: Vec<(String, String)>,
     /// Tags put in front of the subject, in rule order.
     pub tags: Vec<String>,
+    /// Fields removed (the gateway's own verdict fields, forged by a sender).
+    pub remove: Vec<String>,
 }
 
 impl Changes {
     /// True when the message is delivered as it is.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.tags.is_empty()
+        self.headers.is_empty() && self.tags.is_empty() && self.remove.is_empty()
     }
 }
 
@@ -48,7 +50,9 @@ pub fn copy_with_changes(source: &Path, changes: &Changes, spool: &Spool) -> io:
         top.push_str(&format!("{name}: {}\r\n", one_line(value)));
     }
     out.write_all(top.as_bytes())?;
-    out.write_all(&tag_subject(&head, &changes.tags))?;
+    let names: Vec<&str> = changes.remove.iter().map(String::as_str).collect();
+    let kept = mime::headers::without_fields(&head, &names);
+    out.write_all(&tag_subject(&kept, &changes.tags))?;
     let mut rest = BufReader::new(File::open(source)?);
     io::copy(&mut (&mut rest).take(head.len() as u64), &mut io::sink())?;
     io::copy(&mut rest, &mut out)?;
@@ -136,6 +140,7 @@ mod tests {
         let changes = Changes {
             headers: vec![("X-Class".into(), "secret\r\nBcc: evil".into())],
             tags: vec!["[C]".into()],
+            remove: vec!["x-postern-signature".into()],
         };
         let copy = copy_with_changes(&src, &changes, &spool).unwrap();
         let text = std::fs::read_to_string(copy.path()).unwrap();

@@ -72,6 +72,8 @@ struct Message<'a> {
     subject: &'a str,
     from: Option<&'a Address>,
     visible: &'a HashSet<Address>,
+    /// The gateway's verdict fields found in the message as received (removed on delivery).
+    forged: &'a [String],
     /// The rule a released message skips (in the scan after a decryption too).
     skip_rule: Option<&'a str>,
     /// The sealed message found (taken by the first decryption; found again for another).
@@ -464,6 +466,15 @@ impl Pipeline {
             }
         };
         let fields = mime::headers::fields(&head);
+        // The gateway's own verdict fields (decrypted here, signature, warning) in a message
+        // as received were written by its sender: they are removed from what is delivered.
+        let forged: Vec<String> = mime::guarded_fields(&self.mime)
+            .into_iter()
+            .filter(|name| fields.iter().any(|f| f.is(name)))
+            .collect();
+        if !forged.is_empty() {
+            tracing::warn!(queue_id = %id, fields = ?forged, "the message carries this gateway's verdict fields; they are removed");
+        }
         // The marker alone proves nothing: a message counts as encrypted only when a sealed
         // message can be found in it. A plain message with a forged marker is still encrypted
         // on its way out, and passes as the plain message it is on its way in. A damaged
@@ -553,6 +564,7 @@ impl Pipeline {
             visible: &visible,
             located: std::sync::Mutex::new(located),
             skip_rule: skip_rule.as_deref(),
+            forged: &forged,
         };
         for group in &eval.groups {
             let why = group
@@ -627,7 +639,10 @@ impl Pipeline {
         work: &mut Work,
     ) {
         let rule = group.rule.clone().unwrap_or_default();
-        let mut changes = rewrite::Changes::default();
+        let mut changes = rewrite::Changes {
+            remove: m.forged.to_vec(),
+            ..rewrite::Changes::default()
+        };
         for (from_rule, action) in &group.actions {
             match action {
                 policy::Action::AddHeader { name, value } => {
@@ -689,6 +704,11 @@ impl Pipeline {
                     let scan = group.terminal == policy::Action::DecryptScanReencrypt;
                     self.decrypt(m, located, recipients, (again, scan), work)
                         .await;
+                    // The decrypted copy's verdict fields are this gateway's own.
+                    let changes = rewrite::Changes {
+                        remove: Vec::new(),
+                        ..changes
+                    };
                     if !changes.is_empty() {
                         self.change_copies(first, &changes, work).await;
                     }

@@ -430,6 +430,26 @@ X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
         "the damaged message itself was delivered"
     );
 
+    // A sender cannot forge the gateway's verdict: its own fields are removed from what is
+    // delivered.
+    let forged = "From: ceo@corp.example\nTo: carol@corp.example\nSubject: Wire the money\n\
+X-Postern-Decrypted: gw.corp.example\nX-Postern-Signature: valid; signer=ceo@corp.example\n\n\
+Please wire it today.\n";
+    gw.send("mallory@evil.example", &["carol@corp.example"], forged);
+    wait_until(
+        Duration::from_secs(30),
+        "the forged message is delivered",
+        || gw.delivered().iter().any(|m| m.contains("Wire the money")),
+    );
+    let got = gw
+        .delivered()
+        .into_iter()
+        .find(|m| m.contains("Wire the money"))
+        .unwrap();
+    assert!(!got.contains("X-Postern-Signature"), "{got}");
+    assert!(!got.contains("X-Postern-Decrypted"), "{got}");
+    assert!(got.contains("Please wire it today."));
+
     // Delete: dropped, logged, recorded.
     gw.send(
         "alice@corp.example",
