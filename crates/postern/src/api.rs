@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
-use store::{QuarantineFilter, Queue};
+use store::{QuarantineFilter, QuarantineOp, Queue};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -59,9 +59,7 @@ pub fn router(queue: Queue, token: Zeroizing<String>) -> axum::Router {
     };
     axum::Router::new()
         .route("/api/v1/quarantine", get(query))
-        .route("/api/v1/quarantine/release", post(release))
-        .route("/api/v1/quarantine/reprocess", post(reprocess))
-        .route("/api/v1/quarantine/delete", post(remove))
+        .route("/api/v1/quarantine/{op}", post(operate))
         .route("/api/v1/quarantine/areas", get(areas).post(create_area))
         .route("/api/v1/quarantine/areas/{name}", delete(delete_area))
         .with_state(api)
@@ -185,22 +183,22 @@ async fn selected(api: &Api, s: &Selection) -> Result<Vec<i64>, Response> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Op {
-    Release,
-    Reprocess,
-    Delete,
-}
-
+/// `POST /api/v1/quarantine/{release|reprocess|delete}`.
 async fn operate(
-    api: Api,
+    State(api): State<Api>,
+    UrlPath(op): UrlPath<String>,
     headers: HeaderMap,
     body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-    op: Op,
 ) -> Response {
     if let Err(r) = authorized(&api, &headers) {
         return r;
     }
+    let Some(op) = QuarantineOp::parse(&op) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("no operation {op:?} (release, reprocess, delete)"),
+        );
+    };
     let Json(selection) = match body {
         Ok(b) => b,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
@@ -209,39 +207,10 @@ async fn operate(
         Ok(ids) => ids,
         Err(r) => return r,
     };
-    let done = match op {
-        Op::Release => api.queue.release_quarantined(&ids).await,
-        Op::Reprocess => api.queue.reprocess_quarantined(&ids).await,
-        Op::Delete => api.queue.delete_quarantined(&ids).await,
-    };
-    match done {
+    match api.queue.act_on_quarantined(op, &ids).await {
         Ok(n) => Json(json!({ "count": n })).into_response(),
         Err(e) => store_error(e),
     }
-}
-
-async fn release(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    operate(api, headers, body, Op::Release).await
-}
-
-async fn reprocess(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    operate(api, headers, body, Op::Reprocess).await
-}
-
-async fn remove(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    operate(api, headers, body, Op::Delete).await
 }
 
 async fn areas(State(api): State<Api>, headers: HeaderMap) -> Response {

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use policy::{Compiled, Facts, MessageView, Policy};
-use store::QuarantineFilter;
+use store::{QuarantineFilter, QuarantineOp};
 
 use crate::queue_cmd::{open, parse_time};
 use crate::{PolicyCommand, QuarantineCommand, QuarantineFilterArgs, QuarantineSelection};
@@ -261,25 +261,15 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                 }
                 eprintln!("{} held message(s) match", list.len());
             }
-            QuarantineCommand::Release(sel) => {
-                act(sel, "released (delivered, skipping the rule that held them)", Op::Release).await?;
-            }
-            QuarantineCommand::Reprocess(sel) => {
-                act(sel, "sent back through the current policy", Op::Reprocess).await?;
-            }
-            QuarantineCommand::Delete(sel) => act(sel, "deleted", Op::Delete).await?,
+            QuarantineCommand::Release(sel) => act(sel, QuarantineOp::Release).await?,
+            QuarantineCommand::Reprocess(sel) => act(sel, QuarantineOp::Reprocess).await?,
+            QuarantineCommand::Delete(sel) => act(sel, QuarantineOp::Delete).await?,
         }
         Ok(())
     })
 }
 
-enum Op {
-    Release,
-    Reprocess,
-    Delete,
-}
-
-async fn act(sel: QuarantineSelection, done: &str, op: Op) -> Result<()> {
+async fn act(sel: QuarantineSelection, op: QuarantineOp) -> Result<()> {
     let QuarantineSelection {
         ids,
         all,
@@ -314,11 +304,7 @@ async fn act(sel: QuarantineSelection, done: &str, op: Op) -> Result<()> {
     );
     let mut n = 0;
     for chunk in ids.chunks(100) {
-        n += match op {
-            Op::Release => queue.release_quarantined(chunk).await?,
-            Op::Reprocess => queue.reprocess_quarantined(chunk).await?,
-            Op::Delete => queue.delete_quarantined(chunk).await?,
-        };
+        n += queue.act_on_quarantined(op, chunk).await?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -328,6 +314,6 @@ async fn act(sel: QuarantineSelection, done: &str, op: Op) -> Result<()> {
             ids.len() as u64 - n
         );
     }
-    eprintln!("{n} message(s) {done}");
+    eprintln!("{n} message(s) {}", op.done());
     Ok(())
 }

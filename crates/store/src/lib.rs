@@ -5,7 +5,7 @@ pub mod quarantine;
 pub mod queue;
 pub mod spool;
 
-pub use quarantine::{Area, QuarantineFilter, Quarantined, StoredPolicy};
+pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{
     Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,
     Outcome, Queue, QueueError, RecipientInfo, Source,

@@ -73,6 +73,38 @@ pub struct QuarantineFilter {
     pub until: Option<u64>,
 }
 
+/// What an administrator does with held messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineOp {
+    /// Deliver, skipping the rule that held them.
+    Release,
+    /// Run the current policy on them again.
+    Reprocess,
+    /// Delete them for good.
+    Delete,
+}
+
+impl QuarantineOp {
+    /// Reads `release`, `reprocess` or `delete`.
+    pub fn parse(s: &str) -> Option<QuarantineOp> {
+        match s {
+            "release" => Some(QuarantineOp::Release),
+            "reprocess" => Some(QuarantineOp::Reprocess),
+            "delete" => Some(QuarantineOp::Delete),
+            _ => None,
+        }
+    }
+
+    /// What was done, for messages to the administrator.
+    pub fn done(self) -> &'static str {
+        match self {
+            QuarantineOp::Release => "released (delivered, skipping the rule that held them)",
+            QuarantineOp::Reprocess => "sent back through the current policy",
+            QuarantineOp::Delete => "deleted",
+        }
+    }
+}
+
 /// A stored policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPolicy {
@@ -271,6 +303,19 @@ impl Queue {
                 }
             })
             .collect())
+    }
+
+    /// Carries out `op` on the held entries `ids`; returns how many were still held.
+    pub async fn act_on_quarantined(
+        &self,
+        op: QuarantineOp,
+        ids: &[i64],
+    ) -> Result<u64, QueueError> {
+        match op {
+            QuarantineOp::Release => self.release_quarantined(ids).await,
+            QuarantineOp::Reprocess => self.reprocess_quarantined(ids).await,
+            QuarantineOp::Delete => self.delete_quarantined(ids).await,
+        }
     }
 
     /// Delivers held messages: their recipients are processed again, skipping the rule that
