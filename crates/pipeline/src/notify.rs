@@ -2,11 +2,9 @@
 //! the null sender (so that a failed notification cannot bounce back and loop) through the
 //! normal delivery path.
 
-use std::io::Write;
-
 use policy::templates::{Context, render};
 use policy::{Policy, Recipient};
-use store::{Envelope, Queue, QueueError, Source};
+use store::{Queue, QueueError};
 
 /// A notification to send once the decision that caused it is recorded.
 #[derive(Debug, Clone)]
@@ -47,10 +45,8 @@ pub async fn send(
         )));
     };
     let (subject, body) = render(&template, &notice.context).map_err(QueueError::Refused)?;
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default();
-    let id = format!("<{:x}.{}@{hostname}>", rand_u64(), store::queue::now());
+    let date = smtp::session::rfc2822_now();
+    let id = format!("<notice.{:016x}@{hostname}>", rand::random::<u64>());
     let mut text = format!(
         "From: Postern <postmaster@{hostname}>\r\nTo: {}\r\nSubject: {}\r\nDate: {date}\r\n\
 Message-ID: {id}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n\
@@ -62,20 +58,9 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
         text.push_str(line);
         text.push_str("\r\n");
     }
-    let mut file = queue.spool().create()?;
-    file.write_all(text.as_bytes())?;
-    let finished = tokio::task::spawn_blocking(move || file.finish())
+    smtp::dsn::accept_local(queue, hostname, notice.to.clone(), text.as_bytes())
         .await
-        .map_err(|e| QueueError::Io(std::io::Error::other(e)))??;
-    let envelope = Envelope {
-        sender: String::new(),
-        recipients: notice.to.clone(),
-        client: "127.0.0.1".into(),
-        helo: hostname.to_string(),
-        source: Source::Local,
-        message_id: Some(id),
-    };
-    queue.accept(envelope, finished).await.map(Some)
+        .map(Some)
 }
 
 /// A subject as an RFC 2047 encoded word when it is not ASCII.
@@ -88,11 +73,4 @@ fn encode_subject(s: &str) -> String {
         "=?utf-8?b?{}?=",
         base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
     )
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(store::queue::now());
-    h.finish()
 }

@@ -85,14 +85,26 @@ pub async fn queue(
     failed: &[(String, String)],
 ) -> Result<String, QueueError> {
     let text = build(hostname, d, failed, queue.spool());
+    accept_local(queue, hostname, vec![d.sender.clone()], text.as_bytes()).await
+}
+
+/// Accepts a message Postern made (a notification) into the queue, from the null sender, so
+/// that a failure to deliver it cannot bounce back and loop; it is delivered as it is. Returns
+/// its queue id.
+pub async fn accept_local(
+    queue: &Queue,
+    hostname: &str,
+    recipients: Vec<String>,
+    text: &[u8],
+) -> Result<String, QueueError> {
     let mut file = queue.spool().create()?;
-    file.append(text.as_bytes())?;
+    file.append(text)?;
     let finished = tokio::task::spawn_blocking(move || file.finish())
         .await
         .map_err(|e| QueueError::Io(std::io::Error::other(e)))??;
     let envelope = Envelope {
         sender: String::new(),
-        recipients: vec![d.sender.clone()],
+        recipients,
         client: "127.0.0.1".into(),
         helo: hostname.to_string(),
         source: Source::Local,
