@@ -29,12 +29,18 @@ impl Changes {
 }
 
 /// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
-/// message's tail is not; its size still counts in full).
-pub fn view(path: &Path, limit: u64) -> io::Result<MessageView> {
+/// message's tail is not; its size still counts in full). When the policy looks at no content
+/// (`content` false: no body or attachment condition), only the header section is read.
+pub fn view(path: &Path, limit: u64, content: bool) -> io::Result<MessageView> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
-    let mut raw = Vec::with_capacity(size.min(limit) as usize);
-    file.take(limit).read_to_end(&mut raw)?;
+    let raw = if content {
+        let mut raw = Vec::with_capacity(size.min(limit) as usize);
+        file.take(limit).read_to_end(&mut raw)?;
+        raw
+    } else {
+        read_head(path)?
+    };
     let mut view = MessageView::parse(&raw);
     view.size = size;
     Ok(view)

@@ -90,11 +90,19 @@ impl Message<'_> {
             return Ok(l);
         }
         let path = self.path.to_path_buf();
-        match tokio::task::spawn_blocking(move || transform::locate(&path)).await {
-            Ok(Ok(l)) => Ok(l),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        blocking(move || transform::locate(&path)).await
+    }
+}
+
+/// Runs `f` on the blocking pool; its error, or a panic in it, comes back as text.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -450,14 +458,9 @@ impl Pipeline {
         let path = self.queue.spool().path(&id);
         let head = {
             let path = path.clone();
-            match tokio::task::spawn_blocking(move || transform::read_head(&path)).await {
-                Ok(Ok(h)) => h,
-                other => {
-                    let why = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
+            match blocking(move || transform::read_head(&path)).await {
+                Ok(h) => h,
+                Err(why) => {
                     tracing::error!(queue_id = %id, error = %why, "cannot read the message; it stays in the errored queue");
                     let why = reason("cannot read the message", &why);
                     work.fail(&id, &envelope.recipients, why, Failure::Retry);
@@ -494,42 +497,20 @@ impl Pipeline {
         } else {
             None
         };
-        // The policy reads the message (up to the scan limit) on the blocking pool.
-        let evaluated = {
-            let path = path.clone();
-            let limit = self.settings.gateway.scan_limit_bytes;
-            let sender = envelope.sender.clone();
-            let recipients = envelope.recipients.clone();
-            let internal = self.internal.clone();
-            let encrypted = sealed.is_some();
-            let compiled = compiled.clone();
-            let skip_rule = skip_rule.clone();
-            tokio::task::spawn_blocking(move || {
-                let view = rewrite::view(&path, limit)?;
-                let eval = compiled.decide(
-                    &view,
-                    &policy::Facts {
-                        sender: &sender,
-                        recipients: &recipients,
-                        recipient_count: recipients.len(),
-                        internal_domains: &internal,
-                        encrypted,
-                        skip_rule: skip_rule.as_deref(),
-                    },
-                );
-                Ok::<_, std::io::Error>((view.subject, eval))
-            })
-            .await
-        };
-        let (subject, eval) = match evaluated {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                let why = reason("cannot read the message", &e);
-                work.fail(&id, &envelope.recipients, why, Failure::Retry);
-                return work;
-            }
+        let decided = self
+            .decide(
+                compiled.clone(),
+                &path,
+                &envelope.recipients,
+                sealed.is_some(),
+                skip_rule.as_deref(),
+                &envelope.sender,
+            )
+            .await;
+        let (subject, eval) = match decided {
+            Ok(x) => x,
             Err(e) => {
-                let why = reason("cannot evaluate the policy", &e);
+                let why = reason("cannot read the message", &e);
                 work.fail(&id, &envelope.recipients, why, Failure::Retry);
                 return work;
             }
@@ -748,9 +729,7 @@ impl Pipeline {
                 reason: why.to_string(),
                 queue_id: m.id.to_string(),
                 hostname: self.settings.hostname.clone(),
-                date: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc2822)
-                    .unwrap_or_default(),
+                date: smtp::session::rfc2822_now(),
             },
         });
     }
@@ -800,7 +779,10 @@ impl Pipeline {
             work.decision.copies.push(Copy {
                 file: None,
                 routes,
-                note: hop.map(|h| format!("handed off to {}", &h["handoff:".len().min(h.len())..])),
+                note: hop
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("handoff:"))
+                    .map(|target| format!("handed off to {target}")),
                 replaces: None,
             });
             return;
@@ -862,6 +844,40 @@ impl Pipeline {
         }
     }
 
+    /// The policy's decision for `recipients` of the message at `path`, read (up to the scan
+    /// limit, or its header section if the policy looks at no content) on the blocking pool;
+    /// with the message's subject.
+    async fn decide(
+        &self,
+        compiled: Arc<policy::Compiled>,
+        path: &std::path::Path,
+        recipients: &[String],
+        encrypted: bool,
+        skip_rule: Option<&str>,
+        sender: &str,
+    ) -> Result<(String, policy::Evaluation), String> {
+        let path = path.to_path_buf();
+        let limit = self.settings.gateway.scan_limit_bytes;
+        let (sender, recipients) = (sender.to_string(), recipients.to_vec());
+        let (internal, skip_rule) = (self.internal.clone(), skip_rule.map(str::to_string));
+        blocking(move || {
+            let view = rewrite::view(&path, limit, compiled.reads_content())?;
+            let eval = compiled.decide(
+                &view,
+                &policy::Facts {
+                    sender: &sender,
+                    recipients: &recipients,
+                    recipient_count: recipients.len(),
+                    internal_domains: &internal,
+                    encrypted,
+                    skip_rule: skip_rule.as_deref(),
+                },
+            );
+            Ok::<_, std::io::Error>((view.subject, eval))
+        })
+        .await
+    }
+
     async fn changed_copy(
         &self,
         path: &std::path::Path,
@@ -872,10 +888,7 @@ impl Pipeline {
             changes.clone(),
             self.queue.spool().clone(),
         );
-        tokio::task::spawn_blocking(move || rewrite::copy_with_changes(&path, &changes, &spool))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        blocking(move || rewrite::copy_with_changes(&path, &changes, &spool)).await
     }
 
     /// Applies `changes` to the transformed copies made since `first`.
@@ -1033,19 +1046,13 @@ impl Pipeline {
             Some(m.head.to_vec())
         };
         // Read once for all the sealed copies of this message.
-        let read = tokio::task::spawn_blocking(move || match head {
+        let read = blocking(move || match head {
             Some(h) => transform::Original::with_head(&source, h),
             None => transform::Original::read(&source),
         })
         .await;
         let original = match read {
-            Ok(Ok(o)) => Arc::new(o),
-            Ok(Err(e)) => {
-                if let Some(f) = changed {
-                    f.discard();
-                }
-                return work.fail(id, &all, reason("cannot encrypt", &e), Failure::Retry);
-            }
+            Ok(o) => Arc::new(o),
             Err(e) => {
                 if let Some(f) = changed {
                     f.discard();
@@ -1254,48 +1261,22 @@ impl Pipeline {
         addressed: &[(String, Address)],
         work: &mut Work,
     ) -> Vec<(String, Address)> {
-        let compiled = self.policy();
-        let path = plain.to_path_buf();
-        let limit = self.settings.gateway.scan_limit_bytes;
-        let sender = m.envelope.sender.clone();
         let names: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
-        let internal = self.internal.clone();
-        let skip_rule = m.skip_rule.map(str::to_string);
-        let decided = tokio::task::spawn_blocking(move || {
-            let view = rewrite::view(&path, limit)?;
-            Ok::<_, std::io::Error>(compiled.decide(
-                &view,
-                &policy::Facts {
-                    sender: &sender,
-                    recipients: &names,
-                    recipient_count: names.len(),
-                    internal_domains: &internal,
-                    encrypted: false,
-                    skip_rule: skip_rule.as_deref(),
-                },
-            ))
-        })
-        .await;
+        let decided = self
+            .decide(
+                self.policy(),
+                plain,
+                &names,
+                false,
+                m.skip_rule,
+                &m.envelope.sender,
+            )
+            .await;
         let eval = match decided {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
-                let list: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
-                work.fail(
-                    m.id,
-                    &list,
-                    reason("cannot scan the decrypted message", &e),
-                    Failure::Retry,
-                );
-                return Vec::new();
-            }
+            Ok((_, e)) => e,
             Err(e) => {
-                let list: Vec<String> = addressed.iter().map(|(r, _)| r.clone()).collect();
-                work.fail(
-                    m.id,
-                    &list,
-                    reason("cannot scan the decrypted message", &e),
-                    Failure::Retry,
-                );
+                let why = reason("cannot scan the decrypted message", &e);
+                work.fail(m.id, &names, why, Failure::Retry);
                 return Vec::new();
             }
         };

@@ -168,6 +168,7 @@ struct CompiledRule {
 pub struct Compiled {
     policy: Policy,
     rules: Vec<CompiledRule>,
+    reads_content: bool,
 }
 
 /// What the gateway knows about a message besides its content.
@@ -281,7 +282,29 @@ impl Compiled {
                 conditions,
             });
         }
-        Ok(Compiled { policy, rules })
+        let reads_content = rules.iter().filter(|r| r.rule.enabled).any(|r| {
+            r.conditions.iter().any(|c| {
+                matches!(
+                    c.spec.on,
+                    Target::Body
+                        | Target::AttachmentName
+                        | Target::AttachmentType
+                        | Target::AttachmentContent
+                )
+            })
+        });
+        Ok(Compiled {
+            policy,
+            rules,
+            reads_content,
+        })
+    }
+
+    /// Whether any enabled rule looks past the header section (body or attachments): when
+    /// none does, the gateway gives it a view of the header section alone, and a large message
+    /// is not read whole for nothing.
+    pub fn reads_content(&self) -> bool {
+        self.reads_content
     }
 
     /// The policy it was made from.

@@ -638,6 +638,11 @@ fn errors_name_the_rule_and_the_field() {
 fn the_default_policy_and_exports_round_trip() {
     let p = Policy::default_policy().unwrap();
     assert_eq!(p.rules.len(), 3);
+    // The default policy needs only the header section: large mail is not read for it.
+    assert!(!Compiled::new(p.clone()).unwrap().reads_content());
+    let body =
+        Policy::from_toml(&condition_policy(r#"{ on = "body", keywords = ["x"] }"#)).unwrap();
+    assert!(Compiled::new(body).unwrap().reads_content());
     let again = Policy::from_toml(&p.to_toml()).unwrap();
     assert_eq!(again, p);
     for example in [
