@@ -202,6 +202,17 @@ recipients = ["*@handoff.example"]
 actions = [{ do = "handoff", host = "127.0.0.1", port = HANDOFF_PORT }]
 
 [[rule]]
+order = 25
+name = "Redirect the old domain"
+recipients = ["*@old.example"]
+actions = [
+  { do = "tag_subject", tag = "[FWD]" },
+  { do = "add_header", name = "X-Redirected", value = "old.example" },
+  { do = "archive", to = "archive@corp.example" },
+  { do = "change_recipient", to = ["new@partner.example"] },
+]
+
+[[rule]]
 order = 30
 name = "Drop spam"
 conditions = [{ on = "header", header = "X-Spam-Flag", keywords = ["YES"] }]
@@ -360,7 +371,11 @@ fn policy_rules_decide_in_the_mail_path() {
     gw.cli(&["quarantine", "release", "--id", &id]);
     let m = next(&out, "the released message");
     assert!(String::from_utf8_lossy(&m.data).contains("March payroll"));
-    assert!(text(&gw.cli(&["quarantine", "query", "--area", "HR"])).contains("0 held"));
+    let left = text(&gw.cli(&["quarantine", "query", "--area", "HR"]));
+    assert!(
+        left.lines().any(|l| l == "0 held message(s) match"),
+        "{left}"
+    );
 
     // Reprocess after the rule changed: held under the old rule, delivered under the new one.
     gw.send(
@@ -428,6 +443,43 @@ X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
             .iter()
             .any(|n| n.contains("BEGIN POSTERN SEALED")),
         "the damaged message itself was delivered"
+    );
+
+    // One message, two fates: bob's copy passes as it is; dan's (old domain) goes to the new
+    // address with its subject tagged and a header added, and the archive gets the original.
+    gw.send(
+        "alice@corp.example",
+        &["bob@partner.example", "dan@old.example"],
+        &message("Moving", "We moved.", ""),
+    );
+    let mut two = [
+        next(&out, "a copy of the split message"),
+        next(&out, "the other copy"),
+    ];
+    two.sort_by(|a, b| a.to.cmp(&b.to));
+    assert_eq!(two[0].to, vec!["bob@partner.example".to_string()]);
+    assert_eq!(two[1].to, vec!["new@partner.example".to_string()]);
+    let (plain, moved) = (
+        String::from_utf8_lossy(&two[0].data).to_string(),
+        String::from_utf8_lossy(&two[1].data).to_string(),
+    );
+    assert!(
+        plain.contains("Subject: Moving") && !plain.contains("X-Redirected"),
+        "{plain}"
+    );
+    assert!(moved.contains("Subject: [FWD] Moving"), "{moved}");
+    assert!(moved.contains("X-Redirected: old.example"), "{moved}");
+    assert!(moved.contains("We moved."));
+    wait_until(
+        Duration::from_secs(30),
+        "the archive gets the original",
+        || {
+            gw.delivered().iter().any(|m| {
+                m.contains("Delivered-To: archive@corp.example")
+                    && m.contains("Subject: Moving")
+                    && !m.contains("[FWD]")
+            })
+        },
     );
 
     // A sender cannot forge the gateway's verdict: its own fields are removed from what is
