@@ -173,6 +173,19 @@ impl KeyClient {
         })
     }
 
+    /// A client for one person's login: the same server and connection settings, but none of
+    /// this client's credentials and no cache (a person's keys are not kept on the gateway).
+    pub fn for_person(&self) -> KeyClient {
+        KeyClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Mutex::new(None),
+            cache: None,
+            retries: self.retries,
+            newest: Mutex::new(None),
+        }
+    }
+
     /// The cache, if any.
     pub fn cache(&self) -> Option<&KeyCache> {
         self.cache.as_ref()

@@ -1,6 +1,5 @@
 //! `postern`: the email encryption gateway's command line.
 
-mod api;
 mod bench_cmd;
 mod config;
 mod files;

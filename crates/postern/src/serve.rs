@@ -177,6 +177,17 @@ async fn start_mail(
         hostname: hostname.clone(),
     };
     let keyring = gateway_keys(config, &settings, local_keyserver).await?;
+    let web_gateway = web::Gateway {
+        queue: queue.clone(),
+        keys: keyring.clone(),
+        mime: Arc::new(config.mime.clone()),
+        hostname: hostname.clone(),
+        wake: Arc::default(),
+        settings: web::WebSettings {
+            secure_cookies: config.web.tls_cert.is_some(),
+            ..web::WebSettings::default()
+        },
+    };
     let pipeline =
         pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone())
             .context("the built-in default policy does not load")?;
@@ -226,6 +237,10 @@ async fn start_mail(
     for (name, hop) in hop_names {
         tracing::info!("{name} recipients are delivered to {hop}");
     }
+    let web_gateway = web::Gateway {
+        wake: pipeline.wake.clone(),
+        ..web_gateway
+    };
     tasks.push(Box::pin(pipeline.clone().run(stop.clone())));
     tasks.push(Box::pin(deliverer.clone().run(stop.clone())));
     let render_queue = queue.clone();
@@ -264,8 +279,10 @@ async fn start_mail(
             }
         }),
     );
-    let token = crate::api::admin_token(&config.data_dir)?;
-    let router = router.merge(crate::api::router(queue.clone(), token));
+    let token = admin_token(&config.data_dir)?;
+    let router = router
+        .merge(web::api::router(queue.clone(), token))
+        .merge(web::router(web_gateway));
     Ok((router, tasks))
 }
 
@@ -368,6 +385,28 @@ async fn local_token(
     let _ = std::fs::remove_file(&path);
     files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)?;
     tracing::info!(token = %name, domains = ?domains, "made a key server token for this gateway");
+    Ok(token)
+}
+
+/// The administration API token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Reads the administration API token, making one on first start.
+fn admin_token(data_dir: &Path) -> Result<Zeroizing<String>> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim();
+        if token.len() >= 32 {
+            return Ok(Zeroizing::new(token.to_string()));
+        }
+    }
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(&mut *bytes);
+    let token = Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let _ = std::fs::remove_file(&path);
+    files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!("made the administration API token in {}", path.display());
     Ok(token)
 }
 

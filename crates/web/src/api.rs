@@ -1,49 +1,22 @@
-//! The administration REST API under `/api/v1` (the console of the next issue will use it):
-//! quarantine areas and held messages. Every request carries the administrator's API token
-//! (`Authorization: Bearer ...`, kept in `DATA_DIR/admin.token`), compared in constant time.
+//! The administration REST API under `/api/v1`: quarantine areas and held messages. Every
+//! request carries the administrator's API token (`Authorization: Bearer ...`, kept in
+//! `DATA_DIR/admin.token`), compared in constant time.
 
 // Handlers answer with a `Response` either way; boxing the error side would buy nothing.
 #![allow(clippy::result_large_err)]
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
 use store::{QuarantineFilter, QuarantineOp, Queue};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
-
-use crate::files;
-
-/// The API token file in the data directory.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-
-/// Reads the API token, making one on first start.
-pub fn admin_token(data_dir: &Path) -> Result<Zeroizing<String>> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let token = text.trim();
-        if token.len() >= 32 {
-            return Ok(Zeroizing::new(token.to_string()));
-        }
-    }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(&mut *bytes);
-    let token = Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let _ = std::fs::remove_file(&path);
-    files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tracing::info!("made the administration API token in {}", path.display());
-    Ok(token)
-}
 
 #[derive(Clone)]
 struct Api {
@@ -103,7 +76,7 @@ fn store_error(e: store::QueueError) -> Response {
 /// Query parameters (and the `filter` of a bulk operation).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Filter {
+pub(crate) struct Filter {
     id: Option<i64>,
     area: Option<String>,
     sender: Option<String>,

@@ -1,0 +1,80 @@
+//! Postern's web side, on the gateway's web listener:
+//!
+//! - `/read`: the Zero Download reader. A recipient with no software posts the sealed message
+//!   from `encrypted_message.htm`, proves an address with a one-time code from the key server,
+//!   and reads, replies to and forwards the message in the browser. Keys stay on the server.
+//! - `/admin`: the administration console (accounts hashed with Argon2, sessions, CSRF tokens,
+//!   an audit log).
+//! - `/api/v1`: the REST API, with a bearer token.
+//!
+//! No page runs a script: every page is HTML and one style sheet, under a Content-Security-Policy
+//! that forbids scripts, so a message's HTML cannot run even if the sanitizer missed something.
+
+pub mod api;
+pub mod compose;
+pub mod page;
+pub mod reader;
+pub mod render;
+pub mod security;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use mime::MimeSettings;
+use pipeline::KeyRing;
+use store::Queue;
+
+/// Settings of the web pages.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Cookies get `Secure` (the listener has TLS).
+    pub secure_cookies: bool,
+    /// A reader session ends after this long without a request.
+    pub reader_idle_secs: u64,
+    /// ... and this long after it began, whatever happens.
+    pub reader_lifetime_secs: u64,
+    /// Largest form the reader takes (a sealed message, or a reply with attachments).
+    pub max_post_bytes: usize,
+    /// Most recipients of a reply or forward.
+    pub max_recipients: usize,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            secure_cookies: false,
+            reader_idle_secs: 15 * 60,
+            reader_lifetime_secs: 4 * 3600,
+            max_post_bytes: 40 * 1024 * 1024,
+            max_recipients: 50,
+        }
+    }
+}
+
+/// What the pages work with: the gateway's queue, keys and MIMEBuilder settings.
+pub struct Gateway {
+    /// The queue (replies are accepted into it).
+    pub queue: Queue,
+    /// The gateway's key ring: public parameters, and the key server connection persons use.
+    pub keys: Arc<KeyRing>,
+    /// MIMEBuilder settings (replies are wrapped like any encrypted email).
+    pub mime: Arc<MimeSettings>,
+    /// The gateway's host name.
+    pub hostname: String,
+    /// Wakes the pipeline when a reply is queued.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Page settings.
+    pub settings: WebSettings,
+}
+
+/// The reader and the console, with the security headers on every answer.
+pub fn router(gateway: Gateway) -> Router {
+    let gateway = Arc::new(gateway);
+    Router::new()
+        .merge(reader::router(gateway.clone()))
+        .route("/static/postern.css", get(page::style))
+        .fallback(page::not_found)
+        .layer(axum::middleware::from_fn(security::headers))
+}
