@@ -282,3 +282,49 @@ fn a_recipient_reads_downloads_and_replies_in_the_browser() {
     let _ = &gw.config;
     let _ = gw.web;
 }
+
+#[test]
+fn hostile_html_runs_nothing_and_loads_nothing_remote_until_asked() {
+    browser_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("outside");
+    let (port, rx) = outside_world(&mail_dir);
+    let gw = Gateway::start(dir.path(), port);
+    // A web server the script runs: every request to it is something the page loaded or ran.
+    let tracker = testkit::free_port();
+    let t = format!("http://127.0.0.1:{tracker}");
+    let html = format!(
+        "<p>Dear Bob, <b>important</b> news.</p>\n\
+         <script>fetch('{t}/script');alert('script')</script>\n\
+         <img src=\"x\" onerror=\"fetch('{t}/onerror');alert('onerror')\">\n\
+         <p id=\"hover\" onmouseover=\"fetch('{t}/hover');alert('hover')\">Hover here</p>\n\
+         <a id=\"jslink\" href=\"javascript:fetch('{t}/js');alert('js')\">Click for details</a>\n\
+         <img id=\"pixel\" src=\"{t}/pixel.png\" alt=\"tracker\" width=\"1\" height=\"1\">\n\
+         <svg><script>alert('svg')</script></svg>\n\
+         <iframe src=\"{t}/frame\"></iframe>\n\
+         <object data=\"{t}/object\"></object>\n\
+         <style>body{{background:url({t}/css)}}</style>\n\
+         <div style=\"background:url({t}/style)\">styled</div>\n"
+    );
+    gw.send(
+        "alice@corp.example",
+        &["bob@partner.example"],
+        &format!(
+            "From: alice@corp.example\nTo: bob@partner.example\nSubject: Newsletter\n\
+             Message-ID: <news@corp.example>\nMIME-Version: 1.0\n\
+             Content-Type: text/html; charset=utf-8\n\n{html}"
+        ),
+    );
+    let sealed = wait_for(&rx, "bob@partner.example", "encrypted_message.htm");
+    let page = dir.path().join("encrypted_message.htm");
+    save_attachment_page(&sealed.data, &page);
+    script(
+        "hostile.mjs",
+        &[
+            ("PAGE", format!("file://{}", s(&page))),
+            ("MAIL_DIR", s(&mail_dir).to_string()),
+            ("ADDRESS", "bob@partner.example".into()),
+            ("TRACKER_PORT", tracker.to_string()),
+        ],
+    );
+}
