@@ -1,5 +1,6 @@
 //! `postern`: the email encryption gateway's command line.
 
+mod admin_cmd;
 mod bench_cmd;
 mod config;
 mod files;
@@ -53,12 +54,39 @@ enum Command {
     /// Quarantine areas and the messages they hold.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Administrators of the web console (/admin).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// SMTP helpers.
     #[command(subcommand)]
     Smtp(SmtpCommand),
     /// Measure throughput against a baseline taken in the same run (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Make an administrator; the password is read from standard input (asked twice on a
+    /// terminal). The gateway must have started once (it makes the database).
+    Create {
+        /// The login name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Set an administrator's password (read as for create).
+    Password {
+        /// The login name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List administrators.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -603,6 +631,7 @@ fn main() -> ExitCode {
         Command::Errored(e) => queue_cmd::errored(e),
         Command::Policy(p) => policy_cmd::policy(p),
         Command::Quarantine(q) => policy_cmd::quarantine(q),
+        Command::Admin(a) => admin_cmd::admin(a),
         Command::Smtp(SmtpCommand::HashPassword) => hash_password(),
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),

@@ -183,6 +183,8 @@ async fn start_mail(
         mime: Arc::new(config.mime.clone()),
         hostname: hostname.clone(),
         wake: Arc::default(),
+        keyserver: local_keyserver.cloned(),
+        settings_view: settings_view(config),
         settings: web::WebSettings {
             secure_cookies: config.web.tls_cert.is_some(),
             ..web::WebSettings::default()
@@ -386,6 +388,39 @@ async fn local_token(
     files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)?;
     tracing::info!(token = %name, domains = ?domains, "made a key server token for this gateway");
     Ok(token)
+}
+
+/// The SMTP and MIMEBuilder sections of the configuration, for the console's settings page.
+fn settings_view(config: &Config) -> Vec<web::admin::SettingsSection> {
+    fn section(
+        title: &str,
+        value: Result<toml::Value, toml::ser::Error>,
+    ) -> web::admin::SettingsSection {
+        let fields = match value {
+            Ok(toml::Value::Table(t)) => t
+                .into_iter()
+                .filter(|(k, _)| !k.contains("password") && !k.contains("users"))
+                .map(|(k, v)| {
+                    let shown = match v {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, shown)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        web::admin::SettingsSection {
+            title: title.into(),
+            fields,
+        }
+    }
+    vec![
+        section("SMTP (receiving)", toml::Value::try_from(&config.smtp)),
+        section("Delivery", toml::Value::try_from(&config.delivery)),
+        section("MIMEBuilder", toml::Value::try_from(&config.mime)),
+        section("Gateway", toml::Value::try_from(&config.gateway)),
+    ]
 }
 
 /// The administration API token file in the data directory.

@@ -131,7 +131,10 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("nothing with {needle:?} was delivered; log:\n{}", self.log());
+        panic!(
+            "nothing with {needle:?} was delivered; log:\n{}",
+            self.log()
+        );
     }
 }
 
@@ -271,12 +274,18 @@ fn a_recipient_reads_downloads_and_replies_in_the_browser() {
     // The reply went into the gateway sealed and signed by Bob; the gateway opened it for
     // Alice, so it arrives decrypted, with the verdict, the text and Bob's file.
     let reply = gw.wait_delivered("Thanks Alice, I can read them.");
-    assert!(reply.contains("X-Postern-Decrypted: gw.corp.example"), "{reply}");
+    assert!(
+        reply.contains("X-Postern-Decrypted: gw.corp.example"),
+        "{reply}"
+    );
     assert!(
         reply.contains("X-Postern-Signature: valid; signer=bob@partner.example"),
         "{reply}"
     );
-    assert!(reply.contains("In-Reply-To: <q3-figures@corp.example>"), "{reply}");
+    assert!(
+        reply.contains("In-Reply-To: <q3-figures@corp.example>"),
+        "{reply}"
+    );
     assert!(reply.contains("receipt.txt"), "{reply}");
     assert!(gw.log().contains("reader: a message was sealed and queued"));
     let _ = &gw.config;
@@ -327,4 +336,46 @@ fn hostile_html_runs_nothing_and_loads_nothing_remote_until_asked() {
             ("TRACKER_PORT", tracker.to_string()),
         ],
     );
+}
+
+#[test]
+fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
+    browser_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("outside");
+    let (port, rx) = outside_world(&mail_dir);
+    let gw = Gateway::start(dir.path(), port);
+    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["admin", "create", "root", "--config", s(&gw.config)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        create
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"correct horse battery staple\n")
+            .unwrap();
+    }
+    let out = create.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    script(
+        "admin.mjs",
+        &[
+            ("BASE", format!("http://127.0.0.1:{}", gw.web)),
+            ("SMTP_PORT", gw.smtp.port().to_string()),
+        ],
+    );
+    // Released, the message goes out (sealed by the default policy).
+    let m = wait_for(&rx, "dave@partner.example", "Payroll run for November");
+    assert!(String::from_utf8_lossy(&m.data).contains("encrypted_message.htm"));
+    assert!(gw.log().contains("console change"));
 }

@@ -1,10 +1,12 @@
 //! Postern's durable mail queue: message files in a spool directory and their states in a
 //! database. See [`queue`] for the life of a message and the durability rules.
 
+pub mod console;
 pub mod quarantine;
 pub mod queue;
 pub mod spool;
 
+pub use console::AuditEntry;
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{
     Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,

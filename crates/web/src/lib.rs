@@ -10,6 +10,7 @@
 //! No page runs a script: every page is HTML and one style sheet, under a Content-Security-Policy
 //! that forbids scripts, so a message's HTML cannot run even if the sanitizer missed something.
 
+pub mod admin;
 pub mod api;
 pub mod compose;
 pub mod page;
@@ -39,6 +40,10 @@ pub struct WebSettings {
     pub max_post_bytes: usize,
     /// Most recipients of a reply or forward.
     pub max_recipients: usize,
+    /// A console session ends after this long without a request.
+    pub admin_idle_secs: u64,
+    /// ... and this long after the login.
+    pub admin_lifetime_secs: u64,
 }
 
 impl Default for WebSettings {
@@ -49,6 +54,8 @@ impl Default for WebSettings {
             reader_lifetime_secs: 4 * 3600,
             max_post_bytes: 40 * 1024 * 1024,
             max_recipients: 50,
+            admin_idle_secs: 30 * 60,
+            admin_lifetime_secs: 12 * 3600,
         }
     }
 }
@@ -65,6 +72,10 @@ pub struct Gateway {
     pub hostname: String,
     /// Wakes the pipeline when a reply is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The key server's store, when the key server runs in this process (tokens, audit log).
+    pub keyserver: Option<keys::Store>,
+    /// The running configuration, as the settings page shows it.
+    pub settings_view: Vec<admin::SettingsSection>,
     /// Page settings.
     pub settings: WebSettings,
 }
@@ -74,6 +85,7 @@ pub fn router(gateway: Gateway) -> Router {
     let gateway = Arc::new(gateway);
     Router::new()
         .merge(reader::router(gateway.clone()))
+        .merge(admin::router(gateway.clone()))
         .route("/static/postern.css", get(page::style))
         .fallback(page::not_found)
         .layer(axum::middleware::from_fn(security::headers))

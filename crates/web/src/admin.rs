@@ -1,0 +1,1199 @@
+//! The administration console under `/admin`. Accounts are made with `postern admin create`
+//! (Argon2id hashes in the queue database); a login starts a new session (Strict cookie, idle
+//! timeout), every form carries the session's CSRF token, and every change is written to the
+//! audit log with the administrator's name.
+
+// Handlers answer with a `Response` either way; boxing the error side would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use policy::{Compiled, Policy, Rule};
+use serde::{Deserialize, Serialize};
+use store::{QuarantineFilter, QuarantineOp};
+
+use crate::Gateway;
+use crate::page::{PageError, render, render_with};
+use crate::security::{self, CookieRules, same_secret};
+use crate::sessions::Sessions;
+
+/// The console's session cookie.
+pub const COOKIE: &str = "postern_admin";
+
+/// Shortest password `postern admin create` takes.
+pub const MIN_PASSWORD: usize = 12;
+
+/// An Argon2id hash (PHC string) of `password`, as SMTP AUTH users have.
+pub use smtp::auth::hash_password;
+
+/// A section of the settings page: a title and its fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsSection {
+    /// E.g. "SMTP".
+    pub title: String,
+    /// Name and value, as in the configuration file.
+    pub fields: Vec<(String, String)>,
+}
+
+struct AdminSession {
+    name: Option<String>,
+    csrf: String,
+}
+
+struct Console {
+    gateway: Arc<Gateway>,
+    sessions: Sessions<AdminSession>,
+    cookies: CookieRules,
+}
+
+/// Who is signed in, for a handler.
+struct Admin {
+    name: String,
+    csrf: String,
+}
+
+impl Console {
+    fn now(&self) -> u64 {
+        self.gateway.keys.now()
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<Arc<Mutex<AdminSession>>> {
+        self.sessions
+            .get(security::cookie(headers, COOKIE)?, self.now())
+    }
+
+    /// The signed-in administrator, or a redirect to the login page.
+    fn admin(&self, headers: &HeaderMap) -> Result<Admin, Response> {
+        let login = || Redirect::to("/admin/login").into_response();
+        let session = self.session(headers).ok_or_else(login)?;
+        let s = session.lock().map_err(|_| login())?;
+        match &s.name {
+            Some(name) => Ok(Admin {
+                name: name.clone(),
+                csrf: s.csrf.clone(),
+            }),
+            None => Err(login()),
+        }
+    }
+
+    /// [`Console::admin`] for a form post: the CSRF token must match.
+    fn poster(&self, headers: &HeaderMap, csrf: &str) -> Result<Admin, Response> {
+        let admin = self.admin(headers)?;
+        if same_secret(csrf, &admin.csrf) {
+            Ok(admin)
+        } else {
+            Err(PageError::forgery().back("/admin").into_response())
+        }
+    }
+
+    async fn audit(&self, admin: &Admin, action: &str, detail: &str) {
+        let actor = format!("admin:{}", admin.name);
+        if let Err(e) = self.gateway.queue.audit(&actor, action, detail).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        tracing::info!(actor = %actor, action, detail, "console change");
+    }
+}
+
+/// The `/admin` routes.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let console = Arc::new(Console {
+        sessions: Sessions::new(
+            gateway.settings.admin_idle_secs,
+            gateway.settings.admin_lifetime_secs,
+            1000,
+        ),
+        cookies: CookieRules {
+            secure: gateway.settings.secure_cookies,
+        },
+        gateway,
+    });
+    Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/status") }))
+        .route("/admin/login", get(login_page).post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/status", get(status))
+        .route("/admin/policy", get(policy_page))
+        .route("/admin/policy/rule", get(rule_page).post(save_rule))
+        .route("/admin/policy/change", post(change_rule))
+        .route("/admin/quarantine", get(quarantine))
+        .route("/admin/quarantine/act", post(quarantine_act))
+        .route("/admin/errored", get(errored).post(resend))
+        .route("/admin/settings", get(settings))
+        .route("/admin/keyserver", get(keyserver))
+        .route("/admin/audit", get(audit))
+        .with_state(console)
+}
+
+fn set_cookie(response: &mut Response, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+#[derive(Serialize)]
+struct LoginCtx<'a> {
+    csrf: &'a str,
+    error: Option<&'a str>,
+    name: &'a str,
+}
+
+async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if c.admin(&headers).is_ok() {
+        return Redirect::to("/admin/status").into_response();
+    }
+    let csrf = security::random_token();
+    let id = c.sessions.start(
+        AdminSession {
+            name: None,
+            csrf: csrf.clone(),
+        },
+        c.now(),
+    );
+    let mut r = render(
+        "admin/login.html",
+        LoginCtx {
+            csrf: &csrf,
+            error: None,
+            name: "",
+        },
+    );
+    set_cookie(&mut r, &c.cookies.session(COOKIE, &id, "/admin", true));
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let pre = c
+        .session(&headers)
+        .and_then(|s| s.lock().ok().map(|s| s.csrf.clone()));
+    let Some(csrf) = pre.filter(|t| same_secret(&form.csrf, t)) else {
+        return PageError::forgery().back("/admin/login").into_response();
+    };
+    let stored = c.gateway.queue.admin_hash(form.name.trim()).await;
+    let stored = match stored {
+        Ok(h) => h,
+        Err(e) => return PageError::internal("cannot read the administrators", e).into_response(),
+    };
+    // An unknown name costs the same hashing as a wrong password.
+    let (password, hash) = (form.password.clone(), stored.clone());
+    let name = form.name.trim().to_string();
+    let ok = tokio::task::spawn_blocking(move || {
+        let users: Vec<smtp::config::SmtpUser> = hash
+            .map(|h| smtp::config::SmtpUser {
+                name: name.clone(),
+                password_hash: h,
+            })
+            .into_iter()
+            .collect();
+        smtp::auth::verify(&users, &name, password.as_bytes())
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        tracing::warn!(name = %form.name.trim(), "console: a login failed");
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        return render_with(
+            StatusCode::UNAUTHORIZED,
+            "admin/login.html",
+            LoginCtx {
+                csrf: &csrf,
+                error: Some("Wrong name or password."),
+                name: form.name.trim(),
+            },
+        );
+    }
+    // A new session on login: an id planted before it is worth nothing after.
+    if let Some(old) = security::cookie(&headers, COOKIE) {
+        c.sessions.end(old);
+    }
+    let name = form.name.trim().to_string();
+    let id = c.sessions.start(
+        AdminSession {
+            name: Some(name.clone()),
+            csrf: security::random_token(),
+        },
+        c.now(),
+    );
+    let admin = Admin {
+        name,
+        csrf: String::new(),
+    };
+    c.audit(&admin, "login", "").await;
+    let mut r = Redirect::to("/admin/status").into_response();
+    set_cookie(&mut r, &c.cookies.session(COOKIE, &id, "/admin", true));
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let admin = match c.poster(&headers, &form.csrf) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Some(id) = security::cookie(&headers, COOKIE) {
+        c.sessions.end(id);
+    }
+    c.audit(&admin, "logout", "").await;
+    let mut r = Redirect::to("/admin/login").into_response();
+    set_cookie(&mut r, &c.cookies.clear(COOKIE, "/admin"));
+    r
+}
+
+/// The context every console page shares.
+#[derive(Serialize)]
+struct Frame<'a, T: Serialize> {
+    me: &'a str,
+    csrf: &'a str,
+    here: &'a str,
+    notice: Option<String>,
+    error: Option<String>,
+    page: T,
+}
+
+fn page<T: Serialize>(
+    admin: &Admin,
+    here: &str,
+    template: &str,
+    notice: Option<String>,
+    page: T,
+) -> Response {
+    render(
+        template,
+        Frame {
+            me: &admin.name,
+            csrf: &admin.csrf,
+            here,
+            notice,
+            error: None,
+            page,
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct Flash {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Component {
+    name: &'static str,
+    running: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct StatusPage {
+    components: Vec<Component>,
+    stats: Vec<(String, u64)>,
+    chart: String,
+    total_hour: u64,
+}
+
+async fn status(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let q = &c.gateway.queue;
+    let depth = q.depth().await.unwrap_or_default();
+    let held = q.quarantine_depth().await.unwrap_or_default();
+    let reachable = c.gateway.keys.client().reachable().await;
+    let now = c.now();
+    let per_minute = q.received_per_minute(now, 60).await.unwrap_or_default();
+    let components = vec![
+        Component {
+            name: "SMTP receiver",
+            running: true,
+            detail: "accepting mail".into(),
+        },
+        Component {
+            name: "Policy and encryption",
+            running: true,
+            detail: format!("{} message(s) waiting", depth.received),
+        },
+        Component {
+            name: "Delivery",
+            running: true,
+            detail: format!("{} to send, {} to retry", depth.pending, depth.deferred),
+        },
+        Component {
+            name: "Key server",
+            running: reachable,
+            detail: if reachable {
+                "reachable".into()
+            } else {
+                "not reachable: cached keys are used, other mail waits in the errored queue".into()
+            },
+        },
+        Component {
+            name: "Web reader and console",
+            running: true,
+            detail: "serving this page".into(),
+        },
+    ];
+    let total_hour = per_minute.iter().sum();
+    page(
+        &admin,
+        "status",
+        "admin/status.html",
+        flash.done,
+        StatusPage {
+            components,
+            stats: vec![
+                ("Waiting for policy".into(), depth.received),
+                ("Waiting to be sent".into(), depth.pending),
+                ("Deferred (retrying)".into(), depth.deferred),
+                ("Errored (waiting for a key)".into(), depth.errored),
+                ("Quarantined".into(), held),
+            ],
+            chart: chart(&per_minute),
+            total_hour,
+        },
+    )
+}
+
+/// Messages per minute as an SVG bar chart (drawn here: the pages run no scripts).
+fn chart(counts: &[u64]) -> String {
+    let (w, h, left, bottom) = (720.0, 180.0, 36.0, 22.0);
+    let max = counts.iter().copied().max().unwrap_or(0).max(1);
+    let n = counts.len().max(1) as f64;
+    let slot = (w - left) / n;
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Messages received per minute over the last hour\">"
+    );
+    svg.push_str(&format!(
+        "<line class=\"axis\" x1=\"{left}\" y1=\"{y}\" x2=\"{w}\" y2=\"{y}\"/>",
+        y = h - bottom
+    ));
+    svg.push_str(&format!(
+        "<text x=\"0\" y=\"12\">{max}</text><text x=\"0\" y=\"{}\">0</text>",
+        h - bottom
+    ));
+    for (i, &v) in counts.iter().enumerate() {
+        let bh = (h - bottom - 8.0) * v as f64 / max as f64;
+        let x = left + i as f64 * slot + 1.0;
+        svg.push_str(&format!(
+            "<rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\"><title>{v}</title></rect>",
+            h - bottom - bh,
+            (slot - 2.0).max(1.0)
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{}\">60 min ago</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">now</text></svg>",
+        h - 4.0,
+        w,
+        h - 4.0
+    ));
+    svg
+}
+
+/// The stored policy, or the built-in default.
+async fn current_policy(c: &Console) -> Result<(Policy, i64), PageError> {
+    match c.gateway.queue.current_policy().await {
+        Ok(Some(stored)) => Policy::from_toml(&stored.text)
+            .map(|p| (p, stored.version))
+            .map_err(|e| PageError::internal("the stored policy does not load", e)),
+        Ok(None) => Policy::default_policy()
+            .map(|p| (p, 0))
+            .map_err(|e| PageError::internal("the built-in policy does not load", e)),
+        Err(e) => Err(PageError::internal("cannot read the policy", e)),
+    }
+}
+
+#[derive(Serialize)]
+struct RuleRow {
+    order: u32,
+    name: String,
+    enabled: bool,
+    direction: String,
+    senders: String,
+    recipients: String,
+    conditions: usize,
+    actions: String,
+}
+
+#[derive(Serialize)]
+struct PolicyPage {
+    version: i64,
+    rules: Vec<RuleRow>,
+    encryption_exception: String,
+    decryption_exception: String,
+}
+
+fn describe(actions: &[policy::Action]) -> String {
+    actions
+        .iter()
+        .map(policy::Action::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn policy_page(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (policy, version) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let rules = policy
+        .rules
+        .iter()
+        .map(|r| RuleRow {
+            order: r.order,
+            name: r.name.clone(),
+            enabled: r.enabled,
+            direction: format!("{:?}", r.direction).to_lowercase(),
+            senders: or_anyone(&r.senders),
+            recipients: or_anyone(&r.recipients),
+            conditions: r.conditions.len(),
+            actions: describe(&r.actions),
+        })
+        .collect();
+    page(
+        &admin,
+        "policy",
+        "admin/policy.html",
+        flash.done,
+        PolicyPage {
+            version,
+            rules,
+            encryption_exception: describe(&policy.exceptions.encryption),
+            decryption_exception: describe(&policy.exceptions.decryption),
+        },
+    )
+}
+
+fn or_anyone(list: &[String]) -> String {
+    if list.is_empty() {
+        "anyone".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// One rule as the editor shows it: a policy file holding only that rule.
+fn rule_toml(rule: &Rule) -> String {
+    #[derive(Serialize)]
+    struct One<'a> {
+        rule: [&'a Rule; 1],
+    }
+    toml::to_string_pretty(&One { rule: [rule] }).unwrap_or_default()
+}
+
+const NEW_RULE: &str = r#"[[rule]]
+order = 100
+name = "New rule"
+enabled = true
+direction = "outbound"
+senders = ["*@corp.example"]
+
+[[rule.conditions]]
+on = "subject"
+keywords = ["confidential"]
+
+[[rule.actions]]
+do = "quarantine"
+area = "Review"
+"#;
+
+#[derive(Deserialize)]
+struct RuleQuery {
+    order: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct RulePage {
+    original: Option<u32>,
+    text: String,
+}
+
+async fn rule_page(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<RuleQuery>,
+) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (policy, _) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let text = match q.order {
+        Some(o) => match policy.rules.iter().find(|r| r.order == o) {
+            Some(r) => rule_toml(r),
+            None => {
+                return PageError::not_found(format!("There is no rule {o}."))
+                    .back("/admin/policy")
+                    .into_response();
+            }
+        },
+        None => NEW_RULE.to_string(),
+    };
+    page(
+        &admin,
+        "policy",
+        "admin/rule.html",
+        None,
+        RulePage {
+            original: q.order,
+            text,
+        },
+    )
+}
+
+/// Checks `policy` as a whole (as an import would), stores it and makes the areas it names.
+async fn store_policy(
+    c: &Console,
+    admin: &Admin,
+    policy: &Policy,
+    what: &str,
+) -> Result<i64, String> {
+    let text = policy.to_toml();
+    let checked = Policy::from_toml(&text).map_err(|e| e.to_string())?;
+    Compiled::new(checked.clone()).map_err(|e| e.to_string())?;
+    let q = &c.gateway.queue;
+    let version = q
+        .save_policy(&text, &format!("admin:{}", admin.name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let known: Vec<String> = q
+        .areas()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    for action in checked
+        .rules
+        .iter()
+        .flat_map(|r| &r.actions)
+        .chain(&checked.exceptions.encryption)
+        .chain(&checked.exceptions.decryption)
+    {
+        if let policy::Action::Quarantine { area } = action
+            && !known.contains(area)
+        {
+            let _ = q
+                .create_area(area, store::quarantine::DEFAULT_RETENTION_SECS)
+                .await;
+        }
+    }
+    c.audit(admin, "policy.save", &format!("version {version}: {what}"))
+        .await;
+    Ok(version)
+}
+
+#[derive(Deserialize)]
+struct RuleForm {
+    csrf: String,
+    #[serde(default)]
+    original: Option<String>,
+    text: String,
+}
+
+async fn save_rule(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<RuleForm>,
+) -> Response {
+    let admin = match c.poster(&headers, &form.csrf) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let original: Option<u32> = form.original.as_deref().and_then(|o| o.parse().ok());
+    let again = |error: String| {
+        render_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "admin/rule.html",
+            Frame {
+                me: &admin.name,
+                csrf: &admin.csrf,
+                here: "policy",
+                notice: None,
+                error: Some(error),
+                page: RulePage {
+                    original,
+                    text: form.text.clone(),
+                },
+            },
+        )
+    };
+    let edited = match Policy::from_toml(&form.text) {
+        Ok(p) if p.rules.len() == 1 && p.lists.is_empty() => p.rules[0].clone(),
+        Ok(_) => return again("give exactly one [[rule]] and nothing else".into()),
+        Err(e) => return again(e.to_string()),
+    };
+    let (mut policy, _) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(o) = original {
+        policy.rules.retain(|r| r.order != o);
+    }
+    if policy.rules.iter().any(|r| r.order == edited.order) {
+        return again(format!(
+            "rule {}: order: another rule has order {}; choose a free number",
+            edited.order, edited.order
+        ));
+    }
+    let what = match original {
+        Some(o) => format!("rule {o} edited as {} {:?}", edited.order, edited.name),
+        None => format!("rule {} {:?} added", edited.order, edited.name),
+    };
+    policy.rules.push(edited);
+    policy.rules.sort_by_key(|r| r.order);
+    match store_policy(&c, &admin, &policy, &what).await {
+        Ok(v) => {
+            Redirect::to(&format!("/admin/policy?done=Saved+as+policy+version+{v}")).into_response()
+        }
+        Err(e) => again(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangeForm {
+    csrf: String,
+    order: u32,
+    /// enable, disable, up, down, delete
+    change: String,
+}
+
+async fn change_rule(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let admin = match c.poster(&headers, &form.csrf) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (mut policy, _) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some(i) = policy.rules.iter().position(|r| r.order == form.order) else {
+        return PageError::not_found(format!("There is no rule {}.", form.order))
+            .back("/admin/policy")
+            .into_response();
+    };
+    let name = policy.rules[i].name.clone();
+    match form.change.as_str() {
+        "enable" => policy.rules[i].enabled = true,
+        "disable" => policy.rules[i].enabled = false,
+        "delete" => {
+            policy.rules.remove(i);
+        }
+        // Moving swaps order numbers with the neighbour, so every other number stays.
+        "up" | "down" => {
+            let j = if form.change == "up" {
+                i.checked_sub(1)
+            } else {
+                Some(i + 1).filter(|j| *j < policy.rules.len())
+            };
+            if let Some(j) = j {
+                let (a, b) = (policy.rules[i].order, policy.rules[j].order);
+                policy.rules[i].order = b;
+                policy.rules[j].order = a;
+                policy.rules.sort_by_key(|r| r.order);
+            }
+        }
+        other => {
+            return PageError::bad(
+                "Unknown change",
+                format!("{other:?} is not enable, disable, up, down or delete."),
+            )
+            .into_response();
+        }
+    }
+    let what = format!("rule {} {name:?}: {}", form.order, form.change);
+    match store_policy(&c, &admin, &policy, &what).await {
+        Ok(v) => {
+            Redirect::to(&format!("/admin/policy?done=Saved+as+policy+version+{v}")).into_response()
+        }
+        Err(e) => PageError::bad("The policy was not changed", e)
+            .back("/admin/policy")
+            .into_response(),
+    }
+}
+
+/// The quarantine query, as form fields (dates as `YYYY-MM-DD`).
+#[derive(Deserialize, Serialize, Default, Clone)]
+struct QuarantineQuery {
+    #[serde(default)]
+    area: String,
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    recipient: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    done: Option<String>,
+}
+
+fn some(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn day(field: &str, s: &str) -> Result<Option<u64>, String> {
+    let Some(t) = some(s) else { return Ok(None) };
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(&t, format)
+        .map(|d| Some(d.midnight().assume_utc().unix_timestamp().max(0) as u64))
+        .map_err(|_| format!("{field}: {t:?} is not a date like 2026-11-24"))
+}
+
+impl QuarantineQuery {
+    fn filter(&self) -> Result<QuarantineFilter, String> {
+        Ok(QuarantineFilter {
+            id: None,
+            area: some(&self.area),
+            sender: some(&self.sender),
+            recipient: some(&self.recipient),
+            subject: some(&self.subject),
+            rule: some(&self.rule),
+            reason: some(&self.reason),
+            since: day("since", &self.since)?,
+            // "until" names a whole day.
+            until: day("until", &self.until)?.map(|t| t + 86_400),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct HeldRow {
+    id: i64,
+    area: String,
+    rule: String,
+    reason: String,
+    sender: String,
+    recipients: String,
+    subject: String,
+    at: String,
+    size: String,
+}
+
+#[derive(Serialize)]
+struct QuarantinePage {
+    query: QuarantineQuery,
+    areas: Vec<(String, u64, u64)>,
+    rows: Vec<HeldRow>,
+    shown: usize,
+    error: Option<String>,
+}
+
+/// Unix seconds as `2026-11-24 10:00 UTC`.
+pub fn when(t: u64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t as i64)
+        .ok()
+        .and_then(|d| d.format(format).ok())
+        .unwrap_or_default()
+}
+
+async fn quarantine(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<QuarantineQuery>,
+) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let q = &c.gateway.queue;
+    let areas = q
+        .areas()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.name, a.retention_secs / 86_400, a.held))
+        .collect();
+    let (rows, error) = match query.filter() {
+        Ok(f) => match q.quarantined(&f, 500).await {
+            Ok(list) => (
+                list.into_iter()
+                    .map(|h| HeldRow {
+                        id: h.id,
+                        area: h.area,
+                        rule: h.rule,
+                        reason: h.reason,
+                        sender: h.sender,
+                        recipients: h.recipients.join(", "),
+                        subject: h.subject,
+                        at: when(h.at),
+                        size: crate::render::size_text(h.size as usize),
+                    })
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            Err(e) => return PageError::internal("cannot query the quarantine", e).into_response(),
+        },
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let done = query.done.clone();
+    page(
+        &admin,
+        "quarantine",
+        "admin/quarantine.html",
+        done,
+        QuarantinePage {
+            shown: rows.len(),
+            query,
+            areas,
+            rows,
+            error,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    csrf: String,
+    op: String,
+    /// One entry; without it, every entry the query fields find.
+    #[serde(default)]
+    id: Option<i64>,
+    #[serde(flatten)]
+    query: HashMap<String, String>,
+}
+
+async fn quarantine_act(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<ActForm>,
+) -> Response {
+    let admin = match c.poster(&headers, &form.csrf) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(op) = QuarantineOp::parse(&form.op) else {
+        return PageError::bad("Unknown operation", "Use release, reprocess or delete.")
+            .into_response();
+    };
+    let get = |k: &str| form.query.get(k).cloned().unwrap_or_default();
+    let query = QuarantineQuery {
+        area: get("area"),
+        sender: get("sender"),
+        recipient: get("recipient"),
+        subject: get("subject"),
+        rule: get("rule"),
+        reason: get("reason"),
+        since: get("since"),
+        until: get("until"),
+        done: None,
+    };
+    let q = &c.gateway.queue;
+    let ids: Vec<i64> = match form.id {
+        Some(id) => vec![id],
+        None => match query.filter() {
+            Ok(f) => match q.quarantined(&f, u32::MAX).await {
+                Ok(list) => list.iter().map(|h| h.id).collect(),
+                Err(e) => {
+                    return PageError::internal("cannot query the quarantine", e).into_response();
+                }
+            },
+            Err(e) => {
+                return PageError::bad("The query is not valid", e)
+                    .back("/admin/quarantine")
+                    .into_response();
+            }
+        },
+    };
+    let n = match q.act_on_quarantined(op, &ids).await {
+        Ok(n) => n,
+        Err(e) => return PageError::internal("the operation failed", e).into_response(),
+    };
+    c.gateway.wake.notify_one();
+    let detail = format!("{} on {} entr(ies): {:?}", form.op, n, ids);
+    c.audit(&admin, &format!("quarantine.{}", form.op), &detail)
+        .await;
+    let back = serde_urlencoded_pairs(&query, &format!("{} {n} message(s)", past(&form.op)));
+    Redirect::to(&format!("/admin/quarantine?{back}")).into_response()
+}
+
+fn past(op: &str) -> &'static str {
+    match op {
+        "release" => "Released",
+        "reprocess" => "Sent back for processing:",
+        _ => "Deleted",
+    }
+}
+
+/// The query as URL parameters, with a notice.
+fn serde_urlencoded_pairs(q: &QuarantineQuery, done: &str) -> String {
+    let pairs = [
+        ("area", &q.area),
+        ("sender", &q.sender),
+        ("recipient", &q.recipient),
+        ("subject", &q.subject),
+        ("rule", &q.rule),
+        ("reason", &q.reason),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("done", &done.to_string()),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ErroredRow {
+    id: String,
+    sender: String,
+    recipients: String,
+    received: String,
+    reply: String,
+}
+
+async fn errored(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let list = match c
+        .gateway
+        .queue
+        .errored(&store::ErroredFilter::default(), 500)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return PageError::internal("cannot read the errored queue", e).into_response(),
+    };
+    let rows: Vec<ErroredRow> = list
+        .into_iter()
+        .map(|m| {
+            let errored: Vec<_> = m
+                .recipients
+                .iter()
+                .filter(|r| r.state == "errored")
+                .collect();
+            ErroredRow {
+                id: m.id,
+                sender: m.sender,
+                recipients: errored
+                    .iter()
+                    .map(|r| r.address.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                received: when(m.received_at),
+                reply: errored
+                    .iter()
+                    .filter_map(|r| r.last_reply.clone())
+                    .next()
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    page(&admin, "errored", "admin/errored.html", flash.done, rows)
+}
+
+#[derive(Deserialize)]
+struct ResendForm {
+    csrf: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+async fn resend(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<ResendForm>,
+) -> Response {
+    let admin = match c.poster(&headers, &form.csrf) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let filter = store::ErroredFilter {
+        id: form.id.clone().filter(|s| !s.is_empty()),
+        ..Default::default()
+    };
+    let n = match c.gateway.queue.requeue_errored(u64::MAX, &filter).await {
+        Ok(n) => n,
+        Err(e) => return PageError::internal("cannot resend", e).into_response(),
+    };
+    c.gateway.wake.notify_one();
+    let which = filter.id.clone().unwrap_or_else(|| "all".into());
+    c.audit(
+        &admin,
+        "errored.resend",
+        &format!("{which}: {n} recipient(s)"),
+    )
+    .await;
+    Redirect::to(&format!(
+        "/admin/errored?done=Sent+{n}+recipient(s)+back+for+processing"
+    ))
+    .into_response()
+}
+
+async fn settings(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    page(
+        &admin,
+        "settings",
+        "admin/settings.html",
+        None,
+        &c.gateway.settings_view,
+    )
+}
+
+#[derive(Serialize)]
+struct KeyServerPage {
+    local: bool,
+    tokens: Vec<(String, String, String, String)>,
+    audit: Vec<(String, String, String, String, String)>,
+}
+
+async fn keyserver(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(ks) = &c.gateway.keyserver else {
+        return page(
+            &admin,
+            "keyserver",
+            "admin/keyserver.html",
+            None,
+            KeyServerPage {
+                local: false,
+                tokens: Vec::new(),
+                audit: Vec::new(),
+            },
+        );
+    };
+    let tokens = ks
+        .list_tokens()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            (
+                t.name,
+                t.domains.join(", "),
+                when(t.created),
+                t.revoked.map(when).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let since = c.now().saturating_sub(7 * 86_400);
+    let mut audit: Vec<_> = ks
+        .audit_log(None, Some(since))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            (
+                when(e.at),
+                e.actor,
+                e.address.unwrap_or_default(),
+                format!(
+                    "{} {}",
+                    e.kind.unwrap_or_default(),
+                    e.epoch.unwrap_or_default()
+                ),
+                e.outcome,
+            )
+        })
+        .collect();
+    audit.reverse();
+    audit.truncate(200);
+    page(
+        &admin,
+        "keyserver",
+        "admin/keyserver.html",
+        None,
+        KeyServerPage {
+            local: true,
+            tokens,
+            audit,
+        },
+    )
+}
+
+async fn audit(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let admin = match c.admin(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let rows: Vec<_> = c
+        .gateway
+        .queue
+        .audit_log(500)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (when(e.at), e.actor, e.action, e.detail))
+        .collect();
+    page(&admin, "audit", "admin/audit.html", None, rows)
+}

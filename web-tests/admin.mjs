@@ -1,0 +1,104 @@
+// An administrator signs in, adds a quarantine rule, a matching message is sent and held, the
+// administrator finds it with the quarantine query and releases it. Screenshots of every page.
+import { execFileSync } from 'node:child_process';
+import { launch, need, shot, check } from './lib.mjs';
+
+const BASE = need('BASE');
+const SMTP_PORT = need('SMTP_PORT');
+
+function sendMail() {
+  const py = `
+import smtplib, sys
+from email.message import EmailMessage
+m = EmailMessage()
+m['From'] = 'alice@corp.example'
+m['To'] = 'dave@partner.example'
+m['Subject'] = 'Payroll run for November'
+m.set_content('The payroll file is ready.')
+with smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s:
+    s.send_message(m)
+`;
+  execFileSync('python3', ['-c', py, SMTP_PORT]);
+}
+
+const RULE = `[[rule]]
+order = 5
+name = "Hold payroll"
+direction = "outbound"
+senders = ["*@corp.example"]
+
+[[rule.conditions]]
+on = "subject"
+keywords = ["payroll"]
+
+[[rule.actions]]
+do = "quarantine"
+area = "Payroll"
+`;
+
+const browser = await launch();
+try {
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+
+  await page.goto(`${BASE}/admin`);
+  await page.waitForURL(/\/admin\/login$/);
+  await page.fill('#name', 'root');
+  await page.fill('#password', 'not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  check(await page.getByRole('alert').isVisible(), 'a wrong password is refused');
+  await shot(page, 'admin-login');
+  await page.fill('#password', 'correct horse battery staple');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/admin\/status$/);
+  check(await page.getByText('Signed in as root').isVisible(), 'the administrator is signed in');
+  check((await page.textContent('#components')).includes('Key server'), 'the status page lists the components');
+  await shot(page, 'admin-status');
+
+  await page.click('text=Policies');
+  await page.waitForURL(/\/admin\/policy$/);
+  await page.click('#new-rule');
+  await page.fill('#text', 'order = "five"');
+  await page.click('#save');
+  check(await page.isVisible('#error'), 'an invalid rule is refused with the reason');
+  await page.fill('#text', RULE);
+  await shot(page, 'admin-rule');
+  await page.click('#save');
+  await page.waitForURL(/\/admin\/policy\?done=/);
+  check((await page.textContent('#rules')).includes('Hold payroll'), 'the new rule is listed');
+  await shot(page, 'admin-policy');
+
+  sendMail();
+  await page.click('text=Quarantine');
+  await page.fill('#subject', 'payroll');
+  let found = false;
+  for (let i = 0; i < 100 && !found; i++) {
+    await page.click('button:has-text("Search")');
+    found = (await page.locator('#held').count()) > 0 && (await page.textContent('#held')).includes('Payroll run for November');
+    if (!found) await page.waitForTimeout(300);
+  }
+  check(found, 'the held message is found by its subject');
+  check((await page.textContent('#held')).includes('Hold payroll'), 'the quarantine names the rule');
+  await shot(page, 'admin-quarantine');
+  await page.locator('#held button[value=release]').first().click();
+  await page.waitForSelector('#notice');
+  check((await page.textContent('#notice')).includes('Released 1'), 'the release is confirmed');
+
+  await page.click('text=Errored queue');
+  await shot(page, 'admin-errored');
+  await page.click('text=SMTP & MIMEBuilder');
+  check((await page.textContent('main')).includes('reader_url'), 'the MIMEBuilder settings are shown');
+  await shot(page, 'admin-settings');
+  await page.click('text=Key server');
+  check((await page.textContent('#tokens')).includes('local-gateway'), 'the gateway token is listed');
+  await shot(page, 'admin-keyserver');
+  await page.click('text=Audit log');
+  const audit = await page.textContent('#audit');
+  check(audit.includes('policy.save') && audit.includes('quarantine.release') && audit.includes('admin:root'),
+    'the audit log names the administrator and each change');
+  await shot(page, 'admin-audit');
+  check(dialogs.length === 0, 'no dialog opened');
+} finally {
+  await browser.close();
+}
