@@ -25,8 +25,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// One browser test at a time: each starts a gateway (master keys, Argon2) and a chromium, and
+/// the machines these run on have two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The node and chromium the scripts need, or a failure that says how to get them.
-fn browser_ready() {
+fn browser_ready() -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let node_modules = repo().join("web-tests/node_modules/playwright-core");
     let chromium = std::env::var("POSTERN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -34,6 +41,7 @@ fn browser_ready() {
         "the browser tests need Debian's chromium ({chromium}) and playwright-core \
          (`apt-get install chromium` and `npm ci --prefix web-tests`); .ci/run installs both"
     );
+    guard
 }
 
 struct Gateway {
@@ -90,10 +98,10 @@ impl Gateway {
             .unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
         assert!(
-            testkit::wait_for_port(addr, Duration::from_secs(30))
+            testkit::wait_for_port(addr, Duration::from_secs(120))
                 && testkit::wait_for_port(
                     SocketAddr::from(([127, 0, 0, 1], web)),
-                    Duration::from_secs(30)
+                    Duration::from_secs(120)
                 ),
             "the gateway did not start"
         );
@@ -236,7 +244,7 @@ fn message_with_attachment(attachment: &[u8]) -> String {
 
 #[test]
 fn a_recipient_reads_downloads_and_replies_in_the_browser() {
-    browser_ready();
+    let _one = browser_ready();
     let dir = tempfile::tempdir().unwrap();
     let mail_dir = dir.path().join("outside");
     let (port, rx) = outside_world(&mail_dir);
@@ -294,7 +302,7 @@ fn a_recipient_reads_downloads_and_replies_in_the_browser() {
 
 #[test]
 fn hostile_html_runs_nothing_and_loads_nothing_remote_until_asked() {
-    browser_ready();
+    let _one = browser_ready();
     let dir = tempfile::tempdir().unwrap();
     let mail_dir = dir.path().join("outside");
     let (port, rx) = outside_world(&mail_dir);
@@ -340,7 +348,7 @@ fn hostile_html_runs_nothing_and_loads_nothing_remote_until_asked() {
 
 #[test]
 fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
-    browser_ready();
+    let _one = browser_ready();
     let dir = tempfile::tempdir().unwrap();
     let mail_dir = dir.path().join("outside");
     let (port, rx) = outside_world(&mail_dir);
