@@ -549,6 +549,24 @@ impl Policy {
             .or_else(|| crate::templates::builtin(name))
     }
 
+    /// The quarantine areas the rules and exception rules name, each once, in order.
+    pub fn areas(&self) -> Vec<&str> {
+        let mut areas: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.actions)
+            .chain(&self.exceptions.encryption)
+            .chain(&self.exceptions.decryption)
+            .filter_map(|a| match a {
+                Action::Quarantine { area } => Some(area.as_str()),
+                _ => None,
+            })
+            .collect();
+        areas.sort_unstable();
+        areas.dedup();
+        areas
+    }
+
     /// Checks everything the types do not.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let mut names = HashSet::new();

@@ -65,17 +65,12 @@ pub fn policy(cmd: PolicyCommand) -> Result<()> {
                 let author = author
                     .or_else(|| std::env::var("USER").ok())
                     .unwrap_or_else(|| "cli".into());
-                let version = queue.save_policy(&text, &author).await?;
-                let mut areas: Vec<String> =
+                let known: Vec<String> =
                     queue.areas().await?.into_iter().map(|a| a.name).collect();
-                for r in policy.rules.iter().flat_map(|r| &r.actions).chain(&policy.exceptions.encryption).chain(&policy.exceptions.decryption) {
-                    if let policy::Action::Quarantine { area } = r
-                        && !areas.contains(area)
-                    {
-                        queue.create_area(area, store::quarantine::DEFAULT_RETENTION_SECS).await?;
-                        areas.push(area.clone());
-                        eprintln!("made quarantine area {area} (retention 30 days)");
-                    }
+                let areas = policy.areas();
+                let version = queue.save_policy(&text, &author, &areas).await?;
+                for area in areas.iter().filter(|a| !known.iter().any(|k| k == *a)) {
+                    eprintln!("made quarantine area {area} (retention 30 days)");
                 }
                 eprintln!(
                     "policy version {version} stored ({} rules); the gateway applies it to the next message",

@@ -422,16 +422,37 @@ impl Queue {
         Ok(to_u64(n))
     }
 
-    /// Stores a new policy version (the caller has validated it); returns its version.
-    pub async fn save_policy(&self, text: &str, author: &str) -> Result<i64, QueueError> {
-        Ok(sqlx::query_scalar(
+    /// Stores a new policy version (the caller has validated it) and makes the quarantine
+    /// areas it names that do not exist yet (30 days' retention; existing areas keep theirs),
+    /// in one transaction; returns the version.
+    pub async fn save_policy(
+        &self,
+        text: &str,
+        author: &str,
+        areas: &[&str],
+    ) -> Result<i64, QueueError> {
+        let at = to_i64(now());
+        let mut tx = self.pool.begin().await?;
+        let version = sqlx::query_scalar(
             "INSERT INTO policies (text, created_at, author) VALUES (?1, ?2, ?3) RETURNING version",
         )
         .bind(text)
-        .bind(to_i64(now()))
+        .bind(at)
         .bind(author)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO areas (name, retention_secs, created_at)
+             SELECT value, ?2, ?3 FROM json_each(?1) WHERE true
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(json_ids(areas.iter().copied()))
+        .bind(to_i64(DEFAULT_RETENTION_SECS))
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version)
     }
 
     /// The version of the current policy (0: none stored, the default applies).

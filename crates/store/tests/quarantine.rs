@@ -279,9 +279,28 @@ async fn policies_are_stored_in_versions() {
     let queue = Queue::open(dir.path()).await.unwrap();
     assert_eq!(queue.policy_version().await.unwrap(), 0);
     assert!(queue.current_policy().await.unwrap().is_none());
-    let v1 = queue.save_policy("# one", "ann").await.unwrap();
-    let v2 = queue.save_policy("# two", "bob").await.unwrap();
+    queue.create_area("Finance", 7 * 86_400).await.unwrap();
+    let v1 = queue.save_policy("# one", "ann", &[]).await.unwrap();
+    let v2 = queue
+        .save_policy("# two", "bob", &["Finance", "Payroll"])
+        .await
+        .unwrap();
     assert!(v2 > v1);
+    // The areas a policy names are made with it; an existing one keeps its retention.
+    let areas: Vec<(String, u64)> = queue
+        .areas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.name, a.retention_secs))
+        .collect();
+    assert_eq!(
+        areas,
+        vec![
+            ("Finance".to_string(), 7 * 86_400),
+            ("Payroll".to_string(), 30 * 86_400)
+        ]
+    );
     let current = queue.current_policy().await.unwrap().unwrap();
     assert_eq!(
         (
