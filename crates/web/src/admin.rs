@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Form, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use store::{QuarantineFilter, QuarantineOp};
 
 use crate::Gateway;
-use crate::page::{PageError, render, render_with};
+use crate::page::{PageError, Posted, render, render_with};
 use crate::security::{self, CookieRules, same_secret};
 use crate::sessions::Sessions;
 
@@ -58,6 +59,30 @@ struct Admin {
     csrf: String,
 }
 
+impl Admin {
+    /// A form post's CSRF token must be this session's.
+    fn check(&self, csrf: &str) -> Result<(), Response> {
+        if same_secret(csrf, &self.csrf) {
+            Ok(())
+        } else {
+            Err(PageError::forgery().back("/admin").into_response())
+        }
+    }
+}
+
+/// Every console page but the login takes an [`Admin`]: without a signed-in session the
+/// request is sent to the login page.
+impl FromRequestParts<Arc<Console>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Self::Rejection> {
+        console.admin(&parts.headers)
+    }
+}
+
 impl Console {
     fn now(&self) -> u64 {
         self.gateway.keys.now()
@@ -79,16 +104,6 @@ impl Console {
                 csrf: s.csrf.clone(),
             }),
             None => Err(login()),
-        }
-    }
-
-    /// [`Console::admin`] for a form post: the CSRF token must match.
-    fn poster(&self, headers: &HeaderMap, csrf: &str) -> Result<Admin, Response> {
-        let admin = self.admin(headers)?;
-        if same_secret(csrf, &admin.csrf) {
-            Ok(admin)
-        } else {
-            Err(PageError::forgery().back("/admin").into_response())
         }
     }
 
@@ -178,7 +193,7 @@ struct LoginForm {
 async fn login(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    Posted(form): Posted<LoginForm>,
 ) -> Response {
     let pre = c
         .session(&headers)
@@ -186,28 +201,28 @@ async fn login(
     let Some(csrf) = pre.filter(|t| same_secret(&form.csrf, t)) else {
         return PageError::forgery().back("/admin/login").into_response();
     };
-    let stored = c.gateway.queue.admin_hash(form.name.trim()).await;
-    let stored = match stored {
+    let name = form.name.trim().to_string();
+    let hash = match c.gateway.queue.admin_hash(&name).await {
         Ok(h) => h,
         Err(e) => return PageError::internal("cannot read the administrators", e).into_response(),
     };
-    // An unknown name costs the same hashing as a wrong password.
-    let (password, hash) = (form.password.clone(), stored.clone());
-    let name = form.name.trim().to_string();
+    // smtp::auth::verify hashes against a decoy for an unknown name, so that it costs the same
+    // as a wrong password.
+    let (password, who) = (form.password.clone(), name.clone());
     let ok = tokio::task::spawn_blocking(move || {
         let users: Vec<smtp::config::SmtpUser> = hash
-            .map(|h| smtp::config::SmtpUser {
-                name: name.clone(),
-                password_hash: h,
+            .map(|password_hash| smtp::config::SmtpUser {
+                name: who.clone(),
+                password_hash,
             })
             .into_iter()
             .collect();
-        smtp::auth::verify(&users, &name, password.as_bytes())
+        smtp::auth::verify(&users, &who, password.as_bytes())
     })
     .await
     .unwrap_or(false);
     if !ok {
-        tracing::warn!(name = %form.name.trim(), "console: a login failed");
+        tracing::warn!(name = %name, "console: a login failed");
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         return render_with(
             StatusCode::UNAUTHORIZED,
@@ -215,7 +230,7 @@ async fn login(
             LoginCtx {
                 csrf: &csrf,
                 error: Some("Wrong name or password."),
-                name: form.name.trim(),
+                name: &name,
             },
         );
     }
@@ -223,7 +238,6 @@ async fn login(
     if let Some(old) = security::cookie(&headers, COOKIE) {
         c.sessions.end(old);
     }
-    let name = form.name.trim().to_string();
     let id = c.sessions.start(
         AdminSession {
             name: Some(name.clone()),
@@ -248,13 +262,13 @@ struct CsrfForm {
 
 async fn logout(
     State(c): State<Arc<Console>>,
+    admin: Admin,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Posted(form): Posted<CsrfForm>,
 ) -> Response {
-    let admin = match c.poster(&headers, &form.csrf) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
     if let Some(id) = security::cookie(&headers, COOKIE) {
         c.sessions.end(id);
     }
@@ -318,13 +332,9 @@ struct StatusPage {
 
 async fn status(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    admin: Admin,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let q = &c.gateway.queue;
     let depth = q.depth().await.unwrap_or_default();
     let held = q.quarantine_depth().await.unwrap_or_default();
@@ -461,13 +471,9 @@ fn describe(actions: &[policy::Action]) -> String {
 
 async fn policy_page(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    admin: Admin,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let (policy, version) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -546,13 +552,9 @@ struct RulePage {
 
 async fn rule_page(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    admin: Admin,
     Query(q): Query<RuleQuery>,
 ) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let (policy, _) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -580,7 +582,8 @@ async fn rule_page(
     )
 }
 
-/// Checks `policy` as a whole (as an import would), stores it and makes the areas it names.
+/// Checks `policy` as a whole (as an import would), stores it with the areas it names, and
+/// writes the audit log.
 async fn store_policy(
     c: &Console,
     admin: &Admin,
@@ -590,36 +593,22 @@ async fn store_policy(
     let text = policy.to_toml();
     let checked = Policy::from_toml(&text).map_err(|e| e.to_string())?;
     Compiled::new(checked.clone()).map_err(|e| e.to_string())?;
-    let q = &c.gateway.queue;
-    let version = q
-        .save_policy(&text, &format!("admin:{}", admin.name))
+    let version = c
+        .gateway
+        .queue
+        .save_policy(&text, &format!("admin:{}", admin.name), &checked.areas())
         .await
         .map_err(|e| e.to_string())?;
-    let known: Vec<String> = q
-        .areas()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    for action in checked
-        .rules
-        .iter()
-        .flat_map(|r| &r.actions)
-        .chain(&checked.exceptions.encryption)
-        .chain(&checked.exceptions.decryption)
-    {
-        if let policy::Action::Quarantine { area } = action
-            && !known.contains(area)
-        {
-            let _ = q
-                .create_area(area, store::quarantine::DEFAULT_RETENTION_SECS)
-                .await;
-        }
-    }
     c.audit(admin, "policy.save", &format!("version {version}: {what}"))
         .await;
     Ok(version)
+}
+
+fn saved(version: i64) -> Response {
+    Redirect::to(&format!(
+        "/admin/policy?done=Saved+as+policy+version+{version}"
+    ))
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -632,13 +621,12 @@ struct RuleForm {
 
 async fn save_rule(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<RuleForm>,
+    admin: Admin,
+    Posted(form): Posted<RuleForm>,
 ) -> Response {
-    let admin = match c.poster(&headers, &form.csrf) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
     let original: Option<u32> = form.original.as_deref().and_then(|o| o.parse().ok());
     let again = |error: String| {
         render_with(
@@ -682,9 +670,7 @@ async fn save_rule(
     policy.rules.push(edited);
     policy.rules.sort_by_key(|r| r.order);
     match store_policy(&c, &admin, &policy, &what).await {
-        Ok(v) => {
-            Redirect::to(&format!("/admin/policy?done=Saved+as+policy+version+{v}")).into_response()
-        }
+        Ok(v) => saved(v),
         Err(e) => again(e),
     }
 }
@@ -699,13 +685,12 @@ struct ChangeForm {
 
 async fn change_rule(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<ChangeForm>,
+    admin: Admin,
+    Posted(form): Posted<ChangeForm>,
 ) -> Response {
-    let admin = match c.poster(&headers, &form.csrf) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
     let (mut policy, _) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -746,9 +731,7 @@ async fn change_rule(
     }
     let what = format!("rule {} {name:?}: {}", form.order, form.change);
     match store_policy(&c, &admin, &policy, &what).await {
-        Ok(v) => {
-            Redirect::to(&format!("/admin/policy?done=Saved+as+policy+version+{v}")).into_response()
-        }
+        Ok(v) => saved(v),
         Err(e) => PageError::bad("The policy was not changed", e)
             .back("/admin/policy")
             .into_response(),
@@ -841,13 +824,9 @@ pub fn when(t: u64) -> String {
 
 async fn quarantine(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    admin: Admin,
     Query(query): Query<QuarantineQuery>,
 ) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let q = &c.gateway.queue;
     let areas = q
         .areas()
@@ -907,13 +886,12 @@ struct ActForm {
 
 async fn quarantine_act(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<ActForm>,
+    admin: Admin,
+    Posted(form): Posted<ActForm>,
 ) -> Response {
-    let admin = match c.poster(&headers, &form.csrf) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
     let Some(op) = QuarantineOp::parse(&form.op) else {
         return PageError::bad("Unknown operation", "Use release, reprocess or delete.")
             .into_response();
@@ -955,7 +933,7 @@ async fn quarantine_act(
     let detail = format!("{} on {} entr(ies): {:?}", form.op, n, ids);
     c.audit(&admin, &format!("quarantine.{}", form.op), &detail)
         .await;
-    let back = serde_urlencoded_pairs(&query, &format!("{} {n} message(s)", past(&form.op)));
+    let back = query_string(&query, &format!("{} {n} message(s)", past(&form.op)));
     Redirect::to(&format!("/admin/quarantine?{back}")).into_response()
 }
 
@@ -968,7 +946,7 @@ fn past(op: &str) -> &'static str {
 }
 
 /// The query as URL parameters, with a notice.
-fn serde_urlencoded_pairs(q: &QuarantineQuery, done: &str) -> String {
+fn query_string(q: &QuarantineQuery, done: &str) -> String {
     let pairs = [
         ("area", &q.area),
         ("sender", &q.sender),
@@ -983,21 +961,9 @@ fn serde_urlencoded_pairs(q: &QuarantineQuery, done: &str) -> String {
     pairs
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .map(|(k, v)| format!("{k}={}", security::percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[derive(Serialize)]
@@ -1011,13 +977,9 @@ struct ErroredRow {
 
 async fn errored(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    admin: Admin,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let list = match c
         .gateway
         .queue
@@ -1064,13 +1026,12 @@ struct ResendForm {
 
 async fn resend(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<ResendForm>,
+    admin: Admin,
+    Posted(form): Posted<ResendForm>,
 ) -> Response {
-    let admin = match c.poster(&headers, &form.csrf) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
     let filter = store::ErroredFilter {
         id: form.id.clone().filter(|s| !s.is_empty()),
         ..Default::default()
@@ -1093,11 +1054,7 @@ async fn resend(
     .into_response()
 }
 
-async fn settings(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn settings(State(c): State<Arc<Console>>, admin: Admin) -> Response {
     page(
         &admin,
         "settings",
@@ -1114,11 +1071,7 @@ struct KeyServerPage {
     audit: Vec<(String, String, String, String, String)>,
 }
 
-async fn keyserver(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn keyserver(State(c): State<Arc<Console>>, admin: Admin) -> Response {
     let Some(ks) = &c.gateway.keyserver else {
         return page(
             &admin,
@@ -1181,11 +1134,7 @@ async fn keyserver(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
     )
 }
 
-async fn audit(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let admin = match c.admin(&headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn audit(State(c): State<Arc<Console>>, admin: Admin) -> Response {
     let rows: Vec<_> = c
         .gateway
         .queue

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use envelope::{Address, EncapsCache, Epoch};
 use keys::KeyKind;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use store::{Envelope, Source};
 use zeroize::Zeroizing;
 
-use crate::page::{PageError, render};
+use crate::page::{PageError, render, render_with};
 use crate::reader::{Reader, lock};
 use crate::render::view;
 use crate::security::same_secret;
@@ -98,8 +98,8 @@ pub(crate) async fn form(
             })?;
         (opened, s.csrf.clone())
     };
-    let plain = opened.plain.clone();
-    let v = tokio::task::spawn_blocking(move || view(&plain, "", false))
+    let original = opened.clone();
+    let v = tokio::task::spawn_blocking(move || view(&original.plain, "", false))
         .await
         .map_err(|e| PageError::internal("cannot read the message", e))?
         .map_err(|e| PageError::internal("cannot read the message", e))?;
@@ -268,8 +268,16 @@ pub(crate) async fn send(
         (opened, client, s.csrf.clone())
     };
     let mode = w.mode.unwrap_or(Mode::Reply);
+    // Nothing was sent: the form comes back as written, with what to fix. A browser cannot
+    // fill in files again, so the person is told to.
+    let reattach = if w.files.is_empty() {
+        ""
+    } else {
+        " (attach your files again)"
+    };
     let again = |error: String| {
-        render(
+        render_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
             "reader/compose.html",
             ComposeCtx {
                 mid: mid.clone(),
@@ -281,47 +289,36 @@ pub(crate) async fn send(
                 subject: w.subject.clone(),
                 body: w.body.clone(),
                 attachments: Vec::new(),
-                error: Some(error),
+                error: Some(format!("{error}{reattach}")),
             },
         )
     };
     let (to, cc) = match (parse_list("To", &w.to), parse_list("Cc", &w.cc)) {
         (Ok(t), Ok(c)) => (t, c),
-        (Err(e), _) | (_, Err(e)) => return Ok(with_status(again(e))),
+        (Err(e), _) | (_, Err(e)) => return Ok(again(e)),
     };
     let mut everyone: Vec<Address> = to.iter().chain(cc.iter()).cloned().collect();
     everyone.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     everyone.dedup();
     if everyone.is_empty() {
-        return Ok(with_status(again("To: name at least one recipient".into())));
+        return Ok(again("To: name at least one recipient".into()));
     }
     let max = reader.gateway.settings.max_recipients;
     if everyone.len() > max {
-        return Ok(with_status(again(format!(
-            "To and Cc: at most {max} recipients"
-        ))));
+        return Ok(again(format!("To and Cc: at most {max} recipients")));
     }
     if w.subject.len() > 900 || w.subject.contains(['\r', '\n']) {
-        return Ok(with_status(again(
-            "Subject: one line of at most 900 characters".into(),
-        )));
+        return Ok(again("Subject: one line of at most 900 characters".into()));
     }
 
-    // The original's attachments go along with a forward.
-    let plain = opened.plain.clone();
-    let original = tokio::task::spawn_blocking(move || {
-        let v = view(&plain, "", false).ok();
-        let files: Vec<_> = match mode {
-            Mode::Forward => (0..v.as_ref().map_or(0, |v| v.attachments.len()))
-                .filter_map(|n| crate::render::attachment(&plain, n))
-                .collect(),
-            _ => Vec::new(),
-        };
-        (v, files)
+    // A reply threads under the original; a forward carries its attachments.
+    let original = opened.clone();
+    let (thread, forwarded) = tokio::task::spawn_blocking(move || match mode {
+        Mode::Forward => (None, crate::render::attachments(&original.plain)),
+        _ => (crate::render::thread(&original.plain), Vec::new()),
     })
     .await
     .map_err(|e| PageError::internal("cannot read the message", e))?;
-    let (v, forwarded) = original;
     let me = opened.address.clone();
     let now = reader.now();
     let message_id = format!("{}@{}", &crate::security::random_token()[..32], me.domain());
@@ -339,10 +336,7 @@ pub(crate) async fn send(
     if !cc.is_empty() {
         builder = builder.cc(addresses(&cc));
     }
-    if mode != Mode::Forward
-        && let Some(parent) = v.as_ref().and_then(|v| v.message_id.clone())
-    {
-        let mut refs = v.as_ref().map(|v| v.references.clone()).unwrap_or_default();
+    if let Some((parent, mut refs)) = thread {
         refs.push(parent.clone());
         builder = builder.in_reply_to(parent).references(refs);
     }
@@ -359,7 +353,7 @@ pub(crate) async fn send(
     let gateway = &reader.gateway;
     let params = gateway.keys.params().await.map_err(|e| {
         PageError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             "The key server cannot be reached",
             format!("Nothing was sent ({e}). Try again in a few minutes."),
         )
@@ -370,7 +364,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| {
             PageError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "Your signing key could not be had",
                 format!("Nothing was sent ({e})."),
             )
@@ -443,9 +437,4 @@ fn addresses(list: &[Address]) -> MailAddress<'static> {
             .map(|a| MailAddress::new_address(None::<&str>, a.to_string()))
             .collect(),
     )
-}
-
-fn with_status(mut r: Response) -> Response {
-    *r.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-    r
 }

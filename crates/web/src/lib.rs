@@ -38,6 +38,9 @@ pub struct WebSettings {
     pub reader_lifetime_secs: u64,
     /// Largest form the reader takes (a sealed message, or a reply with attachments).
     pub max_post_bytes: usize,
+    /// Most bytes of sealed and opened messages the reader holds in memory, all sessions
+    /// together; past it, new posts get 503 until sessions end.
+    pub reader_memory_bytes: usize,
     /// Most recipients of a reply or forward.
     pub max_recipients: usize,
     /// A console session ends after this long without a request.
@@ -53,6 +56,7 @@ impl Default for WebSettings {
             reader_idle_secs: 15 * 60,
             reader_lifetime_secs: 4 * 3600,
             max_post_bytes: 40 * 1024 * 1024,
+            reader_memory_bytes: 512 * 1024 * 1024,
             max_recipients: 50,
             admin_idle_secs: 30 * 60,
             admin_lifetime_secs: 12 * 3600,

@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use axum::extract::{Form, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::Environment;
@@ -208,6 +209,28 @@ impl IntoResponse for PageError {
                 back: self.back.as_deref(),
             },
         )
+    }
+}
+
+/// A form body. One that does not parse (a missing field, a number that is not one) gets an
+/// error page naming the problem, where axum's own answer is a bare line of text.
+pub struct Posted<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Posted<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, PageError> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(value)) => Ok(Posted(value)),
+            Err(e) => Err(PageError::new(
+                e.status(),
+                "This form could not be read",
+                format!(
+                    "{}. Go back, reload the page and try again.",
+                    e.body_text().trim_end_matches('.')
+                ),
+            )),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Gateway;
-use crate::page::{PageError, render};
+use crate::page::{PageError, Posted, render};
 use crate::render::{View, view};
 use crate::security::{self, CookieRules, same_secret};
 use crate::sessions::Sessions;
@@ -38,6 +39,49 @@ pub const COOKIE: &str = "postern_reader";
 /// Most messages one session holds.
 const MESSAGES_PER_SESSION: usize = 20;
 
+/// Bytes the reader holds in memory across every session: the sealed messages posted to it
+/// and the messages opened. Anyone can post, so without a bound a few large posts would take
+/// the gateway's memory; past it, a post is refused with 503 until sessions end.
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+/// A share of the [`Budget`], given back when its letter or opened message is dropped (with its
+/// session, when that ends).
+pub(crate) struct Ticket {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Budget {
+    fn take(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .ok()
+            .map(|_| Ticket {
+                budget: self.clone(),
+                bytes,
+            })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+fn busy() -> PageError {
+    PageError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The reader is busy",
+        "The gateway is holding as many messages as it may just now. Try again in a few minutes.",
+    )
+}
+
 /// An opened message.
 pub(crate) struct Opened {
     /// The address it was opened as.
@@ -46,11 +90,15 @@ pub(crate) struct Opened {
     pub(crate) plain: Zeroizing<Vec<u8>>,
     /// The signature verdict.
     pub(crate) signature: mime::Signature,
+    _held: Ticket,
 }
 
 /// A message posted to the reader.
 pub(crate) struct Letter {
+    /// Its place in the session, to drop the oldest first.
+    seq: u64,
     sealed: Arc<Vec<u8>>,
+    _held: Ticket,
     header: Header,
     /// The address a code was last sent to.
     code_sent_to: Option<Address>,
@@ -61,6 +109,8 @@ pub(crate) struct Letter {
 pub(crate) struct ReaderSession {
     pub(crate) csrf: String,
     pub(crate) letters: HashMap<String, Letter>,
+    /// Letters posted so far.
+    posted: u64,
     /// Addresses proven in this session, each with its key server login.
     pub(crate) proven: HashMap<Address, Arc<KeyClient>>,
 }
@@ -70,6 +120,7 @@ pub(crate) struct Reader {
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) sessions: Sessions<ReaderSession>,
     pub(crate) cookies: CookieRules,
+    budget: Arc<Budget>,
 }
 
 impl Reader {
@@ -96,6 +147,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         cookies: CookieRules {
             secure: gateway.settings.secure_cookies,
         },
+        budget: Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit: gateway.settings.reader_memory_bytes,
+        }),
         gateway,
     });
     Router::new()
@@ -137,7 +192,7 @@ async fn landing() -> Response {
 }
 
 #[derive(Deserialize)]
-struct Posted {
+struct SealedForm {
     #[serde(default)]
     format: Option<String>,
     sealed: String,
@@ -147,7 +202,7 @@ struct Posted {
 async fn receive(
     State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
-    form: Result<Form<Posted>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<SealedForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, PageError> {
     let Form(posted) = form.map_err(|e| {
         PageError::bad(
@@ -171,12 +226,9 @@ async fn receive(
         )
     })?;
     let now = reader.now();
-    let letter = Letter {
-        sealed: Arc::new(sealed),
-        header,
-        code_sent_to: None,
-        opened: None,
-    };
+    // Ended sessions give their share back first.
+    reader.sessions.sweep(now);
+    let held = reader.budget.take(sealed.len()).ok_or_else(busy)?;
     let mid = security::random_token()[..24].to_string();
     let mut set_cookie = None;
     let session = match reader.session(&headers) {
@@ -186,6 +238,7 @@ async fn receive(
                 ReaderSession {
                     csrf: security::random_token(),
                     letters: HashMap::new(),
+                    posted: 0,
                     proven: HashMap::new(),
                 },
                 now,
@@ -197,10 +250,23 @@ async fn receive(
     {
         let mut s = lock(&session)?;
         if s.letters.len() >= MESSAGES_PER_SESSION
-            && let Some(oldest) = s.letters.keys().next().cloned()
+            && let Some(oldest) = s
+                .letters
+                .iter()
+                .min_by_key(|(_, l)| l.seq)
+                .map(|(k, _)| k.clone())
         {
             s.letters.remove(&oldest);
         }
+        s.posted += 1;
+        let letter = Letter {
+            seq: s.posted,
+            sealed: Arc::new(sealed),
+            _held: held,
+            header,
+            code_sent_to: None,
+            opened: None,
+        };
         s.letters.insert(mid.clone(), letter);
     }
     let mut response = Redirect::to(&format!("/read/m/{mid}")).into_response();
@@ -288,48 +354,47 @@ async fn show(
     Query(q): Query<ShowQuery>,
 ) -> Result<Response, PageError> {
     let session = reader.session(&headers).ok_or_else(expired)?;
-    let (opened, ctx) = {
+    let (opened, sender, csrf) = {
         let s = lock(&session)?;
         let letter = s.letters.get(&mid).ok_or_else(expired)?;
-        let recipients: Vec<String> = letter
-            .header
-            .recipients
-            .iter()
-            .map(|r| r.address.to_string())
-            .collect();
-        let proven = recipients
-            .iter()
-            .filter(|r| s.proven.keys().any(|p| p.as_str() == r.as_str()))
-            .cloned()
-            .collect();
-        (
-            letter.opened.clone(),
-            ChooseCtx {
-                mid: mid.clone(),
-                csrf: s.csrf.clone(),
-                sender: letter.header.sender.to_string(),
-                recipients,
-                proven,
-                notice: None,
-            },
-        )
-    };
-    let Some(opened) = opened else {
-        return Ok(render("reader/choose.html", ctx));
+        let Some(opened) = letter.opened.clone() else {
+            let recipients: Vec<String> = letter
+                .header
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            let proven = recipients
+                .iter()
+                .filter(|r| s.proven.keys().any(|p| p.as_str() == r.as_str()))
+                .cloned()
+                .collect();
+            return Ok(render(
+                "reader/choose.html",
+                ChooseCtx {
+                    mid: mid.clone(),
+                    csrf: s.csrf.clone(),
+                    sender: letter.header.sender.to_string(),
+                    recipients,
+                    proven,
+                    notice: None,
+                },
+            ));
+        };
+        (opened, letter.header.sender.clone(), s.csrf.clone())
     };
     let remote = q.remote == Some(1);
     let base = format!("/read/m/{mid}");
-    let plain = opened.plain.clone();
-    let v = tokio::task::spawn_blocking(move || view(&plain, &base, remote))
+    let shown = opened.clone();
+    let v = tokio::task::spawn_blocking(move || view(&shown.plain, &base, remote))
         .await
         .map_err(|e| PageError::internal("cannot show the message", e))?
         .map_err(|e| PageError::internal("cannot show the message", e))?;
-    let sender = Address::parse(&ctx.sender).unwrap_or_else(|_| opened.address.clone());
     let mut response = render(
         "reader/message.html",
         MessageCtx {
             mid: &mid,
-            csrf: &ctx.csrf,
+            csrf: &csrf,
             me: opened.address.to_string(),
             view: &v,
             signature: signature_text(&opened.signature, &sender),
@@ -357,7 +422,7 @@ async fn send_code(
     State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     Path(mid): Path<String>,
-    Form(form): Form<CodeForm>,
+    Posted(form): Posted<CodeForm>,
 ) -> Result<Response, PageError> {
     let session = reader.session(&headers).ok_or_else(expired)?;
     let back = format!("/read/m/{mid}");
@@ -384,7 +449,12 @@ async fn send_code(
         (address, proven)
     };
     if let Some(client) = proven {
-        open_with(&reader, &session, &mid, &address, &client).await?;
+        let opened = open_with(&reader, &session, &mid, &address, &client).await;
+        if let Err(e) = opened {
+            // The key server login may have ended: the next try sends a new code.
+            lock(&session)?.proven.remove(&address);
+            return Err(e.back(back));
+        }
         return Ok(Redirect::to(&back).into_response());
     }
     let client = reader.gateway.keys.client().for_person();
@@ -482,7 +552,7 @@ async fn open(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(mid): Path<String>,
-    Form(form): Form<OpenForm>,
+    Posted(form): Posted<OpenForm>,
 ) -> Result<Response, PageError> {
     let session = reader.session(&headers).ok_or_else(expired)?;
     let (address, csrf) = {
@@ -574,6 +644,7 @@ async fn open_with(
             ),
         )
     })?;
+    let held = reader.budget.take(plain.len()).ok_or_else(busy)?;
     let signature = pipeline::transform::signature(&opened.verdict);
     let mut s = lock(session)?;
     if let Some(l) = s.letters.get_mut(mid) {
@@ -581,6 +652,7 @@ async fn open_with(
             address: address.clone(),
             plain,
             signature,
+            _held: held,
         }));
     }
     tracing::info!(address = %address, "reader: a message was opened");
@@ -612,9 +684,8 @@ async fn download(
             .and_then(|l| l.opened.clone())
             .ok_or_else(expired)?
     };
-    let plain = opened.plain.clone();
     let (name, ctype, bytes) =
-        tokio::task::spawn_blocking(move || crate::render::attachment(&plain, n))
+        tokio::task::spawn_blocking(move || crate::render::attachment(&opened.plain, n))
             .await
             .map_err(|e| PageError::internal("cannot read the attachment", e))?
             .ok_or_else(|| PageError::not_found("The message has no such attachment."))?;
@@ -629,7 +700,7 @@ async fn download(
             format!(
                 "attachment; filename=\"{}\"; filename*=UTF-8''{}",
                 name.replace(|c: char| !c.is_ascii() || c == '\\', "_"),
-                percent(&name)
+                security::percent_encode(&name)
             ),
         )
     };
@@ -646,15 +717,24 @@ async fn download(
     Ok(response)
 }
 
-/// RFC 5987 percent-encoding of a file name.
-fn percent(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_budget_refuses_past_its_limit_and_takes_back_what_is_dropped() {
+        let budget = Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit: 100,
+        });
+        let a = budget.take(60);
+        assert!(a.is_some());
+        assert!(budget.take(41).is_none(), "over the limit");
+        let b = budget.take(40);
+        assert!(b.is_some(), "exactly at the limit");
+        drop(a);
+        assert!(budget.take(60).is_some(), "a dropped share is given back");
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::SeqCst), 0);
+    }
 }

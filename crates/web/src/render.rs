@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::Serialize;
 
 /// One attachment.
@@ -40,10 +40,6 @@ pub struct View {
     pub subject: String,
     /// The Date field.
     pub date: String,
-    /// The Message-ID, without brackets.
-    pub message_id: Option<String>,
-    /// References of the message (for a reply's References field).
-    pub references: Vec<String>,
     /// Safe HTML for the body, when the message has an HTML body.
     pub html: Option<String>,
     /// The plain-text body (also the quoted text of a reply).
@@ -117,28 +113,10 @@ pub fn view(message: &[u8], base: &str, show_remote: bool) -> Result<View, Unrea
     let mut attachments = Vec::new();
     let mut cids = HashMap::new();
     for (index, part) in parsed.attachments().enumerate() {
-        let name = part
-            .attachment_name()
-            .map(safe_file_name)
-            .unwrap_or_else(|| format!("attachment-{}", index + 1));
-        let content_type = part
-            .content_type()
-            .map(|c| match c.subtype() {
-                Some(s) => format!("{}/{}", c.ctype(), s),
-                None => c.ctype().to_string(),
-            })
-            .unwrap_or_else(|| "application/octet-stream".into());
         if let Some(cid) = part.content_id() {
             cids.insert(cid.trim_matches(['<', '>']).to_string(), index);
         }
-        let size = part.contents().len();
-        attachments.push(Attachment {
-            index,
-            name,
-            content_type,
-            size,
-            size_text: size_text(size),
-        });
+        attachments.push(describe(index, part));
     }
     let html_part = parsed
         .html_body
@@ -164,12 +142,6 @@ pub fn view(message: &[u8], base: &str, show_remote: bool) -> Result<View, Unrea
         cc: addresses(parsed.cc()),
         subject: parsed.subject().unwrap_or("(no subject)").to_string(),
         date: parsed.date().map(|d| d.to_rfc822()).unwrap_or_default(),
-        message_id: parsed.message_id().map(str::to_string),
-        references: parsed
-            .references()
-            .as_text_list()
-            .map(|l| l.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_default(),
         html,
         text,
         remote: remote.load(Ordering::Relaxed),
@@ -177,13 +149,68 @@ pub fn view(message: &[u8], base: &str, show_remote: bool) -> Result<View, Unrea
     })
 }
 
-/// The bytes of attachment `index`.
-pub fn attachment(message: &[u8], index: usize) -> Option<(String, String, Vec<u8>)> {
+/// The Message-ID of `message` and its References: what a reply threads under.
+pub fn thread(message: &[u8]) -> Option<(String, Vec<String>)> {
     let parsed = MessageParser::default().parse(message)?;
-    let v = view(message, "", false).ok()?;
-    let meta = v.attachments.get(index)?.clone();
+    let id = parsed.message_id()?.to_string();
+    let references = parsed
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    Some((id, references))
+}
+
+/// What the reader shows of attachment `index` of a parsed message.
+fn describe(index: usize, part: &MessagePart<'_>) -> Attachment {
+    let name = part
+        .attachment_name()
+        .map(safe_file_name)
+        .unwrap_or_else(|| format!("attachment-{}", index + 1));
+    let content_type = part
+        .content_type()
+        .map(|c| match c.subtype() {
+            Some(s) => format!("{}/{}", c.ctype(), s),
+            None => c.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let size = part.contents().len();
+    Attachment {
+        index,
+        name,
+        content_type,
+        size,
+        size_text: size_text(size),
+    }
+}
+
+/// An attachment's name, type and bytes.
+pub type File = (String, String, Vec<u8>);
+
+fn file(index: usize, part: &MessagePart<'_>) -> File {
+    let meta = describe(index, part);
+    (meta.name, meta.content_type, part.contents().to_vec())
+}
+
+/// Attachment `index` of `message`.
+pub fn attachment(message: &[u8], index: usize) -> Option<File> {
+    let parsed = MessageParser::default().parse(message)?;
     let part = parsed.attachments().nth(index)?;
-    Some((meta.name, meta.content_type, part.contents().to_vec()))
+    Some(file(index, part))
+}
+
+/// Every attachment of `message` (a forward carries them), parsed once.
+pub fn attachments(message: &[u8]) -> Vec<File> {
+    MessageParser::default()
+        .parse(message)
+        .map(|parsed| {
+            parsed
+                .attachments()
+                .enumerate()
+                .map(|(i, part)| file(i, part))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn is_remote(url: &str) -> bool {

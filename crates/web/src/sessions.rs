@@ -61,6 +61,13 @@ impl<T> Sessions<T> {
         id
     }
 
+    /// Drops the sessions that have ended (and what they hold).
+    pub fn sweep(&self, now: u64) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.retain(|_, e| self.alive(e, now));
+        }
+    }
+
     /// The live session `id`, marked as used now.
     pub fn get(&self, id: &str, now: u64) -> Option<Arc<Mutex<T>>> {
         let mut map = self.entries.lock().ok()?;
@@ -125,5 +132,7 @@ mod tests {
         assert!(s.get(&a, 4).is_some() && s.get(&c, 4).is_some());
         s.end(&a);
         assert_eq!(s.count(5), 1);
+        s.sweep(5000);
+        assert_eq!(s.count(0), 0, "swept sessions are gone");
     }
 }
