@@ -1,10 +1,19 @@
 // An administrator signs in, adds a quarantine rule, a matching message is sent and held, the
 // administrator finds it with the quarantine query and releases it. Screenshots of every page.
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { launch, need, shot, check } from './lib.mjs';
 
 const BASE = need('BASE');
 const SMTP_PORT = need('SMTP_PORT');
+const MAIL_DIR = need('MAIL_DIR');
+
+/** Messages that left the gateway for `rcpt` so far. */
+function delivered(rcpt) {
+  return fs.readdirSync(MAIL_DIR).filter((f) => f.endsWith('.eml'))
+    .filter((f) => /^To:.*$/im.exec(fs.readFileSync(path.join(MAIL_DIR, f), 'latin1'))?.[0].includes(rcpt));
+}
 
 function sendMail() {
   const py = `
@@ -42,6 +51,8 @@ try {
   const dialogs = [];
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
 
+  const anonymous = await page.request.get(`${BASE}/admin/quarantine`, { maxRedirects: 0 });
+  check(anonymous.status() === 303 && anonymous.headers().location === '/admin/login', 'a page without a login sends to the login');
   await page.goto(`${BASE}/admin`);
   await page.waitForURL(/\/admin\/login$/);
   await page.fill('#name', 'root');
@@ -81,6 +92,9 @@ try {
   check(found, 'the held message is found by its subject');
   check((await page.textContent('#held')).includes('Hold payroll'), 'the quarantine names the rule');
   await shot(page, 'admin-quarantine');
+  check(delivered('dave@partner.example').length === 0, 'the held message has not left');
+  const forged = await page.request.post(`${BASE}/admin/quarantine/act`, { form: { csrf: 'forged', op: 'release' } });
+  check(forged.status() === 403, 'a post without the session\'s CSRF token is refused (403)');
   await page.locator('#held button[value=release]').first().click();
   await page.waitForSelector('#notice');
   check((await page.textContent('#notice')).includes('Released 1'), 'the release is confirmed');

@@ -45,6 +45,23 @@ try {
   check((await page.textContent('#body')).includes('the figures are attached'), 'the message text is shown');
   await shot(page, 'reader-4-message');
 
+  // What the browser is told: no scripts, no framing, no sniffing; a cookie scripts cannot read.
+  const again = await page.reload();
+  const h = again.headers();
+  check(h['content-security-policy'].includes("default-src 'none'") && !h['content-security-policy'].includes('unsafe-inline'),
+    'the page carries a strict Content-Security-Policy');
+  check(h['x-frame-options'] === 'DENY' && h['x-content-type-options'] === 'nosniff', 'framing and sniffing are refused');
+  const cookie = (await page.context().cookies()).find((c) => c.name === 'postern_reader');
+  check(cookie && cookie.httpOnly && cookie.sameSite === 'Lax', 'the session cookie is HttpOnly and SameSite');
+  const messageUrl = page.url();
+  const mid = new URL(messageUrl).pathname.split('/')[3];
+  const forged = await page.request.post(`${new URL(page.url()).origin}/read/m/${mid}/code`, {
+    form: { csrf: 'not-the-token', address: ADDRESS },
+  });
+  check(forged.status() === 403, 'a form without the session\'s CSRF token is refused (403)');
+  const garbage = await page.request.post(`${new URL(page.url()).origin}/read`, { form: { sealed: 'not a sealed message' } });
+  check(garbage.status() === 400 && (await garbage.text()).includes('damaged'), 'a post that is not a sealed message gets 400 and says why');
+
   const [download] = await Promise.all([
     page.waitForEvent('download'),
     page.getByRole('link', { name: /figures-q3\.bin/ }).click(),
@@ -59,6 +76,14 @@ try {
   const quoted = await page.inputValue('#body');
   check(quoted.includes('> the figures are attached'), 'the original is quoted');
   await page.fill('#body', 'Thanks Alice, I can read them.\n\n' + quoted);
+
+  // A bad address is named, nothing is sent, and what was written stays.
+  await page.fill('#to', 'alice at corp');
+  await page.getByRole('button', { name: 'Send encrypted' }).click();
+  const refused = await page.getByRole('alert').textContent();
+  check(refused.includes('To:') && refused.includes('alice'), 'a bad To address is refused, naming the field');
+  check((await page.inputValue('#body')).startsWith('Thanks Alice'), 'the text written is kept');
+  await page.fill('#to', 'alice@corp.example');
   await page.setInputFiles('#attachment', REPLY_FILE);
   await shot(page, 'reader-5-reply');
   await page.getByRole('button', { name: 'Send encrypted' }).click();
@@ -69,8 +94,7 @@ try {
 
   // The laptop view of the message, for the README.
   await page.setViewportSize({ width: 1200, height: 900 });
-  await page.goBack();
-  await page.goBack();
+  await page.goto(messageUrl);
   await page.waitForSelector('#signature');
   await shot(page, 'reader-message-laptop');
 } finally {

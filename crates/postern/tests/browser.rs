@@ -380,6 +380,7 @@ fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
         &[
             ("BASE", format!("http://127.0.0.1:{}", gw.web)),
             ("SMTP_PORT", gw.smtp.port().to_string()),
+            ("MAIL_DIR", s(&mail_dir).to_string()),
         ],
     );
     // Released, the message goes out (sealed by the default policy).
