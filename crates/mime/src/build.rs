@@ -73,6 +73,51 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 /// The wrapper for an original message whose header section is at the start of `original`
 /// (only the header is read). `hostname` is the encryption X-header's value.
 pub fn wrapper(original: &[u8], meeting: bool, settings: &MimeSettings, hostname: &str) -> Wrapper {
+    let (mut head, outer, notice) = outer_head(original, meeting, settings, hostname);
+    push(&mut head, &page_head(notice, &settings.reader_url));
+    let tail = format!(
+        "{END_MARKER}\r\n</textarea>\r\n\
+         <p><button type=\"submit\">Open my email</button></p>\r\n\
+         </form>\r\n</main>\r\n</body>\r\n</html>\r\n\r\n--{outer}--\r\n"
+    )
+    .into_bytes();
+    Wrapper { head, tail }
+}
+
+/// The encrypted email of a message too large to carry its sealed message: the sealed message
+/// stays on the gateway, and `encrypted_message.htm` links to it at `url` (a link that works
+/// until `until`, a date for people).
+pub fn linked(
+    original: &[u8],
+    meeting: bool,
+    settings: &MimeSettings,
+    hostname: &str,
+    url: &str,
+    until: &str,
+) -> Vec<u8> {
+    let (mut head, outer, notice) = outer_head(original, meeting, settings, hostname);
+    push(&mut head, &page_start(notice));
+    push(
+        &mut head,
+        &format!(
+            "<p>This message is large, so it is kept on the mail gateway until {}.</p>\r\n\
+             <p><a class=\"button\" href=\"{}\">Open my email</a></p>\r\n\
+             </main>\r\n</body>\r\n</html>\r\n\r\n--{outer}--\r\n",
+            html_escape(until),
+            html_escape(url),
+        ),
+    );
+    head
+}
+
+/// The outer headers, the notice parts and the attachment's headers; the outer boundary; and
+/// the notice.
+fn outer_head<'s>(
+    original: &[u8],
+    meeting: bool,
+    settings: &'s MimeSettings,
+    hostname: &str,
+) -> (Vec<u8>, String, &'s str) {
     let fields = headers::fields(original);
     let mut raw = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut raw);
@@ -129,14 +174,7 @@ pub fn wrapper(original: &[u8], meeting: bool, settings: &MimeSettings, hostname
              Content-Transfer-Encoding: 7bit\r\n\r\n"
         ),
     );
-    push(&mut head, &page_head(notice, &settings.reader_url));
-    let tail = format!(
-        "{END_MARKER}\r\n</textarea>\r\n\
-         <p><button type=\"submit\">Open my email</button></p>\r\n\
-         </form>\r\n</main>\r\n</body>\r\n</html>\r\n\r\n--{outer}--\r\n"
-    )
-    .into_bytes();
-    Wrapper { head, tail }
+    (head, outer, notice)
 }
 
 fn push(buf: &mut Vec<u8>, s: &str) {
@@ -187,8 +225,18 @@ fn html_part(text: &str) -> String {
 /// The page up to the sealed message. No scripts: the form works in any browser and under any
 /// content security policy.
 fn page_head(notice: &str, reader_url: &str) -> String {
-    let notice = wrap(&html_escape(notice), 76);
     let action = html_escape(reader_url);
+    format!(
+        "{}<form method=\"post\" action=\"{action}\">\r\n\
+<input type=\"hidden\" name=\"format\" value=\"postern-sealed-1\">\r\n\
+<textarea name=\"sealed\" hidden readonly>\r\n{BEGIN_MARKER}\r\n",
+        page_start(notice)
+    )
+}
+
+/// The page's head, style and notice.
+fn page_start(notice: &str) -> String {
+    let notice = wrap(&html_escape(notice), 76);
     format!(
         "<!DOCTYPE html>\r\n<html lang=\"en\">\r\n<head>\r\n<meta charset=\"us-ascii\">\r\n\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\r\n\
@@ -197,12 +245,9 @@ fn page_head(notice: &str, reader_url: &str) -> String {
 body{{font-family:system-ui,-apple-system,\"Segoe UI\",sans-serif;color:#1d2430;background:#f4f6f9;margin:0}}\r\n\
 main{{max-width:36em;margin:4em auto;padding:2em;background:#fff;border-radius:10px;box-shadow:0 1px 4px rgba(0,0,0,.12)}}\r\n\
 h1{{font-size:1.4em;margin-top:0}}\r\n\
-button{{font-size:1.1em;padding:.7em 1.6em;border:0;border-radius:6px;background:#1f5fbf;color:#fff;cursor:pointer}}\r\n\
+button,.button{{display:inline-block;font-size:1.1em;padding:.7em 1.6em;border:0;border-radius:6px;background:#1f5fbf;color:#fff;cursor:pointer;text-decoration:none}}\r\n\
 </style>\r\n</head>\r\n<body>\r\n<main>\r\n<h1>Encrypted message</h1>\r\n\
-<p>{notice}</p>\r\n\
-<form method=\"post\" action=\"{action}\">\r\n\
-<input type=\"hidden\" name=\"format\" value=\"postern-sealed-1\">\r\n\
-<textarea name=\"sealed\" hidden readonly>\r\n{BEGIN_MARKER}\r\n"
+<p>{notice}</p>\r\n"
     )
 }
 
@@ -341,6 +386,37 @@ mod tests {
         assert!(is_meeting_request(&m[..]).unwrap());
         let plain = b"Subject: text/calendar\r\n\r\ntext/calendar in the body\r\n";
         assert!(!is_meeting_request(&plain[..]).unwrap());
+    }
+
+    #[test]
+    fn a_large_message_carries_a_link_and_no_sealed_message() {
+        let original =
+            b"From: alice@corp.example\r\nTo: bob@partner.example\r\nSubject: Plans\r\n\r\n";
+        let url = "https://gw.corp.example/read/kept/ab12?x=\"<";
+        let email = linked(
+            original,
+            false,
+            &MimeSettings::default(),
+            "gw.corp.example",
+            url,
+            "2026-12-24",
+        );
+        let text = String::from_utf8(email.clone()).unwrap();
+        assert!(text.contains("href=\"https://gw.corp.example/read/kept/ab12?x=&quot;&lt;\""));
+        assert!(text.contains("kept on the mail gateway until 2026-12-24"));
+        assert!(!text.contains(BEGIN_MARKER));
+        assert!(text.contains("X-PP-ENCRYPTED: TRUE"));
+        assert!(text.contains("Subject: Plans"));
+        let parsed = mail_parser::MessageParser::default().parse(&email).unwrap();
+        let page = parsed
+            .attachments()
+            .find(|a| mail_parser::MimeHeaders::attachment_name(*a) == Some(ATTACHMENT_NAME))
+            .expect("the page is attached");
+        assert!(String::from_utf8_lossy(page.contents()).contains("Open my email</a>"));
+        assert!(matches!(
+            crate::sealed_from_mime(&email),
+            Err(crate::ReadError::NotFound)
+        ));
     }
 
     #[test]

@@ -17,11 +17,12 @@ mod read;
 mod settings;
 
 pub use build::{
-    ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, Wrapper, is_meeting_request, wrapper,
+    ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, Wrapper, is_meeting_request, linked,
+    wrapper,
 };
 pub use read::{
     HeaderFilter, ReadError, SealedReader, Signature, add_notice, decryption_prefix,
-    guarded_fields, is_encrypted, sealed_from_mime,
+    guarded_fields, is_encrypted, kept_token, sealed_from_mime,
 };
 pub use settings::{
     ENCRYPTED_MARKER, MimeSettings, OutgoingEnvelope, SIGNATURE_HEADER, SettingsError,

@@ -123,10 +123,22 @@ pub fn sealed_from_mime(email: &[u8]) -> Result<Vec<u8>, ReadError> {
     let message = MessageParser::default()
         .parse(email)
         .ok_or(ReadError::NotFound)?;
+    sealed_in(&message, 0)
+}
+
+/// Texts and attachments nested deeper than this are not searched.
+const MAX_NESTING: usize = 8;
+
+/// The sealed message in `message`'s parts, or in a message attached to it (a forward).
+fn sealed_in(message: &mail_parser::Message<'_>, depth: usize) -> Result<Vec<u8>, ReadError> {
     for part in &message.parts {
         let text = match &part.body {
             PartType::Html(t) | PartType::Text(t) => t.as_bytes(),
             PartType::Binary(b) | PartType::InlineBinary(b) => b.as_ref(),
+            PartType::Message(inner) if depth < MAX_NESTING => match sealed_in(inner, depth + 1) {
+                Err(ReadError::NotFound) => continue,
+                found => return found,
+            },
             _ => continue,
         };
         let Some(start) = find(text, BEGIN_MARKER.as_bytes()) else {
@@ -144,6 +156,46 @@ pub fn sealed_from_mime(email: &[u8]) -> Result<Vec<u8>, ReadError> {
             .map_err(|e| ReadError::Damaged(e.to_string()));
     }
     Err(ReadError::NotFound)
+}
+
+/// The token of the first link to a kept sealed message (`…/kept/` and 64 hex digits) in an
+/// email's texts and attachments, nested messages included: what `encrypted_message.htm` of a
+/// large message carries.
+pub fn kept_token(email: &[u8]) -> Option<String> {
+    let message = MessageParser::default().parse(email)?;
+    token_in(&message, 0)
+}
+
+fn token_in(message: &mail_parser::Message<'_>, depth: usize) -> Option<String> {
+    const PATH: &[u8] = b"/kept/";
+    for part in &message.parts {
+        let text = match &part.body {
+            PartType::Html(t) | PartType::Text(t) => t.as_bytes(),
+            PartType::Binary(b) | PartType::InlineBinary(b) => b.as_ref(),
+            PartType::Message(inner) if depth < MAX_NESTING => match token_in(inner, depth + 1) {
+                Some(t) => return Some(t),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let mut at = 0;
+        while let Some(i) = find(&text[at..], PATH) {
+            let start = at + i + PATH.len();
+            let Some(token) = text.get(start..start + 64) else {
+                break;
+            };
+            let after = text.get(start + 64).copied();
+            if token
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                && !after.is_some_and(|b| b.is_ascii_hexdigit())
+            {
+                return std::str::from_utf8(token).ok().map(str::to_string);
+            }
+            at = start;
+        }
+    }
+    None
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -51,6 +51,11 @@ pub struct MimeSettings {
     pub reader_url: String,
     /// Replace the subject of encrypted email with this text; unset keeps the subject.
     pub replace_subject: Option<String>,
+    /// A message larger than this (bytes) keeps its sealed message on the gateway, and its
+    /// `encrypted_message.htm` carries a link to the reader instead (10 MiB).
+    pub keep_above_bytes: u64,
+    /// Days a large message's sealed message is kept (and its link works).
+    pub kept_days: u32,
 }
 
 impl Default for MimeSettings {
@@ -68,6 +73,8 @@ impl Default for MimeSettings {
             outgoing_envelope: OutgoingEnvelope::ZeroDownload,
             reader_url: "http://127.0.0.1:8080/read".into(),
             replace_subject: None,
+            keep_above_bytes: 10 * 1024 * 1024,
+            kept_days: 30,
         }
     }
 }
@@ -141,6 +148,15 @@ impl MimeSettings {
                 return Err(bad("replace_subject", "must be one line"));
             }
         }
+        if self.keep_above_bytes < 1024 {
+            return Err(bad(
+                "keep_above_bytes",
+                "must be at least 1024 (a smaller message is cheaper to carry than a link)",
+            ));
+        }
+        if self.kept_days == 0 {
+            return Err(bad("kept_days", "must be at least 1"));
+        }
         let url = &self.reader_url;
         let rest = url
             .strip_prefix("https://")
@@ -189,6 +205,11 @@ mod tests {
             ..MimeSettings::default()
         };
         assert_eq!(s.validate().unwrap_err().field, "reader_url");
+        let s = MimeSettings {
+            kept_days: 0,
+            ..MimeSettings::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "kept_days");
         let s = MimeSettings {
             encryption_header: "X-PP-Encrypted".into(),
             ..MimeSettings::default()

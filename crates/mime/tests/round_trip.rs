@@ -175,3 +175,60 @@ fn guarded_headers_are_stripped_and_a_header_too_long_to_check_is_refused() {
     let out = f.finish().unwrap();
     assert!(!String::from_utf8_lossy(&out).contains("X-Postern-Signature"));
 }
+
+/// `email` attached to a forward as `message/rfc822`, base64-encoded as phones send it.
+fn forwarded(email: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(email);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "From: bob@partner.example\r\nTo: decrypt@corp.example\r\nSubject: Fwd: Plans\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"f\"\r\n\r\n\
+         --f\r\nContent-Type: text/plain\r\n\r\nSent from my phone\r\n\
+         --f\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--f--\r\n",
+        lines.join("\r\n")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_forward_carrying_the_encrypted_email_as_an_attachment_still_yields_the_sealed_message() {
+    let sealed = sealed_bytes();
+    let email = encrypted(&sealed, &MimeSettings::default());
+    let fwd = forwarded(&email);
+    assert_eq!(sealed_from_mime(&fwd).unwrap(), sealed);
+    // Twice forwarded.
+    assert_eq!(sealed_from_mime(&forwarded(&fwd)).unwrap(), sealed);
+    assert!(mime::kept_token(&fwd).is_none());
+}
+
+#[test]
+fn a_link_to_a_kept_message_is_found_in_a_forward_and_nothing_else_counts() {
+    let token = "ab".repeat(32);
+    let url = format!("https://gw.corp.example/read/kept/{token}");
+    let email = mime::linked(
+        b"From: alice@corp.example\r\nTo: bob@partner.example\r\nSubject: Big\r\n\r\n",
+        false,
+        &MimeSettings::default(),
+        "gw.corp.example",
+        &url,
+        "2026-12-24 10:00 UTC",
+    );
+    assert_eq!(mime::kept_token(&email).as_deref(), Some(token.as_str()));
+    assert_eq!(
+        mime::kept_token(&forwarded(&email)).as_deref(),
+        Some(token.as_str())
+    );
+    // Too short, too long or not hex: not a token.
+    for body in [
+        format!("see /kept/{}", &token[..63]),
+        format!("see /kept/{token}0"),
+        format!("see /kept/{}", "zz".repeat(32)),
+    ] {
+        let m = format!("Subject: x\r\nContent-Type: text/plain\r\n\r\n{body}\r\n");
+        assert!(mime::kept_token(m.as_bytes()).is_none(), "{body}");
+    }
+}

@@ -48,6 +48,13 @@ pub struct GatewayConfig {
     pub scan_limit_bytes: u64,
     /// Where policy notifications to `admin` go (default postmaster@ the first internal domain).
     pub admin_address: Option<String>,
+    /// Forward to decrypt: the local part that, at any internal domain or the host name, answers
+    /// a recipient who forwards an encrypted email with a link to the reader; empty turns it off.
+    pub decrypt_address: String,
+    /// Hours a forward-to-decrypt link works.
+    pub decrypt_link_hours: u32,
+    /// Forward-to-decrypt answers one address gets per hour; more forwards get no answer.
+    pub decrypt_links_per_hour: u32,
 }
 
 impl Default for GatewayConfig {
@@ -70,6 +77,9 @@ impl Default for GatewayConfig {
             workers: 8,
             scan_limit_bytes: 10 * 1024 * 1024,
             admin_address: None,
+            decrypt_address: "decrypt".into(),
+            decrypt_link_hours: 24,
+            decrypt_links_per_hour: 10,
         }
     }
 }
@@ -125,6 +135,18 @@ impl GatewayConfig {
             && !policy::model::is_address(a)
         {
             return Err(bad("admin_address", "must be an email address"));
+        }
+        if !self.decrypt_address.is_empty()
+            && (self.decrypt_address.contains('@')
+                || !policy::model::is_address(&format!("{}@example.com", self.decrypt_address)))
+        {
+            return Err(bad(
+                "decrypt_address",
+                "must be the local part of an address (\"decrypt\"), or empty",
+            ));
+        }
+        if self.decrypt_link_hours == 0 || self.decrypt_link_hours > 24 * 30 {
+            return Err(bad("decrypt_link_hours", "must be from 1 to 720"));
         }
         if self.workers == 0 {
             return Err(bad("workers", "must be at least 1"));

@@ -31,6 +31,8 @@ use crate::notify::{self, Notice};
 use crate::rewrite;
 use crate::transform::{self, Decrypt, Encrypt, TransformError};
 
+mod forward;
+
 /// Whether a failed transformation may succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -175,6 +177,7 @@ fn pass_as_is(pipeline: &Pipeline, recipients: &[String]) -> Copy {
         routes: pipeline.routes(recipients),
         note: None,
         replaces: None,
+        sender: None,
     }
 }
 
@@ -436,7 +439,7 @@ impl Pipeline {
     async fn process(
         &self,
         id: String,
-        envelope: Envelope,
+        mut envelope: Envelope,
         skip_rule: Option<String>,
         compiled: Arc<policy::Compiled>,
     ) -> Work {
@@ -468,6 +471,20 @@ impl Pipeline {
                 }
             }
         };
+        // Forward to decrypt: its address answers (or not) and takes no part in the policy.
+        let (to_decrypt, rest): (Vec<String>, Vec<String>) = envelope
+            .recipients
+            .iter()
+            .cloned()
+            .partition(|r| self.is_decrypt_address(r));
+        if !to_decrypt.is_empty() {
+            self.forward_to_decrypt(&id, &path, &head, &envelope, &to_decrypt, &mut work)
+                .await;
+            if rest.is_empty() {
+                return work;
+            }
+            envelope.recipients = rest;
+        }
         let fields = mime::headers::fields(&head);
         // The gateway's own verdict fields (decrypted here, signature, warning) in a message
         // as received were written by its sender: they are removed from what is delivered.
@@ -784,6 +801,7 @@ impl Pipeline {
                     .and_then(|h| h.strip_prefix("handoff:"))
                     .map(|target| format!("handed off to {target}")),
                 replaces: None,
+                sender: None,
             });
             return;
         }
@@ -793,6 +811,7 @@ impl Pipeline {
                 routes,
                 note: Some("header changed by policy".into()),
                 replaces: None,
+                sender: None,
             }),
             Err(e) => work.fail(
                 m.id,
@@ -827,6 +846,7 @@ impl Pipeline {
                     )
                 }),
                 replaces: Some(instead_of.to_vec()),
+                sender: None,
             }),
             Err(e) => {
                 let list = if instead_of.is_empty() {
@@ -1045,6 +1065,8 @@ impl Pipeline {
         } else {
             Some(m.head.to_vec())
         };
+        let keep_until =
+            store::queue::now() + u64::from(self.mime.kept_days).saturating_mul(86_400);
         // Read once for all the sealed copies of this message.
         let read = blocking(move || match head {
             Some(h) => transform::Original::with_head(&source, h),
@@ -1071,19 +1093,27 @@ impl Pipeline {
                 encaps: self.encaps.clone(),
                 settings: self.mime.clone(),
                 hostname: self.settings.hostname.clone(),
+                keep_until: Some(keep_until),
             };
             let spool = self.queue.spool().clone();
             let made = tokio::task::spawn_blocking(move || transform::encrypt(&job, &spool)).await;
             let names: Vec<String> = group.iter().map(|(r, _)| r.clone()).collect();
             match made {
-                Ok(Ok(file)) => {
+                Ok(Ok(made)) => {
                     self.counters.encrypted.fetch_add(1, Ordering::Relaxed);
                     let default = from.as_ref() != Some(&signed_as);
                     let note = format!(
-                        "encrypted for {} ({epoch}); signed as {signed_as}{}",
+                        "encrypted for {} ({epoch}); signed as {signed_as}{}{}",
                         names.join(", "),
-                        if default { " (default sender)" } else { "" }
+                        if default { " (default sender)" } else { "" },
+                        if made.kept.is_some() {
+                            "; large: the sealed message is kept on the gateway"
+                        } else {
+                            ""
+                        }
                     );
+                    let file = made.email;
+                    work.decision.kept.extend(made.kept);
                     tracing::info!(queue_id = %id, recipients = names.len(), signer = %signed_as, "encrypted");
                     // Keys of users whose keys were used are prefetched for next month.
                     if own.as_ref() == Some(&signed_as)
@@ -1096,6 +1126,7 @@ impl Pipeline {
                         routes: self.routes(&names),
                         note: Some(note),
                         replaces: None,
+                        sender: None,
                     });
                 }
                 Ok(Err(e)) => {
@@ -1247,6 +1278,7 @@ impl Pipeline {
             routes: self.routes(&names),
             note: Some(note),
             replaces: None,
+            sender: None,
         });
     }
 
@@ -1361,11 +1393,14 @@ impl Pipeline {
                 encaps: self.encaps.clone(),
                 settings: self.mime.clone(),
                 hostname: self.settings.hostname.clone(),
+                // Internal mail carries its sealed message whatever its size.
+                keep_until: None,
             };
             let spool = self.queue.spool().clone();
             tokio::task::spawn_blocking(move || transform::encrypt(&job, &spool))
                 .await
                 .map_err(|e| e.to_string())?
+                .map(|made| made.email)
                 .map_err(|e: TransformError| e.to_string())
         }
         .await;
@@ -1424,6 +1459,14 @@ impl Pipeline {
                         "deleted from quarantine: past their area's retention"
                     ),
                     Err(e) => tracing::error!(error = %e, "cannot expire the quarantine"),
+                }
+                match self.queue.expire_kept(now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        messages = n,
+                        "removed kept sealed messages: their links have expired"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "cannot remove expired kept messages"),
                 }
             }
             match self

@@ -109,18 +109,26 @@ pub struct Encrypt {
     pub settings: Arc<MimeSettings>,
     /// The encryption X-header's value.
     pub hostname: String,
+    /// Until when (Unix seconds) a message above `settings.keep_above_bytes` keeps its sealed
+    /// message on the gateway; `None` always carries it in the email.
+    pub keep_until: Option<u64>,
+}
+
+/// An encrypted email, and the sealed message the gateway keeps for it when it is too large to
+/// carry (recorded with the decision: [`store::Decision::kept`]).
+#[derive(Debug)]
+pub struct Encrypted {
+    /// The encrypted email.
+    pub email: Finished,
+    /// The sealed message kept on the gateway; the email links to it.
+    pub kept: Option<store::Keep>,
 }
 
 /// Seals `job.source` into a new encrypted email in the spool (fsynced). A `Bcc` field in the
 /// original is left out of what is sealed, so that no recipient learns of a blind copy.
-pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError> {
+pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Encrypted, TransformError> {
     let original = &job.original;
-    let wrapper = mime::wrapper(
-        &original.head,
-        original.meeting,
-        &job.settings,
-        &job.hostname,
-    );
+    let size = std::fs::metadata(&original.path)?.len();
     let mut file = File::open(&original.path)?;
     file.seek(SeekFrom::Start(original.head.len() as u64))?;
     let plain = Cursor::new(mime::headers::without_fields(&original.head, &["Bcc"])).chain(file);
@@ -129,6 +137,17 @@ pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError>
         epoch: job.epoch,
         sender: job.sender.clone(),
     };
+    if let Some(until) = job.keep_until
+        && size > job.settings.keep_above_bytes
+    {
+        return encrypt_kept(job, spool, plain, &options, until);
+    }
+    let wrapper = mime::wrapper(
+        &original.head,
+        original.meeting,
+        &job.settings,
+        &job.hostname,
+    );
     let mut out = spool.create()?;
     let written = (|| -> Result<(), TransformError> {
         out.append(&wrapper.head)?;
@@ -144,12 +163,97 @@ pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Finished, TransformError>
         Ok(())
     })();
     match written {
-        Ok(()) => Ok(out.finish()?),
+        Ok(()) => Ok(Encrypted {
+            email: out.finish()?,
+            kept: None,
+        }),
         Err(e) => {
             out.discard();
             Err(e)
         }
     }
+}
+
+/// Seals a large message into a file the gateway keeps, and makes the encrypted email that
+/// links to it.
+fn encrypt_kept(
+    job: &Encrypt,
+    spool: &Spool,
+    plain: impl Read,
+    options: &SealOptions,
+    until: u64,
+) -> Result<Encrypted, TransformError> {
+    let mut sealed = spool.create()?;
+    let made = Sealer::new(&job.params)
+        .with_cache(&job.encaps)
+        .seal(
+            &job.signer,
+            options,
+            BufReader::with_capacity(64 * 1024, plain),
+            &mut sealed,
+        )
+        .map_err(TransformError::from);
+    let sealed = match made {
+        Ok(_) => sealed.finish()?,
+        Err(e) => {
+            sealed.discard();
+            return Err(e);
+        }
+    };
+    let token = store::kept::new_token();
+    let email = mime::linked(
+        &job.original.head,
+        job.original.meeting,
+        &job.settings,
+        &job.hostname,
+        &kept_link(&job.settings.reader_url, &token),
+        &day_text(until),
+    );
+    let mut out = spool.create()?;
+    let written = out.append(&email).and_then(|()| out.finish());
+    match written {
+        Ok(email) => Ok(Encrypted {
+            email,
+            kept: Some(store::Keep {
+                token_hash: store::kept::token_hash(&token),
+                file: sealed,
+                kind: store::KeptKind::Large,
+                forwarder: None,
+                expires_at: until,
+            }),
+        }),
+        Err(e) => {
+            sealed.discard();
+            Err(e.into())
+        }
+    }
+}
+
+/// The reader's address for a kept sealed message.
+pub fn kept_link(reader_url: &str, token: &str) -> String {
+    format!("{}/kept/{token}", reader_url.trim_end_matches('/'))
+}
+
+/// A time as a day and hour people read the same everywhere: `2026-12-24 10:00 UTC`.
+pub fn day_text(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Days to a civil date (the proleptic Gregorian calendar; algorithm by Howard Hinnant,
+    // "chrono-Compatible Low-Level Date Algorithms").
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
 }
 
 /// The sealed message inside an encrypted email: streamed as Postern writes it, or read whole
@@ -196,6 +300,36 @@ pub struct Located {
     /// The header. Nothing in it is authenticated until the message is opened.
     pub header: Header,
     sealed: Sealed,
+}
+
+/// Copies the sealed message of `located` into a new spool file (fsynced), to be kept.
+pub fn keep_sealed(located: &Located, spool: &Spool) -> Result<Finished, TransformError> {
+    let mut out = spool.create()?;
+    let copied = located
+        .sealed
+        .reader()
+        .and_then(|mut r| Ok(io::copy(&mut r, &mut out)?));
+    match copied {
+        Ok(_) => Ok(out.finish()?),
+        Err(e) => {
+            out.discard();
+            Err(e)
+        }
+    }
+}
+
+/// Copies a kept sealed message into a new spool file (fsynced) and reads its header.
+pub fn keep_copy(path: &Path, spool: &Spool) -> Result<(Finished, Header), TransformError> {
+    let header = envelope::read_header(BufReader::new(File::open(path)?))?;
+    let mut out = spool.create()?;
+    let copied = File::open(path).and_then(|mut f| io::copy(&mut f, &mut out));
+    match copied {
+        Ok(_) => Ok((out.finish()?, header)),
+        Err(e) => {
+            out.discard();
+            Err(e.into())
+        }
+    }
 }
 
 /// Finds the sealed message in the encrypted email at `path` and reads its header.
@@ -306,5 +440,17 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
             out.discard();
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_written_as_people_read_them() {
+        assert_eq!(day_text(0), "1970-01-01 00:00 UTC");
+        assert_eq!(day_text(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(day_text(1_795_513_800), "2026-11-24 09:50 UTC");
     }
 }

@@ -11,19 +11,13 @@
 //! The scripts save screenshots into `docs/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{Gateway, outside_world, repo, s, save_attachment_page, wait_for};
 
 /// One browser test at a time: each starts a gateway (master keys, Argon2) and a chromium, and
 /// the machines these run on have two cores.
@@ -42,157 +36,6 @@ fn browser_ready() -> std::sync::MutexGuard<'static, ()> {
          (`apt-get install chromium` and `npm ci --prefix web-tests`); .ci/run installs both"
     );
     guard
-}
-
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-    smtp: SocketAddr,
-    web: u16,
-    maildir: PathBuf,
-    config: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    /// A gateway for corp.example delivering outside mail (and the key server's code emails)
-    /// to `external`, internal mail to a Maildir.
-    fn start(dir: &Path, external: u16) -> Gateway {
-        let smtp = testkit::free_port();
-        let web = testkit::free_port();
-        let data = dir.join("data");
-        let maildir = dir.join("maildir");
-        let config = dir.join("postern.toml");
-        fs::write(
-            &config,
-            format!(
-                "data_dir = {data:?}\n\
-                 [web]\nlisten = \"127.0.0.1:{web}\"\n\
-                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nhostname = \"gw.corp.example\"\ninternal_domains = [\"corp.example\"]\n\
-                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
-                 [mime]\nreader_url = \"http://127.0.0.1:{web}/read\"\n\
-                 [keyserver.mail]\nrelay_port = {external}\nstarttls = \"off\"\nfrom = \"keys@corp.example\"\n",
-                data = s(&data),
-                maildir = s(&maildir),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("gateway.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["serve", "--config", s(&config)])
-            .env_remove("POSTERN_PASSPHRASE")
-            .env_remove("POSTERN_CONFIG")
-            .env_remove("POSTERN_GATEWAY_TOKEN")
-            .env_remove("POSTERN_FAKE_NOW")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
-        assert!(
-            testkit::wait_for_port(addr, Duration::from_secs(120))
-                && testkit::wait_for_port(
-                    SocketAddr::from(([127, 0, 0, 1], web)),
-                    Duration::from_secs(120)
-                ),
-            "the gateway did not start"
-        );
-        Gateway {
-            child,
-            log,
-            smtp: addr,
-            web,
-            maildir,
-            config,
-        }
-    }
-
-    fn send(&self, from: &str, rcpts: &[&str], message: &str) {
-        let mut conn = testkit::SmtpConn::open(self.smtp).unwrap();
-        conn.send(from, rcpts, message.replace('\n', "\r\n").as_bytes())
-            .unwrap();
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for a message in the internal Maildir containing `needle`.
-    fn wait_delivered(&self, needle: &str) -> String {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
-                for e in entries {
-                    let text = fs::read_to_string(e.unwrap().path()).unwrap_or_default();
-                    if text.contains(needle) {
-                        return text;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "nothing with {needle:?} was delivered; log:\n{}",
-            self.log()
-        );
-    }
-}
-
-/// An SMTP listener standing for the outside world: every message is written into `dir` (one
-/// file each, named by arrival), where the scripts look for their codes.
-fn outside_world(dir: &Path) -> (u16, std::sync::mpsc::Receiver<testkit::Recorded>) {
-    fs::create_dir_all(dir).unwrap();
-    let (port, rx) = testkit::smtp_recorder_thread();
-    let (tx, out) = std::sync::mpsc::channel();
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        for (n, m) in rx.into_iter().enumerate() {
-            let tmp = dir.join(format!(".{n}.tmp"));
-            fs::write(&tmp, &m.data).unwrap();
-            fs::rename(&tmp, dir.join(format!("{n:04}.eml"))).unwrap();
-            if tx.send(m).is_err() {
-                return;
-            }
-        }
-    });
-    (port, out)
-}
-
-/// The first message for `rcpt` that contains `needle`.
-fn wait_for(
-    rx: &std::sync::mpsc::Receiver<testkit::Recorded>,
-    rcpt: &str,
-    needle: &str,
-) -> testkit::Recorded {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no message for {rcpt} with {needle:?}"));
-        if m.to.iter().any(|t| t == rcpt) && String::from_utf8_lossy(&m.data).contains(needle) {
-            return m;
-        }
-    }
-}
-
-/// `encrypted_message.htm` out of an encrypted email, as a file a person would open.
-fn save_attachment_page(mail: &[u8], to: &Path) {
-    let text = String::from_utf8_lossy(mail);
-    let at = text
-        .find("filename=\"encrypted_message.htm\"")
-        .expect("no encrypted_message.htm");
-    let start = at + text[at..].find("<!DOCTYPE html>").unwrap();
-    let end = start + text[start..].find("</html>").unwrap() + "</html>".len();
-    fs::write(to, &text[start..end]).unwrap();
 }
 
 /// Runs a script of `web-tests/` with `env`; fails the test with its output if it fails.
@@ -214,13 +57,6 @@ fn script(name: &str, env: &[(&str, String)]) {
 }
 
 fn message_with_attachment(attachment: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
     format!(
         "From: Alice Example <alice@corp.example>\n\
          To: bob@partner.example, carol@partner.example\n\
@@ -238,7 +74,7 @@ fn message_with_attachment(attachment: &[u8]) -> String {
          Content-Transfer-Encoding: base64\n\n\
          {}\n\
          --b1--\n",
-        lines.join("\n")
+        testkit::base64_lines(attachment)
     )
 }
 
@@ -296,8 +132,6 @@ fn a_recipient_reads_downloads_and_replies_in_the_browser() {
     );
     assert!(reply.contains("receipt.txt"), "{reply}");
     assert!(gw.log().contains("reader: a message was sealed and queued"));
-    let _ = &gw.config;
-    let _ = gw.web;
 }
 
 #[test]

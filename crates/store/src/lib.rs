@@ -2,11 +2,13 @@
 //! database. See [`queue`] for the life of a message and the durability rules.
 
 pub mod console;
+pub mod kept;
 pub mod quarantine;
 pub mod queue;
 pub mod spool;
 
 pub use console::AuditEntry;
+pub use kept::{Keep, Kept, KeptKind};
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{
     Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,

@@ -188,6 +188,9 @@ pub struct Copy {
     /// addresses standing in for the recipients in `list` (a changed recipient), or added
     /// beside them when `list` is empty (an archive copy). Needs a `file`.
     pub replaces: Option<Vec<String>>,
+    /// The envelope sender of the copy when it is not the message's own: `Some("")` for an
+    /// automatic answer, which must not bounce back. Needs a `file`.
+    pub sender: Option<String>,
 }
 
 /// A recipient whose copy cannot be made now (no key): it waits in the errored queue.
@@ -224,6 +227,8 @@ pub struct Decision {
     pub held: Vec<Hold>,
     /// Recipients dropped by policy, with the reason (logged and kept in the record).
     pub deleted: Vec<Errored>,
+    /// Sealed messages to keep on the server (see [`crate::kept`]).
+    pub kept: Vec<crate::kept::Keep>,
 }
 
 /// Recipients of a message held in a quarantine area.
@@ -352,6 +357,20 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX messages_received ON messages(received_at);",
+    // Sealed messages kept on the server (large messages, forward-to-decrypt links), found by
+    // the SHA-256 of their link's token.
+    "CREATE TABLE kept (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        message TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        forwarder TEXT,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX kept_expiry ON kept(expires_at);
+    CREATE INDEX kept_forwarder ON kept(forwarder, created_at);",
 ];
 
 struct Record {
@@ -441,6 +460,7 @@ impl Queue {
                 .execute(&pool)
                 .await?;
             remove_orphans(&pool, &spool).await?;
+            crate::kept::remove_orphans(&pool, &spool).await?;
         }
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
@@ -549,6 +569,7 @@ impl Queue {
                     routes: routes.clone(),
                     note: None,
                     replaces: None,
+                    sender: None,
                 }],
                 ..Decision::default()
             })
@@ -732,7 +753,29 @@ impl Queue {
         let mut users = Vec::new();
         let mut holds = Vec::new();
         let mut placed: Vec<String> = Vec::new();
+        let mut kept_rows = Vec::new();
+        let mut kept_placed: Vec<String> = Vec::new();
+        let undo = |placed: &[String], kept: &[String]| {
+            for id in placed {
+                let _ = self.spool.remove(id);
+            }
+            for id in kept {
+                let _ = self.spool.remove_kept(id);
+            }
+        };
         for d in &batch {
+            let mut named = Vec::new();
+            for k in &d.kept {
+                let id = new_id();
+                if let Err(e) = self.spool.place_kept(&k.file.path, &id) {
+                    undo(&placed, &kept_placed);
+                    discard_copies(&batch);
+                    return Err(e.into());
+                }
+                kept_placed.push(id.clone());
+                named.push((id, k));
+            }
+            kept_rows.extend(crate::kept::rows(&named, &d.id));
             for copy in &d.copies {
                 match &copy.file {
                     None => {
@@ -743,15 +786,14 @@ impl Queue {
                     Some(file) => {
                         let child = new_id();
                         if let Err(e) = self.spool.place(&file.path, &child) {
-                            for id in &placed {
-                                let _ = self.spool.remove(id);
-                            }
+                            undo(&placed, &kept_placed);
                             discard_copies(&batch);
                             return Err(e.into());
                         }
                         placed.push(child.clone());
                         children.push(serde_json::json!({
                             "id": child, "parent": d.id, "size": file.len, "note": copy.note,
+                            "sender": copy.sender,
                         }));
                         match &copy.replaces {
                             None => {
@@ -799,8 +841,17 @@ impl Queue {
                 &batch,
                 at,
                 backoff,
-                [children, child_rcpts, routes, splits, errored, users, holds],
-                !placed.is_empty(),
+                [
+                    children,
+                    child_rcpts,
+                    routes,
+                    splits,
+                    errored,
+                    users,
+                    holds,
+                    kept_rows,
+                ],
+                (!placed.is_empty(), !kept_placed.is_empty()),
             )
             .await;
         match result {
@@ -811,9 +862,7 @@ impl Queue {
                 Ok(())
             }
             Err(e) => {
-                for id in &placed {
-                    let _ = self.spool.remove(id);
-                }
+                undo(&placed, &kept_placed);
                 discard_copies(&batch);
                 Err(e)
             }
@@ -825,16 +874,28 @@ impl Queue {
         batch: &[Decision],
         at: u64,
         backoff: Backoff,
-        rows: [Vec<serde_json::Value>; 7],
-        sync: bool,
+        rows: [Vec<serde_json::Value>; 8],
+        (sync, sync_kept): (bool, bool),
     ) -> Result<Vec<String>, QueueError> {
-        let [children, child_rcpts, routes, splits, errored, users, holds] = rows;
+        let [
+            children,
+            child_rcpts,
+            routes,
+            splits,
+            errored,
+            users,
+            holds,
+            kept,
+        ] = rows;
         let child_ids: Vec<String> = children
             .iter()
             .filter_map(|c| c.get("id").and_then(|v| v.as_str()).map(str::to_string))
             .collect();
         if sync {
             self.spool.sync_dir()?;
+        }
+        if sync_kept {
+            self.spool.sync_kept_dir()?;
         }
         let ids = json_ids(batch.iter().map(|d| d.id.as_str()));
         let at = to_i64(at);
@@ -843,7 +904,8 @@ impl Queue {
             sqlx::query(
                 "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state,
                                        message_id, updated_at, parent, note)
-                 SELECT j.value->>'id', p.sender, p.client, p.helo, 'derived', j.value->>'size',
+                 SELECT j.value->>'id', coalesce(j.value->>'sender', p.sender), p.client, p.helo,
+                        'derived', j.value->>'size',
                         p.received_at, 'queued', p.message_id, ?2, p.id, j.value->>'note'
                  FROM json_each(?1) AS j JOIN messages p ON p.id = j.value->>'parent'",
             )
@@ -915,6 +977,7 @@ impl Queue {
         for h in holds {
             crate::quarantine::hold(&mut tx, &h, to_u64(at)).await?;
         }
+        crate::kept::insert(&mut tx, kept, at).await?;
         sqlx::query(
             "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
              WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new'",
@@ -1142,6 +1205,9 @@ fn discard_copies(batch: &[Decision]) {
         if let Some(f) = &copy.file {
             let _ = std::fs::remove_file(&f.path);
         }
+    }
+    for k in batch.iter().flat_map(|d| &d.kept) {
+        let _ = std::fs::remove_file(&k.file.path);
     }
 }
 

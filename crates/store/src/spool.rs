@@ -28,6 +28,7 @@ impl Spool {
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join("incoming"))?;
         fs::create_dir_all(root.join("messages"))?;
+        fs::create_dir_all(root.join("kept"))?;
         for entry in fs::read_dir(root.join("incoming"))? {
             // Only messages that were never answered 250 are here.
             let _ = fs::remove_file(entry?.path());
@@ -70,6 +71,46 @@ impl Spool {
     /// Moves a finished incoming file to its place for `id` (durable after [`Spool::sync_dir`]).
     pub(crate) fn place(&self, incoming: &Path, id: &str) -> io::Result<()> {
         fs::rename(incoming, self.path(id))
+    }
+
+    /// Where a sealed message kept on the server is (see [`crate::kept`]).
+    pub fn kept_path(&self, id: &str) -> PathBuf {
+        self.root.join("kept").join(id)
+    }
+
+    /// Moves a finished file into `kept/` as `id`.
+    pub(crate) fn place_kept(&self, incoming: &Path, id: &str) -> io::Result<()> {
+        fs::rename(incoming, self.kept_path(id))
+    }
+
+    /// Removes a kept sealed message.
+    pub(crate) fn remove_kept(&self, id: &str) -> io::Result<()> {
+        match fs::remove_file(self.kept_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The names of the files in `kept/`.
+    pub(crate) fn kept_names(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        match fs::read_dir(self.root.join("kept")) {
+            Ok(entries) => {
+                for entry in entries {
+                    if let Some(name) = entry?.file_name().to_str() {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(out)
+    }
+
+    /// Makes renames into `kept/` durable.
+    pub(crate) fn sync_kept_dir(&self) -> io::Result<()> {
+        File::open(self.root.join("kept"))?.sync_all()
     }
 
     /// Makes renames into `messages/` durable.

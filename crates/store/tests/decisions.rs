@@ -63,12 +63,14 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
                 routes: vec![("in@corp.example".into(), "internal".into())],
                 note: None,
                 replaces: None,
+                sender: None,
             },
             Copy {
                 file: Some(copy_file(&queue, b"encrypted\r\n")),
                 routes: vec![("out@partner.example".into(), "external".into())],
                 note: Some("encrypted for out@partner.example".into()),
                 replaces: None,
+                sender: None,
             },
         ],
         errored: vec![Errored {
@@ -144,6 +146,7 @@ async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
             routes: vec![("out@partner.example".into(), "external".into())],
             note: None,
             replaces: None,
+            sender: None,
         }],
         ..Decision::default()
     };

@@ -50,6 +50,7 @@ async fn hold(queue: &Queue, id: &str, held: &[&str], passed: &[&str], deleted: 
                 .collect(),
             note: None,
             replaces: None,
+            sender: None,
         }],
         held: vec![Hold {
             recipients: held.iter().map(|a| a.to_string()).collect(),

@@ -316,3 +316,14 @@ pub fn corpus() -> Vec<std::path::PathBuf> {
     );
     files
 }
+
+/// `bytes` in base64, in lines of 76 characters joined by `\n` (a MIME body).
+pub fn base64_lines(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    b64.as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -393,8 +393,12 @@ pub(crate) async fn send(
                 encaps: Arc::new(EncapsCache::new(64)),
                 settings: mime,
                 hostname,
+                // A reply is recorded by `queue.accept`, which keeps no sealed message aside.
+                keep_until: None,
             };
-            pipeline::transform::encrypt(&job, spool).map_err(|e| e.to_string())
+            pipeline::transform::encrypt(&job, spool)
+                .map(|made| made.email)
+                .map_err(|e| e.to_string())
         })();
         draft.discard();
         result

@@ -93,11 +93,29 @@ pub(crate) struct Opened {
     _held: Ticket,
 }
 
+/// Where a letter's sealed message is.
+#[derive(Clone)]
+enum Sealed {
+    /// Posted from `encrypted_message.htm` (counted in the budget).
+    Posted(Arc<Vec<u8>>),
+    /// Kept on the gateway (a large message, a forward-to-decrypt link): read from its file.
+    Kept { path: std::path::PathBuf, size: u64 },
+}
+
+impl Sealed {
+    fn size(&self) -> usize {
+        match self {
+            Sealed::Posted(b) => b.len(),
+            Sealed::Kept { size, .. } => usize::try_from(*size).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// A message posted to the reader.
 pub(crate) struct Letter {
     /// Its place in the session, to drop the oldest first.
     seq: u64,
-    sealed: Arc<Vec<u8>>,
+    sealed: Sealed,
     _held: Ticket,
     header: Header,
     /// The address a code was last sent to.
@@ -155,6 +173,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     });
     Router::new()
         .route("/read", get(landing).post(receive))
+        .route("/read/kept/{token}", get(kept))
         .route("/read/m/{mid}", get(show))
         .route("/read/m/{mid}/code", get(code_page).post(send_code))
         .route("/read/m/{mid}/open", post(open))
@@ -225,13 +244,76 @@ async fn receive(
             format!("Its sealed part cannot be read ({e}). Ask the sender to send it again."),
         )
     })?;
-    let now = reader.now();
     // Ended sessions give their share back first.
-    reader.sessions.sweep(now);
+    reader.sessions.sweep(reader.now());
     let held = reader.budget.take(sealed.len()).ok_or_else(busy)?;
+    add_letter(
+        &reader,
+        &headers,
+        Sealed::Posted(Arc::new(sealed)),
+        header,
+        held,
+    )
+}
+
+/// `GET /read/kept/{token}`: a sealed message kept on the gateway, from the link in a large
+/// message's `encrypted_message.htm` or in a forward-to-decrypt answer.
+async fn kept(
+    State(reader): State<Arc<Reader>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, PageError> {
+    let gone = || {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            "This link no longer works",
+            "Links to encrypted messages work for a limited time. Open the attachment encrypted_message.htm of the original email again, or forward the email to the decrypt address once more for a new link.",
+        )
+    };
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(gone());
+    }
+    let found = reader
+        .gateway
+        .queue
+        .kept(&token.to_ascii_lowercase(), store::queue::now())
+        .await
+        .map_err(|e| PageError::internal("cannot look up the message", e))?
+        .ok_or_else(gone)?;
+    let path = found.path.clone();
+    let header = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                envelope::read_header(std::io::BufReader::new(f)).map_err(|e| e.to_string())
+            })
+    })
+    .await
+    .map_err(|e| PageError::internal("cannot read the message", e))?
+    // Removed as it expired, between the look-up and now.
+    .map_err(|_| gone())?;
+    reader.sessions.sweep(reader.now());
+    let held = reader.budget.take(0).ok_or_else(busy)?;
+    let sealed = Sealed::Kept {
+        path: found.path,
+        size: found.size,
+    };
+    add_letter(&reader, &headers, sealed, header, held)
+}
+
+/// Adds a letter to the request's session (starting one when there is none), dropping the
+/// session's oldest when it is full; redirects to the letter.
+fn add_letter(
+    reader: &Reader,
+    headers: &HeaderMap,
+    sealed: Sealed,
+    header: Header,
+    held: Ticket,
+) -> Result<Response, PageError> {
+    let now = reader.now();
     let mid = security::random_token()[..24].to_string();
     let mut set_cookie = None;
-    let session = match reader.session(&headers) {
+    let session = match reader.session(headers) {
         Some(s) => s,
         None => {
             let id = reader.sessions.start(
@@ -261,7 +343,7 @@ async fn receive(
         s.posted += 1;
         let letter = Letter {
             seq: s.posted,
-            sealed: Arc::new(sealed),
+            sealed,
             _held: held,
             header,
             code_sent_to: None,
@@ -626,12 +708,26 @@ async fn open_with(
         .key_bytes_for(address, epoch, KeyKind::Decrypt, Some(key_id))
         .await
         .map_err(|e| key_server_error(e, "fetch your key"))?;
+    // The opened message is no larger than the sealed one: its share is taken before opening.
+    let held = reader.budget.take(sealed.size()).ok_or_else(busy)?;
     let opened = tokio::task::spawn_blocking(move || {
         let key = envelope::DecryptionKey::from_bytes(&bytes).map_err(|e| e.to_string())?;
-        let mut plain = Zeroizing::new(Vec::with_capacity(sealed.len()));
-        let opened = Opener::new(&params)
-            .open(&key, Cursor::new(&sealed[..]), &mut *plain)
-            .map_err(|e| e.to_string())?;
+        let mut plain = Zeroizing::new(Vec::with_capacity(sealed.size()));
+        let opener = Opener::new(&params);
+        let opened = match &sealed {
+            Sealed::Posted(b) => opener.open(&key, Cursor::new(&b[..]), &mut *plain),
+            Sealed::Kept { path, .. } => {
+                let file = std::fs::File::open(path).map_err(|_| {
+                    "it is no longer kept on the gateway (its link expired)".to_string()
+                })?;
+                opener.open(
+                    &key,
+                    std::io::BufReader::with_capacity(64 * 1024, file),
+                    &mut *plain,
+                )
+            }
+        }
+        .map_err(|e| e.to_string())?;
         Ok::<_, String>((plain, opened))
     })
     .await
@@ -644,7 +740,6 @@ async fn open_with(
             ),
         )
     })?;
-    let held = reader.budget.take(plain.len()).ok_or_else(busy)?;
     let signature = pipeline::transform::signature(&opened.verdict);
     let mut s = lock(session)?;
     if let Some(l) = s.letters.get_mut(mid) {

@@ -1,0 +1,188 @@
+//! What the gateway tests share: a real `postern serve` process for corp.example, and an SMTP
+//! listener standing for the outside world.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A path as text.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub log: PathBuf,
+    pub smtp: SocketAddr,
+    pub web: u16,
+    pub maildir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// A gateway for corp.example delivering outside mail (and the key server's code emails)
+    /// to `external`, internal mail to a Maildir.
+    pub fn start(dir: &Path, external: u16) -> Gateway {
+        Gateway::start_with(dir, external, "", "")
+    }
+
+    /// [`Gateway::start`] with more `[mime]` and `[gateway]` settings (TOML lines).
+    pub fn start_with(dir: &Path, external: u16, mime: &str, gateway: &str) -> Gateway {
+        let smtp = testkit::free_port();
+        let web = testkit::free_port();
+        let bypass = testkit::free_port();
+        let data = dir.join("data");
+        let maildir = dir.join("maildir");
+        let config = dir.join("postern.toml");
+        fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n\
+                 [web]\nlisten = \"127.0.0.1:{web}\"\n\
+                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nbypass_listen = \"127.0.0.1:{bypass}\"\nhostname = \"gw.corp.example\"\ninternal_domains = [\"corp.example\"]\n\
+                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
+                 [mime]\nreader_url = \"http://127.0.0.1:{web}/read\"\n{mime}\n\
+                 [gateway]\n{gateway}\n\
+                 [keyserver.mail]\nrelay_port = {external}\nstarttls = \"off\"\nfrom = \"keys@corp.example\"\n",
+                data = s(&data),
+                maildir = s(&maildir),
+            ),
+        )
+        .unwrap();
+        let log = dir.join("gateway.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["serve", "--config", s(&config)])
+            .env_remove("POSTERN_PASSPHRASE")
+            .env_remove("POSTERN_CONFIG")
+            .env_remove("POSTERN_GATEWAY_TOKEN")
+            .env_remove("POSTERN_FAKE_NOW")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
+        let mut gateway = Gateway {
+            child,
+            log,
+            smtp: addr,
+            web,
+            maildir,
+            config,
+        };
+        // Up when both ports answer; a gateway that exits (a port taken) fails at once.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                panic!("the gateway exited ({status}); log:\n{}", gateway.log());
+            }
+            let up = |port| {
+                std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok()
+            };
+            if up(smtp) && up(web) {
+                return gateway;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start; log:\n{}",
+                gateway.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn send(&self, from: &str, rcpts: &[&str], message: &str) {
+        let mut conn = testkit::SmtpConn::open(self.smtp).unwrap();
+        conn.send(from, rcpts, message.replace('\n', "\r\n").as_bytes())
+            .unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for a message in the internal Maildir containing `needle`.
+    pub fn wait_delivered(&self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
+                for e in entries {
+                    let text = fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+                    if text.contains(needle) {
+                        return text;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "nothing with {needle:?} was delivered; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+/// An SMTP listener standing for the outside world: every message is written into `dir` (one
+/// file each, named by arrival), where the scripts look for their codes.
+pub fn outside_world(dir: &Path) -> (u16, std::sync::mpsc::Receiver<testkit::Recorded>) {
+    fs::create_dir_all(dir).unwrap();
+    let (port, rx) = testkit::smtp_recorder_thread();
+    let (tx, out) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for (n, m) in rx.into_iter().enumerate() {
+            let tmp = dir.join(format!(".{n}.tmp"));
+            fs::write(&tmp, &m.data).unwrap();
+            fs::rename(&tmp, dir.join(format!("{n:04}.eml"))).unwrap();
+            if tx.send(m).is_err() {
+                return;
+            }
+        }
+    });
+    (port, out)
+}
+
+/// The first message for `rcpt` that contains `needle`.
+pub fn wait_for(
+    rx: &std::sync::mpsc::Receiver<testkit::Recorded>,
+    rcpt: &str,
+    needle: &str,
+) -> testkit::Recorded {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no message for {rcpt} with {needle:?}"));
+        if m.to.iter().any(|t| t == rcpt) && String::from_utf8_lossy(&m.data).contains(needle) {
+            return m;
+        }
+    }
+}
+
+/// `encrypted_message.htm` out of an encrypted email, as a file a person would open.
+pub fn save_attachment_page(mail: &[u8], to: &Path) {
+    let text = String::from_utf8_lossy(mail);
+    let at = text
+        .find("filename=\"encrypted_message.htm\"")
+        .expect("no encrypted_message.htm");
+    let start = at + text[at..].find("<!DOCTYPE html>").unwrap();
+    let end = start + text[start..].find("</html>").unwrap() + "</html>".len();
+    fs::write(to, &text[start..end]).unwrap();
+}

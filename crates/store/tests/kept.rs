@@ -1,0 +1,139 @@
+//! Sealed messages kept on the server: recorded with their decision, found by the token only,
+//! gone when their time ends (file and row), and left-over files cleared at start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use store::kept::{new_token, token_hash};
+use store::{Backoff, Copy, Decision, Envelope, Errored, Keep, KeptKind, Queue, Source};
+
+const BACKOFF: Backoff = Backoff {
+    initial: 30,
+    max: 600,
+};
+
+async fn accept(queue: &Queue, recipients: &[&str]) -> String {
+    let mut file = queue.spool().create().unwrap();
+    file.append(b"Subject: fwd\r\n\r\nforwarded\r\n").unwrap();
+    let envelope = Envelope {
+        sender: "bob@partner.example".into(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        client: "127.0.0.1".into(),
+        helo: "test".into(),
+        source: Source::Policy,
+        message_id: None,
+    };
+    queue
+        .accept(envelope, file.finish().unwrap())
+        .await
+        .unwrap()
+}
+
+fn file(queue: &Queue, text: &[u8]) -> store::Finished {
+    let mut f = queue.spool().create().unwrap();
+    f.append(text).unwrap();
+    f.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_message_is_found_by_its_token_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    let id = accept(&queue, &["decrypt@corp.example"]).await;
+    queue.claim_received(10).await.unwrap();
+    let now = store::queue::now();
+    let token = new_token();
+    let decision = Decision {
+        id: id.clone(),
+        // The answer goes from the null sender, in place of the decrypt@ recipient.
+        copies: vec![Copy {
+            file: Some(file(&queue, b"Subject: your link\r\n\r\nlink\r\n")),
+            routes: vec![("bob@partner.example".into(), "external".into())],
+            note: Some("forward to decrypt: link sent".into()),
+            replaces: Some(vec!["decrypt@corp.example".into()]),
+            sender: Some(String::new()),
+        }],
+        kept: vec![Keep {
+            token_hash: token_hash(&token),
+            file: file(&queue, b"sealed bytes"),
+            kind: KeptKind::Forward,
+            forwarder: Some("bob@partner.example".into()),
+            expires_at: now + 3600,
+        }],
+        ..Decision::default()
+    };
+    queue.apply(vec![decision], BACKOFF).await.unwrap();
+
+    let kept = queue.kept(&token, now).await.unwrap().expect("found");
+    assert_eq!(kept.kind, KeptKind::Forward);
+    assert_eq!(kept.size, 12);
+    assert_eq!(std::fs::read(&kept.path).unwrap(), b"sealed bytes");
+    assert!(queue.kept(&new_token(), now).await.unwrap().is_none());
+    assert!(
+        queue
+            .kept(&token_hash(&token), now)
+            .await
+            .unwrap()
+            .is_none(),
+        "the stored hash is not a token"
+    );
+    assert_eq!(
+        queue
+            .links_for("bob@partner.example", now - 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(queue.links_for("eve@evil.example", 0).await.unwrap(), 0);
+
+    // The answer is a message of its own from the null sender, standing in for decrypt@.
+    let parent = queue.show(&id).await.unwrap();
+    assert_eq!(parent.recipients[0].state, "split");
+    let all = queue.list(None, 10).await.unwrap();
+    let answer = all
+        .iter()
+        .find(|m| m.parent.as_deref() == Some(&id))
+        .unwrap();
+    assert_eq!(answer.sender, "");
+    assert_eq!(answer.recipients[0].address, "bob@partner.example");
+
+    // Past its time the link finds nothing, and the sweep removes the file.
+    assert!(queue.kept(&token, now + 3600).await.unwrap().is_none());
+    assert_eq!(queue.expire_kept(now + 10).await.unwrap(), 0);
+    assert!(kept.path.exists());
+    assert_eq!(queue.expire_kept(now + 3600).await.unwrap(), 1);
+    assert!(!kept.path.exists());
+}
+
+#[tokio::test]
+async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    let id = accept(&queue, &["decrypt@corp.example"]).await;
+    queue.claim_received(10).await.unwrap();
+    let token = new_token();
+    let k = |q: &Queue| Keep {
+        token_hash: token_hash(&token),
+        file: file(q, b"sealed"),
+        kind: KeptKind::Large,
+        forwarder: None,
+        expires_at: store::queue::now() + 60,
+    };
+    // Two rows with one token: the unique index refuses the transaction, and no file stays.
+    let decision = Decision {
+        id: id.clone(),
+        kept: vec![k(&queue), k(&queue)],
+        deleted: vec![Errored {
+            address: "decrypt@corp.example".into(),
+            reason: "test".into(),
+        }],
+        ..Decision::default()
+    };
+    assert!(queue.apply(vec![decision], BACKOFF).await.is_err());
+    let kept_dir = dir.path().join("spool/kept");
+    assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
+
+    // A file left in kept/ by a crash (no row) is removed when the gateway starts again.
+    std::fs::write(kept_dir.join("00000000000left"), b"sealed").unwrap();
+    drop(queue);
+    let _queue = Queue::open(dir.path()).await.unwrap();
+    assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
+}
