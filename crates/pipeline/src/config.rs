@@ -48,7 +48,7 @@ pub struct GatewayConfig {
     pub scan_limit_bytes: u64,
     /// Where policy notifications to `admin` go (default postmaster@ the first internal domain).
     pub admin_address: Option<String>,
-    /// Forward to decrypt: the local part that, at any internal domain or the host name, answers
+    /// Forward to decrypt: the local part that, at any internal domain, answers
     /// a recipient who forwards an encrypted email with a link to the reader; empty turns it off.
     pub decrypt_address: String,
     /// Hours a forward-to-decrypt link works.
@@ -143,6 +143,12 @@ impl GatewayConfig {
             return Err(bad(
                 "decrypt_address",
                 "must be the local part of an address (\"decrypt\"), or empty",
+            ));
+        }
+        if self.decrypt_links_per_hour == 0 {
+            return Err(bad(
+                "decrypt_links_per_hour",
+                "must be at least 1 (set decrypt_address = \"\" to turn forward to decrypt off)",
             ));
         }
         if self.decrypt_link_hours == 0 || self.decrypt_link_hours > 24 * 30 {

@@ -9,10 +9,13 @@
 //! - [`transform`]: the blocking file-to-file work (sealing into an encrypted email, opening one).
 //! - [`rewrite`]: the policy's view of a message, and copies with header changes.
 //! - [`notify`]: notifications made from the policy's templates.
+//! - [`hourly`]: per-person counts over the last hour (forward-to-decrypt answers, replies).
 //! - [`run`]: the loop that claims, decides by the policy ([`policy`]), transforms and records;
-//!   the errored queue's retries and bounces; quarantine retention; the key prefetch.
+//!   the errored queue's retries and bounces; quarantine retention; the key prefetch; forward
+//!   to decrypt.
 
 pub mod config;
+pub mod hourly;
 pub mod keyring;
 pub mod notify;
 pub mod rewrite;

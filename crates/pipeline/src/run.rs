@@ -152,6 +152,8 @@ pub struct Pipeline {
     policy: std::sync::RwLock<(i64, Arc<policy::Compiled>)>,
     /// Where `notify admin` goes.
     admin: String,
+    /// Forward-to-decrypt answers not recorded yet, for the hourly limit.
+    links: crate::hourly::Hourly,
 }
 
 /// The default sender: the configured one, else postmaster@ the first internal domain, else
@@ -240,6 +242,7 @@ impl Pipeline {
             delivery,
             policy: std::sync::RwLock::new((0, Arc::new(compiled))),
             admin,
+            links: crate::hourly::Hourly::default(),
         }))
     }
 
@@ -1512,8 +1515,16 @@ impl Pipeline {
                     )
                 })
                 .collect();
+            // A forward to decrypt that could not be answered in time is dropped without a
+            // word: its sender may be forged, and a bounce would reach a stranger.
+            let told: Vec<(String, String)> = failed
+                .iter()
+                .filter(|(a, _)| !self.is_decrypt_address(a))
+                .cloned()
+                .collect();
             if !d.sender.is_empty()
-                && let Err(e) = self.bounce(&d, &failed).await
+                && !told.is_empty()
+                && let Err(e) = self.bounce(&d, &told).await
             {
                 tracing::error!(queue_id = %d.id, error = %e, "cannot queue the notification; trying again later");
                 continue;

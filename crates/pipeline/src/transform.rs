@@ -209,8 +209,13 @@ fn encrypt_kept(
         &kept_link(&job.settings.reader_url, &token),
         &day_text(until),
     );
-    let mut out = spool.create()?;
-    let written = out.append(&email).and_then(|()| out.finish());
+    let written = spool.create().and_then(|mut out| match out.append(&email) {
+        Ok(()) => out.finish(),
+        Err(e) => {
+            out.discard();
+            Err(e)
+        }
+    });
     match written {
         Ok(email) => Ok(Encrypted {
             email,

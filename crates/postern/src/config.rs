@@ -56,16 +56,107 @@ pub struct WebConfig {
     /// Serve plain HTTP on an address other than loopback (keys would cross the network in
     /// clear; only behind a TLS-terminating proxy on a protected network).
     pub allow_plain_http: bool,
+    /// A reader session ends after this many seconds without a request.
+    pub reader_idle_secs: u64,
+    /// ... and this many seconds after it began.
+    pub reader_lifetime_secs: u64,
+    /// Largest form the reader takes (a posted sealed message, a reply with attachments).
+    pub max_post_bytes: usize,
+    /// Most bytes of sealed and opened messages the reader holds, all sessions together.
+    pub reader_memory_bytes: usize,
+    /// Most recipients of a reply or forward written in the reader.
+    pub max_recipients: usize,
+    /// Most messages one person sends from the reader in an hour.
+    pub replies_per_hour: usize,
+    /// A console session ends after this many seconds without a request.
+    pub admin_idle_secs: u64,
+    /// ... and this many seconds after the login.
+    pub admin_lifetime_secs: u64,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
+        let w = web::WebSettings::default();
         WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls_cert: None,
             tls_key: None,
             allow_plain_http: false,
+            reader_idle_secs: w.reader_idle_secs,
+            reader_lifetime_secs: w.reader_lifetime_secs,
+            max_post_bytes: w.max_post_bytes,
+            reader_memory_bytes: w.reader_memory_bytes,
+            max_recipients: w.max_recipients,
+            replies_per_hour: w.replies_per_hour,
+            admin_idle_secs: w.admin_idle_secs,
+            admin_lifetime_secs: w.admin_lifetime_secs,
         }
+    }
+}
+
+impl WebConfig {
+    /// What the pages run with.
+    pub fn settings(&self) -> web::WebSettings {
+        web::WebSettings {
+            secure_cookies: self.tls_cert.is_some(),
+            reader_idle_secs: self.reader_idle_secs,
+            reader_lifetime_secs: self.reader_lifetime_secs,
+            max_post_bytes: self.max_post_bytes,
+            reader_memory_bytes: self.reader_memory_bytes,
+            max_recipients: self.max_recipients,
+            replies_per_hour: self.replies_per_hour,
+            admin_idle_secs: self.admin_idle_secs,
+            admin_lifetime_secs: self.admin_lifetime_secs,
+        }
+    }
+
+    /// The reader's address as `web.listen` makes it, for when `mime.reader_url` is not set: the
+    /// listener's address, or `smtp.hostname` when it listens on every address.
+    fn reader_url(&self, hostname: Option<&str>) -> Option<String> {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let port = self.listen.port();
+        if !self.listen.ip().is_unspecified() {
+            return Some(format!("{scheme}://{}/read", self.listen));
+        }
+        hostname.map(|h| format!("{scheme}://{h}:{port}/read"))
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("reader_idle_secs", self.reader_idle_secs),
+            ("reader_lifetime_secs", self.reader_lifetime_secs),
+            ("admin_idle_secs", self.admin_idle_secs),
+            ("admin_lifetime_secs", self.admin_lifetime_secs),
+        ] {
+            if v < 60 {
+                anyhow::bail!("web.{key} must be at least 60");
+            }
+        }
+        if self.reader_idle_secs > self.reader_lifetime_secs {
+            anyhow::bail!("web.reader_idle_secs must be at most web.reader_lifetime_secs");
+        }
+        if self.admin_idle_secs > self.admin_lifetime_secs {
+            anyhow::bail!("web.admin_idle_secs must be at most web.admin_lifetime_secs");
+        }
+        if self.max_post_bytes < 64 * 1024 {
+            anyhow::bail!("web.max_post_bytes must be at least 65536");
+        }
+        if self.reader_memory_bytes < self.max_post_bytes {
+            anyhow::bail!(
+                "web.reader_memory_bytes must be at least web.max_post_bytes (one posted message must fit)"
+            );
+        }
+        if self.max_recipients == 0 {
+            anyhow::bail!("web.max_recipients must be at least 1");
+        }
+        if self.replies_per_hour == 0 {
+            anyhow::bail!("web.replies_per_hour must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -79,8 +170,14 @@ impl Config {
 
     /// Parses configuration text and checks what types cannot.
     pub fn parse(text: &str) -> Result<Self> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let raw: toml::Table = toml::from_str(text)?;
+        let reader_url_set = raw.get("mime").and_then(|m| m.get("reader_url")).is_some();
+        if !reader_url_set && let Some(url) = config.web.reader_url(config.smtp.hostname.as_deref())
+        {
+            config.mime.reader_url = url;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -89,6 +186,7 @@ impl Config {
         if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
+        self.web.validate()?;
         let k = &self.keyserver;
         if k.code_attempts == 0 {
             anyhow::bail!("keyserver.code_attempts must be at least 1");
@@ -234,6 +332,46 @@ mod tests {
         assert!(err.to_string().contains("web.tls_cert"), "{err}");
         let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("starttls"), "{err}");
+    }
+
+    #[test]
+    fn the_reader_url_follows_the_web_listener_unless_it_is_set() {
+        let c = Config::parse("[web]\nlisten = \"127.0.0.1:9443\"\n").unwrap();
+        assert_eq!(c.mime.reader_url, "http://127.0.0.1:9443/read");
+        let c = Config::parse(
+            "[web]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             [smtp]\nhostname = \"gw.corp.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mime.reader_url, "https://gw.corp.example:8443/read");
+        let c = Config::parse(
+            "[web]\nlisten = \"0.0.0.0:8443\"\n[mime]\nreader_url = \"https://mail.corp.example/read\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mime.reader_url, "https://mail.corp.example/read");
+    }
+
+    #[test]
+    fn web_limits_are_settings_and_are_checked() {
+        let c = Config::parse("[web]\nreader_idle_secs = 600\nmax_recipients = 5\n").unwrap();
+        let w = c.web.settings();
+        assert_eq!(w.reader_idle_secs, 600);
+        assert_eq!(w.max_recipients, 5);
+        assert_eq!(
+            w.admin_idle_secs,
+            web::WebSettings::default().admin_idle_secs
+        );
+        for (text, key) in [
+            ("reader_idle_secs = 5", "web.reader_idle_secs"),
+            ("admin_idle_secs = 90000", "web.admin_idle_secs"),
+            ("max_post_bytes = 10", "web.max_post_bytes"),
+            ("reader_memory_bytes = 100000", "web.reader_memory_bytes"),
+            ("max_recipients = 0", "web.max_recipients"),
+            ("replies_per_hour = 0", "web.replies_per_hour"),
+        ] {
+            let err = Config::parse(&format!("[web]\n{text}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

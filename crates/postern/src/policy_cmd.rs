@@ -69,6 +69,13 @@ pub fn policy(cmd: PolicyCommand) -> Result<()> {
                     queue.areas().await?.into_iter().map(|a| a.name).collect();
                 let areas = policy.areas();
                 let version = queue.save_policy(&text, &author, &areas).await?;
+                queue
+                    .audit(
+                        "cli",
+                        "policy.save",
+                        &format!("version {version}: imported {} by {author}", file.display()),
+                    )
+                    .await?;
                 for area in areas.iter().filter(|a| !known.iter().any(|k| k == *a)) {
                     eprintln!("made quarantine area {area} (retention 30 days)");
                 }
@@ -230,11 +237,17 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                 if retention_days == 0 || retention_days > 3650 {
                     bail!("--retention-days: must be 1 to 3650");
                 }
-                open(&config).await?.create_area(&name, retention_days * 86_400).await?;
+                let queue = open(&config).await?;
+                queue.create_area(&name, retention_days * 86_400).await?;
+                queue
+                    .audit("cli", "area.create", &format!("{name}, retention {retention_days} days"))
+                    .await?;
                 eprintln!("quarantine area {name}: retention {retention_days} days");
             }
             QuarantineCommand::DeleteArea { name, config } => {
-                open(&config).await?.delete_area(&name).await?;
+                let queue = open(&config).await?;
+                queue.delete_area(&name).await?;
+                queue.audit("cli", "area.delete", &name).await?;
                 eprintln!("quarantine area {name} deleted");
             }
             QuarantineCommand::Query { filter: f, limit, config } => {
@@ -303,6 +316,18 @@ async fn act(sel: QuarantineSelection, op: QuarantineOp) -> Result<()> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    let action = match op {
+        QuarantineOp::Release => "quarantine.release",
+        QuarantineOp::Reprocess => "quarantine.reprocess",
+        QuarantineOp::Delete => "quarantine.delete",
+    };
+    queue
+        .audit(
+            "cli",
+            action,
+            &format!("{n} message(s) of {} named", ids.len()),
+        )
+        .await?;
     if n < ids.len() as u64 {
         eprintln!(
             "{} of the entries named were not held (already released or deleted)",

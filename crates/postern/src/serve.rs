@@ -185,10 +185,7 @@ async fn start_mail(
         wake: Arc::default(),
         keyserver: local_keyserver.cloned(),
         settings_view: settings_view(config),
-        settings: web::WebSettings {
-            secure_cookies: config.web.tls_cert.is_some(),
-            ..web::WebSettings::default()
-        },
+        settings: config.web.settings(),
     };
     let pipeline =
         pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone())

@@ -376,6 +376,29 @@ fn policy_rules_decide_in_the_mail_path() {
         left.lines().any(|l| l == "0 held message(s) match"),
         "{left}"
     );
+    // The command line's changes are in the audit log the console shows.
+    let audit = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let queue = store::Queue::open_admin(&gw.data.join("queue"))
+            .await
+            .unwrap();
+        queue.audit_log(50).await.unwrap()
+    });
+    let entries: Vec<String> = audit
+        .iter()
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.detail))
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with("cli policy.save version") && e.ends_with("by ann")),
+        "{entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e == "cli quarantine.release 1 message(s) of 1 named"),
+        "{entries:?}"
+    );
 
     // Reprocess after the rule changed: held under the old rule, delivered under the new one.
     gw.send(

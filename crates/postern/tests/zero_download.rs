@@ -7,7 +7,7 @@
 //!   A stranger forwarding the same email gets nothing at all.
 //! - A message above `mime.keep_above_bytes` leaves with a link instead of its sealed message;
 //!   the link opens it after the code, its attachment downloads whole, and forwarding that
-//!   email to decrypt@ gives a link of its own.
+//!   email to decrypt@ gives a link of its own; past the hourly limit, a forward gets nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -188,6 +188,8 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
         &["decrypt@corp.example"],
         &forward(&encrypted.data, "mallory@evil.example"),
     );
+    gw.wait_log("forward to decrypt: no answer: the sender is not one of the message's recipients");
+    nothing_for(&rx, "mallory@evil.example");
     // The recipient forwards it from the phone.
     gw.send(
         "bob@partner.example",
@@ -240,22 +242,31 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
     assert_eq!(status, 404);
     assert!(page.contains("This link no longer works"));
 
-    let log = gw.log();
-    assert!(
-        log.contains(
-            "forward to decrypt: no answer: the sender is not one of the message's recipients"
-        ),
-        "{log}"
-    );
-    assert!(log.contains("forward to decrypt: a link was sent"));
+    assert!(gw.log().contains("forward to decrypt: a link was sent"));
     nothing_for(&rx, "mallory@evil.example");
+    // decrypt@ is an address of the gateway, not a mailbox: nothing was delivered to it.
+    let delivered: Vec<String> = std::fs::read_dir(gw.maildir.join("new"))
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !delivered.iter().any(|m| m.contains("Sent from my phone")),
+        "a forward was delivered"
+    );
 }
 
 #[test]
 fn a_large_message_stays_on_the_gateway_and_its_link_opens_it() {
     let dir = tempfile::tempdir().unwrap();
     let (port, rx) = outside_world(&dir.path().join("outside"));
-    let gw = Gateway::start_with(dir.path(), port, "keep_above_bytes = 100000", "");
+    let gw = Gateway::start_with(
+        dir.path(),
+        port,
+        "keep_above_bytes = 100000",
+        "decrypt_links_per_hour = 1",
+    );
     let attachment: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
     let secret = "Drawings for the new plant, all 300 KB of them.";
     gw.send(
@@ -318,4 +329,13 @@ fn a_large_message_stays_on_the_gateway_and_its_link_opens_it() {
     assert_eq!(status, 200, "{page}");
     assert!(path.starts_with("/read/m/"));
     assert!(page.contains("bob@partner.example"));
+
+    // One link an hour here: a second forward gets no answer.
+    gw.send(
+        "bob@partner.example",
+        &["decrypt@corp.example"],
+        &forward(&encrypted.data, "bob@partner.example"),
+    );
+    gw.wait_log("forward to decrypt: no answer: the sender had as many links as an hour allows");
+    nothing_for(&rx, "bob@partner.example");
 }

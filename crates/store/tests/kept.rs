@@ -127,9 +127,37 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
         }],
         ..Decision::default()
     };
-    assert!(queue.apply(vec![decision], BACKOFF).await.is_err());
+    let err = queue.apply(vec![decision], BACKOFF).await.unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
     let kept_dir = dir.path().join("spool/kept");
     assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
+    assert!(
+        queue
+            .kept(&token, store::queue::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same decision with one row is recorded.
+    let decision = Decision {
+        id: id.clone(),
+        kept: vec![k(&queue)],
+        deleted: vec![Errored {
+            address: "decrypt@corp.example".into(),
+            reason: "test".into(),
+        }],
+        ..Decision::default()
+    };
+    queue.apply(vec![decision], BACKOFF).await.unwrap();
+    assert!(
+        queue
+            .kept(&token, store::queue::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 1);
+    queue.expire_kept(u64::MAX / 4).await.unwrap();
 
     // A file left in kept/ by a crash (no row) is removed when the gateway starts again.
     std::fs::write(kept_dir.join("00000000000left"), b"sealed").unwrap();

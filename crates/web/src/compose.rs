@@ -310,6 +310,18 @@ pub(crate) async fn send(
     if w.subject.len() > 900 || w.subject.contains(['\r', '\n']) {
         return Ok(again("Subject: one line of at most 900 characters".into()));
     }
+    // A proven address can send; the limit keeps a stolen session or a careless script from
+    // sending without end.
+    let limit = reader.gateway.settings.replies_per_hour as u64;
+    if !reader
+        .sent
+        .take(opened.address.as_str(), reader.now(), limit, 0)
+    {
+        return Ok(again(format!(
+            "{} has sent {limit} messages from the reader in the last hour, the most the gateway allows. Try again later",
+            opened.address
+        )));
+    }
 
     // A reply threads under the original; a forward carries its attachments.
     let original = opened.clone();

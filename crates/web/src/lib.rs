@@ -43,6 +43,8 @@ pub struct WebSettings {
     pub reader_memory_bytes: usize,
     /// Most recipients of a reply or forward.
     pub max_recipients: usize,
+    /// Most messages one person sends from the reader in an hour.
+    pub replies_per_hour: usize,
     /// A console session ends after this long without a request.
     pub admin_idle_secs: u64,
     /// ... and this long after the login.
@@ -58,6 +60,7 @@ impl Default for WebSettings {
             max_post_bytes: 40 * 1024 * 1024,
             reader_memory_bytes: 512 * 1024 * 1024,
             max_recipients: 50,
+            replies_per_hour: 30,
             admin_idle_secs: 30 * 60,
             admin_lifetime_secs: 12 * 3600,
         }

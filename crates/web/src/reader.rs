@@ -139,6 +139,8 @@ pub(crate) struct Reader {
     pub(crate) sessions: Sessions<ReaderSession>,
     pub(crate) cookies: CookieRules,
     budget: Arc<Budget>,
+    /// Messages each person sent from the reader in the last hour.
+    pub(crate) sent: pipeline::hourly::Hourly,
 }
 
 impl Reader {
@@ -169,6 +171,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             used: AtomicUsize::new(0),
             limit: gateway.settings.reader_memory_bytes,
         }),
+        sent: pipeline::hourly::Hourly::default(),
         gateway,
     });
     Router::new()
@@ -293,7 +296,11 @@ async fn kept(
     // Removed as it expired, between the look-up and now.
     .map_err(|_| gone())?;
     reader.sessions.sweep(reader.now());
-    let held = reader.budget.take(0).ok_or_else(busy)?;
+    // The sealed message stays in its file; the header (a key capsule per recipient) is held.
+    let held = reader
+        .budget
+        .take(4096 + 512 * header.recipients.len())
+        .ok_or_else(busy)?;
     let sealed = Sealed::Kept {
         path: found.path,
         size: found.size,

@@ -2,7 +2,8 @@
 //! forward the encrypted email to `decrypt@` one of the gateway's domains.
 //!
 //! When the forwarder (the envelope sender) is one of the sealed message's recipients, the
-//! gateway keeps the sealed message for `decrypt_link_hours` and answers, from the null sender,
+//! gateway keeps a copy of the sealed message for `decrypt_link_hours` (no longer than the
+//! large message it came from, if it did) and answers, from the null sender,
 //! with a link to the reader; the reader still asks for the one-time code sent to the address
 //! before anything opens. The answer goes to the forwarder's own address, so a forged sender
 //! only sends the link to the real recipient.
@@ -20,9 +21,20 @@ use store::{Copy, Envelope, Errored, Keep, KeptKind};
 use super::{Failure, Pipeline, Work, blocking, reason};
 use crate::transform::{self, TransformError};
 
-/// The sealed message found in a forward, copied aside to be kept.
+/// Where the sealed message of a forward is.
+enum Source {
+    /// In the forward itself.
+    Carried(transform::Located),
+    /// Kept on this gateway; a large message's link named it. A copy lives no longer.
+    Kept {
+        path: std::path::PathBuf,
+        until: u64,
+    },
+}
+
+/// The sealed message found in a forward, before anything is copied.
 struct Found {
-    file: store::Finished,
+    source: Source,
     header: Header,
 }
 
@@ -30,18 +42,16 @@ impl Pipeline {
     /// True when `recipient` is this gateway's forward-to-decrypt address.
     pub(super) fn is_decrypt_address(&self, recipient: &str) -> bool {
         let local = &self.settings.gateway.decrypt_address;
-        if local.is_empty() {
-            return false;
-        }
-        let Some((l, domain)) = recipient.rsplit_once('@') else {
-            return false;
-        };
-        l.eq_ignore_ascii_case(local)
-            && (self.is_internal(recipient) || domain.eq_ignore_ascii_case(&self.settings.hostname))
+        !local.is_empty()
+            && recipient
+                .rsplit_once('@')
+                .is_some_and(|(l, _)| l.eq_ignore_ascii_case(local))
+            && self.is_internal(recipient)
     }
 
     /// Answers a forward to `to` (the decrypt addresses among the recipients), or records why
-    /// nothing is sent.
+    /// nothing is sent. A failure a retry may fix (the disk) waits in the errored queue; it is
+    /// never bounced (see `expire`), since the sender may be forged.
     pub(super) async fn forward_to_decrypt(
         &self,
         id: &str,
@@ -65,20 +75,6 @@ impl Pipeline {
         };
         let g = &self.settings.gateway;
         let now = store::queue::now();
-        match self
-            .queue
-            .links_for(forwarder.as_str(), now.saturating_sub(3600))
-            .await
-        {
-            Ok(n) if n >= u64::from(g.decrypt_links_per_hour) => {
-                return silent(work, "the sender had as many links as an hour allows");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let why = reason("cannot count the links sent", &e);
-                return work.fail(id, to, why, Failure::Retry);
-            }
-        }
         let found = match self.find_forwarded(path, now).await {
             Ok(Some(f)) => f,
             Ok(None) => return silent(work, "no encrypted message or live link in it"),
@@ -90,11 +86,48 @@ impl Pipeline {
             .iter()
             .any(|r| r.address == forwarder)
         {
-            found.file.discard();
             return silent(work, "the sender is not one of the message's recipients");
         }
+        let recorded = match self
+            .queue
+            .links_for(forwarder.as_str(), now.saturating_sub(3600))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let why = reason("cannot count the links sent", &e);
+                return work.fail(id, to, why, Failure::Retry);
+            }
+        };
+        // The database counts the answers recorded; `links` those of decisions not recorded
+        // yet (a burst of forwards in one batch).
+        let limit = u64::from(g.decrypt_links_per_hour);
+        if !self.links.take(forwarder.as_str(), now, limit, recorded) {
+            return silent(work, "the sender had as many links as an hour allows");
+        }
+        let mut until = now + u64::from(g.decrypt_link_hours) * 3600;
+        if let Source::Kept { until: ends, .. } = &found.source {
+            until = until.min(*ends);
+        }
+        let spool = self.queue.spool().clone();
+        let copied = tokio::task::spawn_blocking(move || match found.source {
+            Source::Carried(located) => transform::keep_sealed(&located, &spool),
+            Source::Kept { path, .. } => transform::keep_copy(&path, &spool).map(|(f, _)| f),
+        })
+        .await;
+        let file = match copied {
+            Ok(Ok(f)) => f,
+            Ok(Err(TransformError::Io(e))) if !damaged(&e) => {
+                let why = reason("cannot keep the sealed message", &e);
+                return work.fail(id, to, why, Failure::Retry);
+            }
+            Ok(Err(_)) => return silent(work, "the encrypted message in it is damaged"),
+            Err(e) => {
+                let why = reason("cannot keep the sealed message", &e);
+                return work.fail(id, to, why, Failure::Retry);
+            }
+        };
         let token = store::kept::new_token();
-        let until = now + u64::from(g.decrypt_link_hours) * 3600;
         let link = transform::kept_link(&self.mime.reader_url, &token);
         let text = answer(
             &to[0],
@@ -108,14 +141,19 @@ impl Pipeline {
         let spool = self.queue.spool().clone();
         let written = blocking(move || {
             let mut f = spool.create()?;
-            f.append(text.as_bytes())?;
-            f.finish()
+            match f.append(text.as_bytes()) {
+                Ok(()) => f.finish(),
+                Err(e) => {
+                    f.discard();
+                    Err(e)
+                }
+            }
         })
         .await;
         let answer_file = match written {
             Ok(f) => f,
             Err(e) => {
-                found.file.discard();
+                file.discard();
                 let why = reason("cannot write the answer", &e);
                 return work.fail(id, to, why, Failure::Retry);
             }
@@ -132,7 +170,7 @@ impl Pipeline {
         });
         work.decision.kept.push(Keep {
             token_hash: store::kept::token_hash(&token),
-            file: found.file,
+            file,
             kind: KeptKind::Forward,
             forwarder: Some(forwarder.to_string()),
             expires_at: until,
@@ -140,24 +178,22 @@ impl Pipeline {
     }
 
     /// The sealed message in a forward (attached, or inside an attached message), or the one
-    /// kept on this gateway that a large message's link names; copied aside.
+    /// kept on this gateway that a large message's link names. A damaged one counts as none.
     async fn find_forwarded(&self, path: &Path, now: u64) -> Result<Option<Found>, String> {
-        let spool = self.queue.spool().clone();
         let p = path.to_path_buf();
-        let located = tokio::task::spawn_blocking(move || {
-            transform::locate(&p).and_then(|l| {
-                let file = transform::keep_sealed(&l, &spool)?;
-                Ok(Found {
-                    file,
-                    header: l.header,
-                })
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let located = tokio::task::spawn_blocking(move || transform::locate(&p))
+            .await
+            .map_err(|e| e.to_string())?;
         match located {
-            Ok(found) => return Ok(Some(found)),
-            Err(TransformError::Io(e)) => return Err(reason("cannot read the forward", &e)),
+            Ok(l) => {
+                return Ok(Some(Found {
+                    header: l.header.clone(),
+                    source: Source::Carried(l),
+                }));
+            }
+            Err(TransformError::Io(e)) if !damaged(&e) => {
+                return Err(reason("cannot read the forward", &e));
+            }
             // Damaged or absent: perhaps it carries a link instead.
             Err(_) => {}
         }
@@ -176,15 +212,34 @@ impl Pipeline {
             Ok(None) => return Ok(None),
             Err(e) => return Err(reason("cannot look up the link", &e)),
         };
-        let spool = self.queue.spool().clone();
-        match tokio::task::spawn_blocking(move || transform::keep_copy(&kept.path, &spool)).await {
-            Ok(Ok((file, header))) => Ok(Some(Found { file, header })),
-            Ok(Err(TransformError::Io(e))) => Err(reason("cannot copy the kept message", &e)),
+        let p = kept.path.clone();
+        let header = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&p)
+                .map_err(TransformError::from)
+                .and_then(|f| Ok(envelope::read_header(std::io::BufReader::new(f))?))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match header {
+            Ok(header) => Ok(Some(Found {
+                header,
+                source: Source::Kept {
+                    path: kept.path,
+                    until: kept.expires_at,
+                },
+            })),
             // Expired and swept meanwhile, or damaged: nothing to link to.
-            Ok(Err(_)) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(_) => Ok(None),
         }
     }
+}
+
+/// True for a read error that says the sealed message is damaged, not that the disk failed.
+fn damaged(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// The answer: a short text with the link, threaded under the forward.
@@ -202,6 +257,7 @@ fn answer(
     let mut thread = String::new();
     let parsed = mail_parser::MessageParser::default().parse_headers(forward_head);
     if let Some(mid) = parsed.as_ref().and_then(|m| m.message_id())
+        && mid.len() <= 250
         && mid.chars().all(|c| c.is_ascii_graphic())
     {
         thread = format!("In-Reply-To: <{mid}>\r\nReferences: <{mid}>\r\n");
