@@ -119,10 +119,21 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    let reader = &config.mime.reader_url;
+    if !config.web.listen.ip().is_loopback()
+        && (reader.contains("://127.")
+            || reader.contains("://localhost")
+            || reader.contains("://[::1]"))
+    {
+        tracing::warn!(
+            "mime.reader_url is {reader}, this machine's loopback: recipients elsewhere cannot open their mail there; set mime.reader_url to the reader's public address"
+        );
+    }
+    tracing::info!("the reader's address in encrypted email: {reader}");
     match (&config.web.tls_cert, &config.web.tls_key) {
         (Some(cert), Some(key)) => {
             let acceptor = keys::tls::acceptor(cert, key)?;
-            tracing::info!("web (key server API, /metrics) on https://{local}");
+            tracing::info!("web (reader, console, key server API, /metrics) on https://{local}");
             // `tap_io` gives the TLS listener axum's ConnectInfo<SocketAddr>.
             let listener = axum::serve::ListenerExt::tap_io(
                 keys::tls::TlsListener::new(tcp, acceptor)?,
@@ -133,7 +144,7 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
                 .await?;
         }
         _ => {
-            tracing::info!("web (key server API, /metrics) on http://{local}");
+            tracing::info!("web (reader, console, key server API, /metrics) on http://{local}");
             axum::serve(tcp, service)
                 .with_graceful_shutdown(web_stop)
                 .await?;
