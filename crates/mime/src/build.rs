@@ -36,13 +36,50 @@ const KEPT: &[&str] = &[
 ];
 
 /// The encrypted email without its sealed message: write `head`, the sealed message as
-/// [`Base64Lines`], then `tail`.
+/// [`Base64Lines`], then [`Wrapper::tail`].
 #[derive(Debug, Clone)]
 pub struct Wrapper {
     /// Headers, the notice parts and the page up to the sealed message.
     pub head: Vec<u8>,
-    /// The rest of the page and the closing boundaries.
-    pub tail: Vec<u8>,
+    outer: String,
+}
+
+impl Wrapper {
+    /// The rest of the page and the closing boundaries. `mark` (hex) is the sending gateway's
+    /// mark on the sealed message, carried as a hidden field after it; see [`mark_after`].
+    pub fn tail(&self, mark: Option<&str>) -> Vec<u8> {
+        let mark = mark
+            .filter(|m| m.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|m| format!("<input type=\"hidden\" name=\"{MARK_FIELD}\" value=\"{m}\">\r\n"))
+            .unwrap_or_default();
+        format!(
+            "{END_MARKER}\r\n</textarea>\r\n{mark}\
+             <p><button type=\"submit\">Open my email</button></p>\r\n\
+             </form>\r\n</main>\r\n</body>\r\n</html>\r\n\r\n--{}--\r\n",
+            self.outer
+        )
+        .into_bytes()
+    }
+}
+
+/// The hidden field of `encrypted_message.htm` that carries the sending gateway's mark.
+pub const MARK_FIELD: &str = "mark";
+
+/// The mark in the page text that follows a sealed message's end marker (a few lines at most),
+/// if there is one: the value of the hidden `mark` field, hex digits only.
+pub fn mark_after(text: &[u8]) -> Option<String> {
+    const LOOK: usize = 512;
+    let text = &text[..text.len().min(LOOK)];
+    let start = format!("name=\"{MARK_FIELD}\" value=\"");
+    let at = text
+        .windows(start.len())
+        .position(|w| w == start.as_bytes())?
+        + start.len();
+    let rest = &text[at..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let value = &rest[..end];
+    (!value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 /// True when a message's MIME parts include a calendar (`text/calendar`): a meeting request.
@@ -75,13 +112,7 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 pub fn wrapper(original: &[u8], meeting: bool, settings: &MimeSettings, hostname: &str) -> Wrapper {
     let (mut head, outer, notice) = outer_head(original, meeting, settings, hostname);
     push(&mut head, &page_head(notice, &settings.reader_url));
-    let tail = format!(
-        "{END_MARKER}\r\n</textarea>\r\n\
-         <p><button type=\"submit\">Open my email</button></p>\r\n\
-         </form>\r\n</main>\r\n</body>\r\n</html>\r\n\r\n--{outer}--\r\n"
-    )
-    .into_bytes();
-    Wrapper { head, tail }
+    Wrapper { head, outer }
 }
 
 /// The encrypted email of a message too large to carry its sealed message: the sealed message

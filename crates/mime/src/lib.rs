@@ -17,12 +17,12 @@ mod read;
 mod settings;
 
 pub use build::{
-    ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, Wrapper, is_meeting_request, linked,
-    wrapper,
+    ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, MARK_FIELD, Wrapper,
+    is_meeting_request, linked, mark_after, wrapper,
 };
 pub use read::{
     HeaderFilter, ReadError, SealedReader, Signature, add_notice, decryption_prefix,
-    guarded_fields, is_encrypted, kept_token, sealed_from_mime,
+    guarded_fields, is_encrypted, kept_token, sealed_and_mark_from_mime, sealed_from_mime,
 };
 pub use settings::{
     ENCRYPTED_MARKER, MimeSettings, OutgoingEnvelope, SIGNATURE_HEADER, SettingsError,

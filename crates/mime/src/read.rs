@@ -97,6 +97,22 @@ impl<R: BufRead> SealedReader<R> {
             .map_err(|e| ReadError::Damaged(e.to_string()))?;
         Ok(())
     }
+
+    /// The sending gateway's mark that follows the sealed message ([`crate::mark_after`]), once
+    /// the sealed message has been read to its end; `None` before, or when there is none.
+    pub fn mark(&mut self) -> Option<String> {
+        if !self.done {
+            return None;
+        }
+        let mut after = Vec::with_capacity(512);
+        for _ in 0..4 {
+            match self.next_line() {
+                Ok(true) => after.extend_from_slice(&self.line),
+                _ => break,
+            }
+        }
+        crate::build::mark_after(&after)
+    }
 }
 
 impl<R: BufRead> Read for SealedReader<R> {
@@ -120,6 +136,12 @@ impl<R: BufRead> Read for SealedReader<R> {
 /// The sealed message of an encrypted email read as MIME, whatever the attachment's transfer
 /// encoding became on the way (an MTA may re-encode it as base64 or quoted-printable).
 pub fn sealed_from_mime(email: &[u8]) -> Result<Vec<u8>, ReadError> {
+    sealed_and_mark_from_mime(email).map(|(sealed, _)| sealed)
+}
+
+/// [`sealed_from_mime`], and the sending gateway's mark that follows the sealed message, if
+/// there is one.
+pub fn sealed_and_mark_from_mime(email: &[u8]) -> Result<(Vec<u8>, Option<String>), ReadError> {
     let message = MessageParser::default()
         .parse(email)
         .ok_or(ReadError::NotFound)?;
@@ -130,7 +152,10 @@ pub fn sealed_from_mime(email: &[u8]) -> Result<Vec<u8>, ReadError> {
 const MAX_NESTING: usize = 8;
 
 /// The sealed message in `message`'s parts, or in a message attached to it (a forward).
-fn sealed_in(message: &mail_parser::Message<'_>, depth: usize) -> Result<Vec<u8>, ReadError> {
+fn sealed_in(
+    message: &mail_parser::Message<'_>,
+    depth: usize,
+) -> Result<(Vec<u8>, Option<String>), ReadError> {
     for part in &message.parts {
         let text = match &part.body {
             PartType::Html(t) | PartType::Text(t) => t.as_bytes(),
@@ -151,8 +176,10 @@ fn sealed_in(message: &mail_parser::Message<'_>, depth: usize) -> Result<Vec<u8>
             .copied()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
+        let mark = crate::build::mark_after(&rest[end + END_MARKER.len()..]);
         return STANDARD
             .decode(b64)
+            .map(|sealed| (sealed, mark))
             .map_err(|e| ReadError::Damaged(e.to_string()));
     }
     Err(ReadError::NotFound)

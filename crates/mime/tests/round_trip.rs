@@ -17,7 +17,7 @@ fn encrypted(sealed: &[u8], settings: &MimeSettings) -> Vec<u8> {
     let mut b64 = Base64Lines::new(&mut out);
     b64.write_all(sealed).unwrap();
     b64.finish().unwrap();
-    out.extend_from_slice(&w.tail);
+    out.extend_from_slice(&w.tail(None));
     out
 }
 
@@ -231,4 +231,81 @@ fn a_link_to_a_kept_message_is_found_in_a_forward_and_nothing_else_counts() {
         let m = format!("Subject: x\r\nContent-Type: text/plain\r\n\r\n{body}\r\n");
         assert!(mime::kept_token(m.as_bytes()).is_none(), "{body}");
     }
+}
+
+#[test]
+fn the_gateways_mark_follows_the_sealed_message_streamed_forwarded_and_quoted_printable() {
+    let sealed = sealed_bytes();
+    let mark = "0123456789abcdef".repeat(4);
+    let w = wrapper(ORIGINAL, false, &MimeSettings::default(), "gw.corp.example");
+    let mut email = w.head.clone();
+    let mut b64 = Base64Lines::new(&mut email);
+    b64.write_all(&sealed).unwrap();
+    b64.finish().unwrap();
+    email.extend_from_slice(&w.tail(Some(&mark)));
+
+    // Streamed: the mark is there once the sealed message has been read, not before.
+    let mut reader = SealedReader::new(&email[..]);
+    assert_eq!(reader.mark(), None);
+    let mut back = Vec::new();
+    reader.read_to_end(&mut back).unwrap();
+    assert_eq!(back, sealed);
+    assert_eq!(reader.mark().as_deref(), Some(mark.as_str()));
+
+    // Read as MIME, in the email and in a forward of it.
+    for e in [
+        email.clone(),
+        forwarded(&email),
+        forwarded(&forwarded(&email)),
+    ] {
+        let (s, m) = mime::sealed_and_mark_from_mime(&e).unwrap();
+        assert_eq!(s, sealed);
+        assert_eq!(m.as_deref(), Some(mark.as_str()));
+    }
+    // The page still posts the same form, with the mark as one more hidden field.
+    let text = String::from_utf8(email.clone()).unwrap();
+    assert!(text.contains(&format!(
+        "<input type=\"hidden\" name=\"mark\" value=\"{mark}\">"
+    )));
+
+    // An MTA re-encoded the page as quoted-printable (`name=3D"mark"`): MIME still reads it.
+    let start = text.find("<!DOCTYPE html>\r\n<html lang").unwrap();
+    let end = text.rfind("\r\n\r\n--=_postern_").unwrap();
+    let qp = format!(
+        "{}{}{}",
+        text[..start]
+            .strip_suffix("Content-Transfer-Encoding: 7bit\r\n\r\n")
+            .map(|h| format!("{h}Content-Transfer-Encoding: quoted-printable\r\n\r\n"))
+            .unwrap(),
+        text[start..end].replace('=', "=3D"),
+        &text[end..]
+    );
+    assert!(qp.contains("name=3D\"mark\""));
+    let (s, m) = mime::sealed_and_mark_from_mime(qp.as_bytes()).unwrap();
+    assert_eq!(s, sealed);
+    assert_eq!(m.as_deref(), Some(mark.as_str()));
+
+    // No mark given, none written or found; a mark that is not hex is not written.
+    for given in [None, Some("<script>")] {
+        let mut plain = w.head.clone();
+        let mut b64 = Base64Lines::new(&mut plain);
+        b64.write_all(&sealed).unwrap();
+        b64.finish().unwrap();
+        plain.extend_from_slice(&w.tail(given));
+        assert!(!String::from_utf8_lossy(&plain).contains("name=\"mark\""));
+        assert_eq!(mime::sealed_and_mark_from_mime(&plain).unwrap().1, None);
+        let mut reader = SealedReader::new(&plain[..]);
+        reader.read_to_end(&mut Vec::new()).unwrap();
+        assert_eq!(reader.mark(), None);
+    }
+
+    // The mark must follow the sealed message closely; one far below does not count.
+    let far = text.replace(
+        "<input type=\"hidden\" name=\"mark\"",
+        &format!("{}<input type=\"hidden\" name=\"mark\"", " ".repeat(600)),
+    );
+    assert_eq!(
+        mime::sealed_and_mark_from_mime(far.as_bytes()).unwrap().1,
+        None
+    );
 }

@@ -9,6 +9,8 @@
 //! - [`transform`]: the blocking file-to-file work (sealing into an encrypted email, opening one).
 //! - [`rewrite`]: the policy's view of a message, and copies with header changes.
 //! - [`notify`]: notifications made from the policy's templates.
+//! - [`mark`]: the gateway's mark on the encrypted email it makes, so that forward to decrypt
+//!   answers only for those.
 //! - [`hourly`]: per-person counts over the last hour (forward-to-decrypt answers, replies).
 //! - [`run`]: the loop that claims, decides by the policy ([`policy`]), transforms and records;
 //!   the errored queue's retries and bounces; quarantine retention; the key prefetch; forward
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod hourly;
 pub mod keyring;
+pub mod mark;
 pub mod notify;
 pub mod rewrite;
 pub mod run;

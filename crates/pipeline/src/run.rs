@@ -154,6 +154,10 @@ pub struct Pipeline {
     admin: String,
     /// Forward-to-decrypt answers not recorded yet, for the hourly limit.
     links: crate::hourly::Hourly,
+    /// The key of the gateway's mark on the encrypted email it makes.
+    mark: Arc<crate::mark::MarkKey>,
+    /// When this pipeline started (Unix seconds): `links` counts from then on.
+    started: u64,
 }
 
 /// The default sender: the configured one, else postmaster@ the first internal domain, else
@@ -204,12 +208,14 @@ fn reason(context: &str, e: &dyn std::fmt::Display) -> String {
 
 impl Pipeline {
     /// A pipeline that wakes `delivery` when it has routed mail. It starts with the default
-    /// policy and takes the stored one at its first round.
+    /// policy and takes the stored one at its first round. `mark` marks the encrypted email it
+    /// makes ([`crate::mark`]).
     pub fn new(
         queue: Queue,
         settings: Settings,
         keys: Arc<KeyRing>,
         delivery: Arc<Notify>,
+        mark: Arc<crate::mark::MarkKey>,
     ) -> Result<Arc<Self>, policy::PolicyError> {
         let compiled = policy::Compiled::new(policy::Policy::default_policy()?)?;
         let internal = settings
@@ -243,6 +249,8 @@ impl Pipeline {
             policy: std::sync::RwLock::new((0, Arc::new(compiled))),
             admin,
             links: crate::hourly::Hourly::default(),
+            mark,
+            started: store::queue::now(),
         }))
     }
 
@@ -1092,6 +1100,7 @@ impl Pipeline {
                 epoch,
                 sender: from.clone(),
                 signer: signer.clone(),
+                mark: self.mark.clone(),
                 params: params.clone(),
                 encaps: self.encaps.clone(),
                 settings: self.mime.clone(),
@@ -1392,6 +1401,7 @@ impl Pipeline {
                 epoch,
                 sender: Some(default),
                 signer,
+                mark: self.mark.clone(),
                 params,
                 encaps: self.encaps.clone(),
                 settings: self.mime.clone(),

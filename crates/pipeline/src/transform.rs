@@ -14,6 +14,10 @@ use envelope::{
 use mime::{MimeSettings, Signature};
 use store::{Finished, Spool};
 
+use sha2::Digest as _;
+
+use crate::mark::{Digesting, MarkKey};
+
 /// Largest header section read (a longer one is not a header an MUA wrote).
 pub const MAX_HEAD: usize = 1024 * 1024;
 
@@ -101,6 +105,8 @@ pub struct Encrypt {
     pub sender: Option<Address>,
     /// The signing key.
     pub signer: Arc<SigningKey>,
+    /// The key of the gateway's mark on the sealed message.
+    pub mark: Arc<MarkKey>,
     /// Public parameters.
     pub params: Arc<PublicParams>,
     /// Shared encapsulations.
@@ -151,15 +157,16 @@ pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Encrypted, TransformError
     let mut out = spool.create()?;
     let written = (|| -> Result<(), TransformError> {
         out.append(&wrapper.head)?;
-        let mut b64 = mime::Base64Lines::new(&mut out);
+        let mut b64 = Digesting::new(mime::Base64Lines::new(&mut out));
         Sealer::new(&job.params).with_cache(&job.encaps).seal(
             &job.signer,
             &options,
             BufReader::with_capacity(64 * 1024, plain),
             &mut b64,
         )?;
+        let (b64, digest) = b64.finish();
         b64.finish()?;
-        out.append(&wrapper.tail)?;
+        out.append(&wrapper.tail(Some(&job.mark.mark(&digest))))?;
         Ok(())
     })();
     match written {
@@ -266,7 +273,8 @@ pub fn day_text(unix: u64) -> String {
 #[derive(Debug)]
 enum Sealed {
     Stream(PathBuf),
-    Whole(Vec<u8>),
+    /// The sealed message, and the gateway's mark found after it.
+    Whole(Vec<u8>, Option<String>),
 }
 
 impl Sealed {
@@ -281,7 +289,8 @@ impl Sealed {
                     return Err(TransformError::TooLarge(len));
                 }
                 let bytes = std::fs::read(path)?;
-                Ok(Sealed::Whole(mime::sealed_from_mime(&bytes)?))
+                let (sealed, mark) = mime::sealed_and_mark_from_mime(&bytes)?;
+                Ok(Sealed::Whole(sealed, mark))
             }
             Err(e) => Err(e.into()),
         }
@@ -293,7 +302,7 @@ impl Sealed {
                 64 * 1024,
                 File::open(p)?,
             ))),
-            Sealed::Whole(b) => Box::new(&b[..]),
+            Sealed::Whole(b, _) => Box::new(&b[..]),
         })
     }
 }
@@ -305,6 +314,35 @@ pub struct Located {
     /// The header. Nothing in it is authenticated until the message is opened.
     pub header: Header,
     sealed: Sealed,
+}
+
+/// True when the sealed message of `located` carries this gateway's mark: this gateway made
+/// the encrypted email it came in. Reads the sealed message through once.
+pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformError> {
+    let marked = |sealed: &[u8], mark: Option<&str>| {
+        let digest: [u8; 32] = sha2::Sha256::digest(sealed).into();
+        mark.is_some_and(|m| key.verify(&digest, m))
+    };
+    match &located.sealed {
+        Sealed::Stream(p) => {
+            let mut r =
+                mime::SealedReader::new(BufReader::with_capacity(64 * 1024, File::open(p)?));
+            let mut d = Digesting::new(io::sink());
+            io::copy(&mut r, &mut d)?;
+            let (_, digest) = d.finish();
+            if let Some(mark) = r.mark() {
+                return Ok(key.verify(&digest, &mark));
+            }
+            // The page's lines may have been re-encoded (quoted-printable) around base64
+            // lines that were not: read the mark as MIME sees it.
+            if std::fs::metadata(p)?.len() > MAX_IN_MEMORY {
+                return Ok(false);
+            }
+            let (sealed, mark) = mime::sealed_and_mark_from_mime(&std::fs::read(p)?)?;
+            Ok(marked(&sealed, mark.as_deref()))
+        }
+        Sealed::Whole(b, mark) => Ok(marked(b, mark.as_deref())),
+    }
 }
 
 /// Copies the sealed message of `located` into a new spool file (fsynced), to be kept.

@@ -56,7 +56,7 @@ pub fn admin(cmd: AdminCommand) -> Result<()> {
                 let queue = open(&config).await?;
                 let hash = web::admin::hash_password(&password).map_err(anyhow::Error::msg)?;
                 queue.create_admin(&name, &hash).await?;
-                queue.audit("cli", "admin.create", &name).await?;
+                crate::policy_cmd::audit(&queue, "admin.create", &name).await;
                 eprintln!("administrator {name} made; sign in at /admin");
             }
             AdminCommand::Password { name, config } => {
@@ -64,7 +64,7 @@ pub fn admin(cmd: AdminCommand) -> Result<()> {
                 let queue = open(&config).await?;
                 let hash = web::admin::hash_password(&password).map_err(anyhow::Error::msg)?;
                 queue.set_admin_password(&name, &hash).await?;
-                queue.audit("cli", "admin.password", &name).await?;
+                crate::policy_cmd::audit(&queue, "admin.password", &name).await;
                 eprintln!("password of {name} changed");
             }
             AdminCommand::List { config } => {

@@ -111,8 +111,9 @@ impl WebConfig {
     }
 
     /// The reader's address as `web.listen` makes it, for when `mime.reader_url` is not set: the
-    /// listener's address, or `smtp.hostname` when it listens on every address.
-    fn reader_url(&self, hostname: Option<&str>) -> Option<String> {
+    /// listener's address, or the gateway's host name (`smtp.hostname`, else the machine's)
+    /// when it listens on every address.
+    fn reader_url(&self, hostname: Option<&str>) -> String {
         let scheme = if self.tls_cert.is_some() {
             "https"
         } else {
@@ -120,9 +121,10 @@ impl WebConfig {
         };
         let port = self.listen.port();
         if !self.listen.ip().is_unspecified() {
-            return Some(format!("{scheme}://{}/read", self.listen));
+            return format!("{scheme}://{}/read", self.listen);
         }
-        hostname.map(|h| format!("{scheme}://{h}:{port}/read"))
+        let host = hostname.map_or_else(machine_name, str::to_string);
+        format!("{scheme}://{host}:{port}/read")
     }
 
     fn validate(&self) -> Result<()> {
@@ -174,9 +176,8 @@ impl Config {
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         let raw: toml::Table = toml::from_str(text)?;
         let reader_url_set = raw.get("mime").and_then(|m| m.get("reader_url")).is_some();
-        if !reader_url_set && let Some(url) = config.web.reader_url(config.smtp.hostname.as_deref())
-        {
-            config.mime.reader_url = url;
+        if !reader_url_set {
+            config.mime.reader_url = config.web.reader_url(config.smtp.hostname.as_deref());
         }
         config.validate()?;
         Ok(config)
@@ -187,6 +188,14 @@ impl Config {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
         self.web.validate()?;
+        // A kept (large) message is opened in memory like a posted one; the largest accepted
+        // must fit, with room for the sealed message's overhead.
+        let largest = self.smtp.max_message_size.saturating_add(1024 * 1024);
+        if (self.web.reader_memory_bytes as u64) < largest {
+            anyhow::bail!(
+                "web.reader_memory_bytes must be at least smtp.max_message_size + 1048576 ({largest}), so that the largest message kept on the gateway can be opened"
+            );
+        }
         let k = &self.keyserver;
         if k.code_attempts == 0 {
             anyhow::bail!("keyserver.code_attempts must be at least 1");
@@ -307,6 +316,16 @@ impl Config {
     }
 }
 
+/// The machine's host name (`/etc/hostname`), or `localhost`: the gateway's name when
+/// `smtp.hostname` is not set.
+pub fn machine_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +391,19 @@ mod tests {
             let err = Config::parse(&format!("[web]\n{text}\n")).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+        // The largest message kept on the gateway must fit in the reader's memory.
+        let err =
+            Config::parse("[web]\nmax_post_bytes = 1048576\nreader_memory_bytes = 41943040\n")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("web.reader_memory_bytes must be at least smtp.max_message_size"),
+            "{err}"
+        );
+        Config::parse(
+            "[smtp]\nmax_message_size = 10485760\n[web]\nmax_post_bytes = 1048576\nreader_memory_bytes = 41943040\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -69,13 +69,12 @@ pub fn policy(cmd: PolicyCommand) -> Result<()> {
                     queue.areas().await?.into_iter().map(|a| a.name).collect();
                 let areas = policy.areas();
                 let version = queue.save_policy(&text, &author, &areas).await?;
-                queue
-                    .audit(
-                        "cli",
-                        "policy.save",
-                        &format!("version {version}: imported {} by {author}", file.display()),
-                    )
-                    .await?;
+                audit(
+                    &queue,
+                    "policy.save",
+                    &format!("version {version}: imported {} by {author}", file.display()),
+                )
+                .await;
                 for area in areas.iter().filter(|a| !known.iter().any(|k| k == *a)) {
                     eprintln!("made quarantine area {area} (retention 30 days)");
                 }
@@ -239,15 +238,14 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                 }
                 let queue = open(&config).await?;
                 queue.create_area(&name, retention_days * 86_400).await?;
-                queue
-                    .audit("cli", "area.create", &format!("{name}, retention {retention_days} days"))
-                    .await?;
+                audit(&queue, "area.create", &format!("{name}, retention {retention_days} days"))
+                    .await;
                 eprintln!("quarantine area {name}: retention {retention_days} days");
             }
             QuarantineCommand::DeleteArea { name, config } => {
                 let queue = open(&config).await?;
                 queue.delete_area(&name).await?;
-                queue.audit("cli", "area.delete", &name).await?;
+                audit(&queue, "area.delete", &name).await;
                 eprintln!("quarantine area {name} deleted");
             }
             QuarantineCommand::Query { filter: f, limit, config } => {
@@ -321,13 +319,12 @@ async fn act(sel: QuarantineSelection, op: QuarantineOp) -> Result<()> {
         QuarantineOp::Reprocess => "quarantine.reprocess",
         QuarantineOp::Delete => "quarantine.delete",
     };
-    queue
-        .audit(
-            "cli",
-            action,
-            &format!("{n} message(s) of {} named", ids.len()),
-        )
-        .await?;
+    audit(
+        &queue,
+        action,
+        &format!("{n} message(s) of {} named", ids.len()),
+    )
+    .await;
     if n < ids.len() as u64 {
         eprintln!(
             "{} of the entries named were not held (already released or deleted)",
@@ -336,4 +333,12 @@ async fn act(sel: QuarantineSelection, op: QuarantineOp) -> Result<()> {
     }
     eprintln!("{n} message(s) {}", op.done());
     Ok(())
+}
+
+/// Writes the audit log entry of a change the CLI made. The change is done by then, so a
+/// failure here is a warning, not an error: an error would invite running it again.
+pub(crate) async fn audit(queue: &store::Queue, action: &str, detail: &str) {
+    if let Err(e) = queue.audit("cli", action, detail).await {
+        eprintln!("warning: done, but the audit log could not record it ({action}: {e})");
+    }
 }

@@ -129,6 +129,11 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
             "mime.reader_url is {reader}, this machine's loopback: recipients elsewhere cannot open their mail there; set mime.reader_url to the reader's public address"
         );
     }
+    if config.web.allow_plain_http && reader.starts_with("http://") {
+        tracing::warn!(
+            "mime.reader_url is {reader}, plain HTTP, while web.allow_plain_http says a TLS proxy is in front: set mime.reader_url to the proxy's https address, since links in mail last for days"
+        );
+    }
     tracing::info!("the reader's address in encrypted email: {reader}");
     match (&config.web.tls_cert, &config.web.tls_key) {
         (Some(cert), Some(key)) => {
@@ -168,7 +173,11 @@ async fn start_mail(
     use smtp::session::Shared;
     use std::sync::atomic::Ordering;
 
-    let hostname = config.smtp.hostname.clone().unwrap_or_else(machine_name);
+    let hostname = config
+        .smtp
+        .hostname
+        .clone()
+        .unwrap_or_else(crate::config::machine_name);
     let queue = store::Queue::open(&config.queue_dir())
         .await
         .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
@@ -188,6 +197,12 @@ async fn start_mail(
         hostname: hostname.clone(),
     };
     let keyring = gateway_keys(config, &settings, local_keyserver).await?;
+    let mark = Arc::new(pipeline::mark::MarkKey::new(
+        queue
+            .secret(pipeline::mark::SECRET_NAME)
+            .await
+            .context("cannot read or make the gateway's mark key")?,
+    ));
     let web_gateway = web::Gateway {
         queue: queue.clone(),
         keys: keyring.clone(),
@@ -197,10 +212,16 @@ async fn start_mail(
         keyserver: local_keyserver.cloned(),
         settings_view: settings_view(config),
         settings: config.web.settings(),
+        mark: mark.clone(),
     };
-    let pipeline =
-        pipeline::Pipeline::new(queue.clone(), settings, keyring, deliverer.wake.clone())
-            .context("the built-in default policy does not load")?;
+    let pipeline = pipeline::Pipeline::new(
+        queue.clone(),
+        settings,
+        keyring,
+        deliverer.wake.clone(),
+        mark,
+    )
+    .context("the built-in default policy does not load")?;
     let tls = smtp::server::tls_acceptor(
         config.smtp.tls_cert.as_deref(),
         config.smtp.tls_key.as_deref(),
@@ -451,15 +472,6 @@ fn admin_token(data_dir: &Path) -> Result<Zeroizing<String>> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!("made the administration API token in {}", path.display());
     Ok(token)
-}
-
-/// This machine's name, for the SMTP greeting.
-fn machine_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 async fn shutdown_signal() {

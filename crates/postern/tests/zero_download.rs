@@ -190,6 +190,40 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
     );
     gw.wait_log("forward to decrypt: no answer: the sender is not one of the message's recipients");
     nothing_for(&rx, "mallory@evil.example");
+
+    // The header that names the recipients is not authenticated until a recipient opens the
+    // message, so anyone could write one naming bob: the gateway answers only for encrypted
+    // email it made itself. Without its mark (a sealed message from elsewhere), or with a mark
+    // taken from another message, bob's forwards get nothing.
+    let original = String::from_utf8(encrypted.data.clone()).unwrap();
+    let unmarked: String = original
+        .lines()
+        .filter(|l| !l.contains("name=\"mark\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(unmarked.len(), original.len(), "the page carries a mark");
+    let end = original
+        .find("-----END POSTERN SEALED MESSAGE-----")
+        .unwrap();
+    let last_line = original[..end].trim_end().rfind('\n').unwrap() + 1;
+    let mut other = original.clone().into_bytes();
+    other[last_line] = if other[last_line] == b'A' { b'B' } else { b'A' };
+    for (forged, what) in [
+        (unmarked.into_bytes(), "unmarked"),
+        (other, "mark of another"),
+    ] {
+        gw.send(
+            "bob@partner.example",
+            &["decrypt@corp.example"],
+            &forward(&forged, "bob@partner.example"),
+        );
+        gw.wait_log_count(
+            "forward to decrypt: no answer: the encrypted message was not made by this gateway",
+            if what == "unmarked" { 1 } else { 2 },
+        );
+    }
+    nothing_for(&rx, "bob@partner.example");
+
     // The recipient forwards it from the phone.
     gw.send(
         "bob@partner.example",

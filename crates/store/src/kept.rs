@@ -135,13 +135,20 @@ impl Queue {
         }))
     }
 
-    /// Forward-to-decrypt links made for `forwarder` since `since` (the per-person limit).
-    pub async fn links_for(&self, forwarder: &str, since: u64) -> Result<u64, QueueError> {
+    /// Forward-to-decrypt links made for `forwarder` from `since` to before `before` (the
+    /// per-person limit).
+    pub async fn links_for(
+        &self,
+        forwarder: &str,
+        since: u64,
+        before: u64,
+    ) -> Result<u64, QueueError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM kept WHERE forwarder = ?1 AND created_at >= ?2",
+            "SELECT count(*) FROM kept WHERE forwarder = ?1 AND created_at >= ?2 AND created_at < ?3",
         )
         .bind(forwarder)
         .bind(to_i64(since))
+        .bind(to_i64(before))
         .fetch_one(&self.pool)
         .await?;
         Ok(to_u64(n))
@@ -154,8 +161,12 @@ impl Queue {
                 .bind(to_i64(now))
                 .fetch_all(&self.pool)
                 .await?;
+        // The rows are gone; a file that cannot be removed now is removed at the next start
+        // (no row names it). One failure does not keep the others.
         for id in &ids {
-            self.spool.remove_kept(id)?;
+            if let Err(e) = self.spool.remove_kept(id) {
+                tracing::warn!(kept = %id, error = %e, "cannot remove an expired kept message");
+            }
         }
         Ok(ids.len() as u64)
     }

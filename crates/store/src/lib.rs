@@ -5,6 +5,7 @@ pub mod console;
 pub mod kept;
 pub mod quarantine;
 pub mod queue;
+pub mod secrets;
 pub mod spool;
 
 pub use console::AuditEntry;

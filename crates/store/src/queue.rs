@@ -371,6 +371,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX kept_expiry ON kept(expires_at);
     CREATE INDEX kept_forwarder ON kept(forwarder, created_at);",
+    // Secrets the gateway makes for itself once (the key of the gateway's mark).
+    "CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );",
 ];
 
 struct Record {

@@ -77,12 +77,26 @@ async fn a_kept_message_is_found_by_its_token_until_it_expires() {
     );
     assert_eq!(
         queue
-            .links_for("bob@partner.example", now - 10)
+            .links_for("bob@partner.example", now - 10, now + 10)
             .await
             .unwrap(),
         1
     );
-    assert_eq!(queue.links_for("eve@evil.example", 0).await.unwrap(), 0);
+    assert_eq!(
+        queue
+            .links_for("bob@partner.example", now - 10, now - 5)
+            .await
+            .unwrap(),
+        0,
+        "made after the window"
+    );
+    assert_eq!(
+        queue
+            .links_for("eve@evil.example", 0, now + 10)
+            .await
+            .unwrap(),
+        0
+    );
 
     // The answer is a message of its own from the null sender, standing in for decrypt@.
     let parent = queue.show(&id).await.unwrap();
@@ -164,4 +178,30 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
     drop(queue);
     let _queue = Queue::open(dir.path()).await.unwrap();
     assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
+}
+
+/// The key of the gateway's mark is made once and survives a restart: encrypted email made
+/// before it must still be recognised by forward to decrypt after it.
+#[tokio::test]
+async fn a_secret_is_made_once_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let queue = Queue::open(dir.path()).await.unwrap();
+        let a = queue.secret("gateway-mark").await.unwrap();
+        let b = queue.secret("gateway-mark").await.unwrap();
+        assert_eq!(*a, *b);
+        let other = queue.secret("something-else").await.unwrap();
+        assert_ne!(*a, *other, "each name has its own");
+        assert_ne!(*a, [0u8; 32]);
+        *a
+    };
+    let queue = Queue::open(dir.path()).await.unwrap();
+    assert_eq!(*queue.secret("gateway-mark").await.unwrap(), first);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = Queue::open(elsewhere.path()).await.unwrap();
+    assert_ne!(
+        *other.secret("gateway-mark").await.unwrap(),
+        first,
+        "another gateway has another"
+    );
 }

@@ -313,15 +313,15 @@ pub(crate) async fn send(
     // A proven address can send; the limit keeps a stolen session or a careless script from
     // sending without end.
     let limit = reader.gateway.settings.replies_per_hour as u64;
-    if !reader
+    let Some(slot) = reader
         .sent
         .take(opened.address.as_str(), reader.now(), limit, 0)
-    {
+    else {
         return Ok(again(format!(
             "{} has sent {limit} messages from the reader in the last hour, the most the gateway allows. Try again later",
             opened.address
         )));
-    }
+    };
 
     // A reply threads under the original; a forward carries its attachments.
     let original = opened.clone();
@@ -384,6 +384,7 @@ pub(crate) async fn send(
     let queue = gateway.queue.clone();
     let mime = gateway.mime.clone();
     let hostname = gateway.hostname.clone();
+    let mark = gateway.mark.clone();
     let recipients = everyone.clone();
     let sender = me.clone();
     let finished = tokio::task::spawn_blocking(move || -> Result<store::Finished, String> {
@@ -401,6 +402,7 @@ pub(crate) async fn send(
                 epoch,
                 sender: Some(sender),
                 signer: Arc::new(signer),
+                mark,
                 params,
                 encaps: Arc::new(EncapsCache::new(64)),
                 settings: mime,
@@ -431,6 +433,7 @@ pub(crate) async fn send(
         .accept(envelope, finished)
         .await
         .map_err(|e| PageError::internal("cannot queue the message", e))?;
+    slot.keep();
     gateway.wake.notify_one();
     tracing::info!(queue_id = %id, sender = %me, recipients = everyone.len(), "reader: a message was sealed and queued");
     #[derive(Serialize)]

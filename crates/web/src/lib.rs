@@ -85,6 +85,8 @@ pub struct Gateway {
     pub settings_view: Vec<admin::SettingsSection>,
     /// Page settings.
     pub settings: WebSettings,
+    /// The key of the gateway's mark on the encrypted email it makes (replies too).
+    pub mark: Arc<pipeline::mark::MarkKey>,
 }
 
 /// The reader and the console, with the security headers on every answer.

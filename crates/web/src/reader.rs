@@ -263,7 +263,6 @@ async fn receive(
 /// message's `encrypted_message.htm` or in a forward-to-decrypt answer.
 async fn kept(
     State(reader): State<Arc<Reader>>,
-    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let gone = || {
@@ -305,7 +304,10 @@ async fn kept(
         path: found.path,
         size: found.size,
     };
-    add_letter(&reader, &headers, sealed, header, held)
+    // A link is followed from anywhere, and the session cookie goes with a top-level GET from
+    // another site: start a session of its own, so that a link cannot add letters to an
+    // existing session or reach the addresses already proven in it.
+    add_letter(&reader, &HeaderMap::new(), sealed, header, held)
 }
 
 /// Adds a letter to the request's session (starting one when there is none), dropping the

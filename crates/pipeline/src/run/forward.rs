@@ -1,15 +1,15 @@
 //! Forward to decrypt, for people who cannot open `encrypted_message.htm` (on a phone): they
 //! forward the encrypted email to `decrypt@` one of the gateway's domains.
 //!
-//! When the forwarder (the envelope sender) is one of the sealed message's recipients, the
-//! gateway keeps a copy of the sealed message for `decrypt_link_hours` (no longer than the
+//! When the forwarder (the envelope sender) is one of the sealed message's recipients, and the
+//! encrypted email carries this gateway's mark ([`crate::mark`]: it made it), the gateway keeps a copy of the sealed message for `decrypt_link_hours` (no longer than the
 //! large message it came from, if it did) and answers, from the null sender,
 //! with a link to the reader; the reader still asks for the one-time code sent to the address
 //! before anything opens. The answer goes to the forwarder's own address, so a forged sender
 //! only sends the link to the real recipient.
 //!
-//! Anyone else gets no answer at all: not a recipient, no sealed message found, a link that
-//! expired, over the hourly limit. A refusal would tell a stranger which addresses a message
+//! Anyone else gets no answer at all: not a recipient, no sealed message found, one this gateway
+//! did not make, a link that expired, over the hourly limit. A refusal would tell a stranger which addresses a message
 //! was sealed to, and an answer to every forward would make the gateway a source of backscatter.
 //! What happened is logged and recorded on the message.
 
@@ -88,9 +88,15 @@ impl Pipeline {
         {
             return silent(work, "the sender is not one of the message's recipients");
         }
+        // Anyone can write a sealed message's header; answer only for those this gateway made.
+        let found = match self.made_here(found).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return silent(work, "the encrypted message was not made by this gateway"),
+            Err(why) => return work.fail(id, to, why, Failure::Retry),
+        };
         let recorded = match self
             .queue
-            .links_for(forwarder.as_str(), now.saturating_sub(3600))
+            .links_for(forwarder.as_str(), now.saturating_sub(3600), self.started)
             .await
         {
             Ok(n) => n,
@@ -99,12 +105,13 @@ impl Pipeline {
                 return work.fail(id, to, why, Failure::Retry);
             }
         };
-        // The database counts the answers recorded; `links` those of decisions not recorded
-        // yet (a burst of forwards in one batch).
+        // The database counts the answers of earlier runs; `links` those of this one, recorded
+        // or not yet (a burst of forwards in one batch). A slot given up (no answer made after
+        // all) is given back when it drops.
         let limit = u64::from(g.decrypt_links_per_hour);
-        if !self.links.take(forwarder.as_str(), now, limit, recorded) {
+        let Some(slot) = self.links.take(forwarder.as_str(), now, limit, recorded) else {
             return silent(work, "the sender had as many links as an hour allows");
-        }
+        };
         let mut until = now + u64::from(g.decrypt_link_hours) * 3600;
         if let Source::Kept { until: ends, .. } = &found.source {
             until = until.min(*ends);
@@ -175,6 +182,32 @@ impl Pipeline {
             forwarder: Some(forwarder.to_string()),
             expires_at: until,
         });
+        slot.keep();
+    }
+
+    /// `found`, when this gateway made it: a kept one, or one carrying this gateway's mark
+    /// ([`crate::mark`]). A damaged one counts as not made here.
+    async fn made_here(&self, found: Found) -> Result<Option<Found>, String> {
+        let Source::Carried(located) = found.source else {
+            return Ok(Some(found));
+        };
+        let mark = self.mark.clone();
+        let (located, made) = tokio::task::spawn_blocking(move || {
+            let made = transform::made_here(&located, &mark);
+            (located, made)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match made {
+            Ok(true) => Ok(Some(Found {
+                source: Source::Carried(located),
+                header: found.header,
+            })),
+            Err(TransformError::Io(e)) if !damaged(&e) => {
+                Err(reason("cannot read the forward", &e))
+            }
+            Ok(false) | Err(_) => Ok(None),
+        }
     }
 
     /// The sealed message in a forward (attached, or inside an attached message), or the one

@@ -119,8 +119,13 @@ impl Gateway {
 
     /// Waits until the log says `needle`.
     pub fn wait_log(&self, needle: &str) {
+        self.wait_log_count(needle, 1);
+    }
+
+    /// Waits until the log says `needle` `times` times.
+    pub fn wait_log_count(&self, needle: &str, times: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.log().contains(needle) {
+        while self.log().matches(needle).count() < times {
             assert!(
                 Instant::now() < deadline,
                 "the log never said {needle:?}:\n{}",
