@@ -334,12 +334,14 @@ pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformErro
                 return Ok(key.verify(&digest, &mark));
             }
             // The page's lines may have been re-encoded (quoted-printable) around base64
-            // lines that were not: read the mark as MIME sees it.
+            // lines that were not: read the mark as MIME sees it. It must be the mark of the
+            // sealed message streamed (the one whose header was checked and is kept), not of
+            // another that MIME finds first.
             if std::fs::metadata(p)?.len() > MAX_IN_MEMORY {
                 return Ok(false);
             }
-            let (sealed, mark) = mime::sealed_and_mark_from_mime(&std::fs::read(p)?)?;
-            Ok(marked(&sealed, mark.as_deref()))
+            let (_, mark) = mime::sealed_and_mark_from_mime(&std::fs::read(p)?)?;
+            Ok(mark.is_some_and(|m| key.verify(&digest, &m)))
         }
         Sealed::Whole(b, mark) => Ok(marked(b, mark.as_deref())),
     }

@@ -129,6 +129,17 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
             "mime.reader_url is {reader}, this machine's loopback: recipients elsewhere cannot open their mail there; set mime.reader_url to the reader's public address"
         );
     }
+    let host = reader
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    if !host.contains('.') && !host.starts_with('[') && host != "localhost" {
+        tracing::warn!(
+            "mime.reader_url is {reader}: {host} is not a full domain name, so recipients elsewhere may not reach it; set mime.reader_url or smtp.hostname"
+        );
+    }
     if config.web.allow_plain_http && reader.starts_with("http://") {
         tracing::warn!(
             "mime.reader_url is {reader}, plain HTTP, while web.allow_plain_http says a TLS proxy is in front: set mime.reader_url to the proxy's https address, since links in mail last for days"

@@ -22,6 +22,11 @@ use testkit::Recorded;
 
 /// `email` forwarded to decrypt@ by `from`, attached as a phone attaches it.
 fn forward(email: &[u8], from: &str) -> String {
+    forward_after(email, from, "")
+}
+
+/// [`forward`], with `preamble` before the first part (where mail readers show nothing).
+fn forward_after(email: &[u8], from: &str, preamble: &str) -> String {
     format!(
         "From: <{from}>\n\
          To: decrypt@corp.example\n\
@@ -29,6 +34,7 @@ fn forward(email: &[u8], from: &str) -> String {
          Message-ID: <fwd.{}@phone.example>\n\
          MIME-Version: 1.0\n\
          Content-Type: multipart/mixed; boundary=\"fw\"\n\n\
+         {preamble}\
          --fw\n\
          Content-Type: text/plain\n\n\
          Sent from my phone\n\
@@ -193,8 +199,9 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
 
     // The header that names the recipients is not authenticated until a recipient opens the
     // message, so anyone could write one naming bob: the gateway answers only for encrypted
-    // email it made itself. Without its mark (a sealed message from elsewhere), or with a mark
-    // taken from another message, bob's forwards get nothing.
+    // email it made itself. Without its mark (a sealed message from elsewhere), with a mark
+    // taken from another message, or with a forgery put where it is found first, bob's
+    // forwards get nothing.
     let original = String::from_utf8(encrypted.data.clone()).unwrap();
     let unmarked: String = original
         .lines()
@@ -208,18 +215,24 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
     let last_line = original[..end].trim_end().rfind('\n').unwrap() + 1;
     let mut other = original.clone().into_bytes();
     other[last_line] = if other[last_line] == b'A' { b'B' } else { b'A' };
-    for (forged, what) in [
-        (unmarked.into_bytes(), "unmarked"),
-        (other, "mark of another"),
-    ] {
-        gw.send(
-            "bob@partner.example",
-            &["decrypt@corp.example"],
-            &forward(&forged, "bob@partner.example"),
-        );
+    // A forged sealed message in the preamble, where the streaming reader finds it first, and
+    // the genuine email attached: the mark found is the genuine one's, not the forgery's.
+    let other_text = String::from_utf8(other.clone()).unwrap();
+    let begin = other_text
+        .find("-----BEGIN POSTERN SEALED MESSAGE-----")
+        .unwrap();
+    let end_line = end + "-----END POSTERN SEALED MESSAGE-----".len();
+    let preamble = format!("{}\n", other_text[begin..end_line].replace("\r\n", "\n"));
+    let forgeries = [
+        forward(unmarked.as_bytes(), "bob@partner.example"),
+        forward(&other, "bob@partner.example"),
+        forward_after(&encrypted.data, "bob@partner.example", &preamble),
+    ];
+    for (n, forged) in forgeries.iter().enumerate() {
+        gw.send("bob@partner.example", &["decrypt@corp.example"], forged);
         gw.wait_log_count(
             "forward to decrypt: no answer: the encrypted message was not made by this gateway",
-            if what == "unmarked" { 1 } else { 2 },
+            n + 1,
         );
     }
     nothing_for(&rx, "bob@partner.example");

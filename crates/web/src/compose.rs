@@ -428,12 +428,13 @@ pub(crate) async fn send(
         source: Source::Policy,
         message_id: Some(format!("<{message_id}>")),
     };
+    // Counted from the hand-off on: a client that hangs up while the commit runs still sent it.
+    slot.keep();
     let id = gateway
         .queue
         .accept(envelope, finished)
         .await
         .map_err(|e| PageError::internal("cannot queue the message", e))?;
-    slot.keep();
     gateway.wake.notify_one();
     tracing::info!(queue_id = %id, sender = %me, recipients = everyone.len(), "reader: a message was sealed and queued");
     #[derive(Serialize)]
