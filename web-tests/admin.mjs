@@ -65,6 +65,11 @@ try {
   await page.waitForURL(/\/admin\/status$/);
   check(await page.getByText('Signed in as root').isVisible(), 'the administrator is signed in');
   check((await page.textContent('#components')).includes('Key server'), 'the status page lists the components');
+  // Each task's state comes from the task itself: all of them run in a healthy gateway.
+  for (const name of ['SMTP receiver, policy', 'Policy and encryption', 'Maintenance', 'Delivery', 'Key server']) {
+    const row = page.locator('#components tr', { hasText: name });
+    check((await row.count()) === 1 && (await row.locator('.pill').textContent()).trim() === 'running', `the status page shows ${name} running`);
+  }
   await shot(page, 'admin-status');
 
   await page.click('text=Policies');
@@ -102,14 +107,32 @@ try {
   await page.click('text=Errored queue');
   await shot(page, 'admin-errored');
   await page.click('text=SMTP & MIMEBuilder');
-  check((await page.textContent('main')).includes('reader_url'), 'the MIMEBuilder settings are shown');
+  const header = page.getByLabel('Encryption X-Header', { exact: true });
+  check(await header.inputValue() === 'X-Postern-Encrypted', 'the MIMEBuilder settings show the running values');
+  check(await page.getByLabel('Add encryption X-Header').isChecked(), 'the flags show as boxes');
+  // A wrong value is refused naming the field, nothing is saved, and what was typed stays.
+  const listen = page.getByLabel('Incoming messages address');
+  const goodListen = await listen.inputValue();
+  await listen.fill('not an address');
+  await header.fill('X-Acme-Encrypted');
+  await page.click('#save-settings');
+  await page.waitForSelector('#error');
+  check((await page.textContent('#error')).includes('smtp.listen'), 'a wrong address is refused naming smtp.listen');
+  check(await header.inputValue() === 'X-Acme-Encrypted', 'the values typed are kept after an error');
+  await listen.fill(goodListen);
+  await page.click('#save-settings');
+  await page.waitForSelector('#notice');
+  check((await page.textContent('#notice')).includes('Saved 1 change'), 'the change is saved');
+  check(await header.inputValue() === 'X-Acme-Encrypted', 'the saved value is shown');
+  check((await page.textContent('#pending')).includes('restarts'), 'the page says the change waits for a restart');
+  check((await page.textContent('main')).includes('Running with: X-Postern-Encrypted'), 'the running value is shown beside it');
   await shot(page, 'admin-settings');
   await page.click('text=Key server');
   check((await page.textContent('#tokens')).includes('local-gateway'), 'the gateway token is listed');
   await shot(page, 'admin-keyserver');
   await page.click('text=Audit log');
   const audit = await page.textContent('#audit');
-  check(audit.includes('policy.save') && audit.includes('quarantine.release') && audit.includes('admin:root'),
+  check(audit.includes('policy.save') && audit.includes('quarantine.release') && audit.includes('settings.save') && audit.includes('admin:root'),
     'the audit log names the administrator and each change');
   await shot(page, 'admin-audit');
   check(dialogs.length === 0, 'no dialog opened');

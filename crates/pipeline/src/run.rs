@@ -158,6 +158,10 @@ pub struct Pipeline {
     mark: Arc<crate::mark::MarkKey>,
     /// When this pipeline started (Unix seconds): `links` counts from then on.
     started: u64,
+    /// When the policy loop last came round (Unix seconds), for the status page.
+    pub beat: Arc<std::sync::atomic::AtomicU64>,
+    /// When the maintenance loop (errored retries, expiry, prefetch) last came round.
+    pub maintenance_beat: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The default sender: the configured one, else postmaster@ the first internal domain, else
@@ -251,6 +255,8 @@ impl Pipeline {
             links: crate::hourly::Hourly::default(),
             mark,
             started: store::queue::now(),
+            beat: Arc::new(store::queue::now().into()),
+            maintenance_beat: Arc::new(store::queue::now().into()),
         }))
     }
 
@@ -349,6 +355,8 @@ impl Pipeline {
             if *stop.borrow() {
                 break;
             }
+            self.beat
+                .store(store::queue::now(), std::sync::atomic::Ordering::Relaxed);
             let claimed = match self.queue.claim_received(256).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -1435,6 +1443,8 @@ impl Pipeline {
                 return;
             }
             let now = store::queue::now();
+            self.maintenance_beat
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             let down = self.keys.is_down();
             if down && !was_down {
                 // The first check comes one probe interval after the outage is noticed.

@@ -3,6 +3,7 @@
 mod admin_cmd;
 mod bench_cmd;
 mod config;
+mod console_config;
 mod files;
 mod keys_cmd;
 mod keyserver_cmd;
@@ -560,22 +561,25 @@ struct InspectArgs {
     input: Option<PathBuf>,
 }
 
-/// The configuration from `--config`, else `POSTERN_CONFIG`, else the built-in defaults.
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
-    let from_env = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
-    match path.map(PathBuf::from).or(from_env) {
-        Some(p) => config::Config::load(&p),
-        None => Ok(config::Config::default()),
-    }
+/// The configuration file named by `--config`, else by `POSTERN_CONFIG`; none means the
+/// built-in defaults.
+fn config_file(path: Option<&std::path::Path>) -> Option<PathBuf> {
+    path.map(PathBuf::from)
+        .or_else(|| std::env::var_os("POSTERN_CONFIG").map(PathBuf::from))
+}
+
+/// The configuration file (or the built-in defaults), the data directory if one is given, and
+/// the changes saved in the console.
+fn load_config(
+    path: Option<&std::path::Path>,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<config::Config> {
+    console_config::load(config_file(path).as_deref(), data_dir)
 }
 
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<config::Config> {
-        let mut c = load_config(self.config.as_deref())?;
-        if let Some(d) = &self.data_dir {
-            c.data_dir = d.clone();
-        }
-        Ok(c)
+        load_config(self.config.as_deref(), self.data_dir.as_deref())
     }
 }
 

@@ -28,10 +28,9 @@ pub const GENERATED_PASSPHRASE: &str = "passphrase";
 
 pub fn serve(args: &ServeArgs) -> Result<()> {
     crate::logging::init();
-    let mut config = crate::load_config(args.config.as_deref())?;
-    if let Some(dir) = &args.data_dir {
-        config.data_dir = dir.clone();
-    }
+    let config = crate::load_config(args.config.as_deref(), args.data_dir.as_deref())?;
+    let editor =
+        crate::console_config::Editor::new(crate::config_file(args.config.as_deref()), &config)?;
     let components: Vec<String> = match &args.components {
         Some(list) => list.split(',').map(|c| c.trim().to_string()).collect(),
         None => COMPONENTS.iter().map(|c| c.to_string()).collect(),
@@ -59,10 +58,14 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, components))
+    runtime.block_on(run(config, components, Arc::new(editor)))
 }
 
-async fn run(config: Config, components: Vec<String>) -> Result<()> {
+async fn run(
+    config: Config,
+    components: Vec<String>,
+    editor: Arc<crate::console_config::Editor>,
+) -> Result<()> {
     config.check_plain_http()?;
     create_private_dir(&config.data_dir)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -78,7 +81,8 @@ async fn run(config: Config, components: Vec<String>) -> Result<()> {
         None
     };
     if components.iter().any(|c| c == "smtp") {
-        let (router, tasks) = start_mail(&config, stop.clone(), keyserver_store.as_ref()).await?;
+        let (router, tasks) =
+            start_mail(&config, stop.clone(), keyserver_store.as_ref(), editor).await?;
         app = app.merge(router);
         for t in tasks {
             background.spawn(t);
@@ -180,6 +184,7 @@ async fn start_mail(
     config: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
     local_keyserver: Option<&Store>,
+    editor: Arc<crate::console_config::Editor>,
 ) -> Result<(axum::Router, Vec<Task>)> {
     use smtp::session::Shared;
     use std::sync::atomic::Ordering;
@@ -214,6 +219,7 @@ async fn start_mail(
             .await
             .context("cannot read or make the gateway's mark key")?,
     ));
+    let components = Arc::new(web::components::Components::default());
     let web_gateway = web::Gateway {
         queue: queue.clone(),
         keys: keyring.clone(),
@@ -221,9 +227,10 @@ async fn start_mail(
         hostname: hostname.clone(),
         wake: Arc::default(),
         keyserver: local_keyserver.cloned(),
-        settings_view: settings_view(config),
+        config: editor,
         settings: config.web.settings(),
         mark: mark.clone(),
+        components: components.clone(),
     };
     let pipeline = pipeline::Pipeline::new(
         queue.clone(),
@@ -267,11 +274,13 @@ async fn start_mail(
             _ => "policy",
         };
         tracing::info!("SMTP {which} listening on {addr}: send mail here");
-        tasks.push(Box::pin(smtp::server::serve(
-            listener,
-            shared,
+        let watched = components.add(web::components::Component::new(
+            format!("SMTP receiver, {which}"),
+            format!("listening on {addr}"),
+        ));
+        tasks.push(Box::pin(watched.watch(
+            smtp::server::serve(listener, shared, stop.clone(), grace),
             stop.clone(),
-            grace,
         )));
     }
     let mut hop_names: Vec<_> = hops.iter().collect();
@@ -283,14 +292,38 @@ async fn start_mail(
         wake: pipeline.wake.clone(),
         ..web_gateway
     };
-    tasks.push(Box::pin(pipeline.clone().run(stop.clone())));
-    tasks.push(Box::pin(deliverer.clone().run(stop.clone())));
+    let watched = components.add(web::components::Component::with_beat(
+        "Policy and encryption",
+        "applies the policy, encrypts, decrypts and signs",
+        pipeline.beat.clone(),
+    ));
+    tasks.push(Box::pin(
+        watched.watch(pipeline.clone().run(stop.clone()), stop.clone()),
+    ));
+    // Spawned by the pipeline's loop: its heartbeat alone tells whether it runs.
+    components.add(web::components::Component::with_beat(
+        "Maintenance",
+        "retries the errored queue, expires quarantine and kept messages, prefetches keys",
+        pipeline.maintenance_beat.clone(),
+    ));
+    let watched = components.add(web::components::Component::with_beat(
+        "Delivery",
+        "delivers to the next hops",
+        deliverer.beat.clone(),
+    ));
+    tasks.push(Box::pin(
+        watched.watch(deliverer.clone().run(stop.clone()), stop.clone()),
+    ));
     let render_queue = queue.clone();
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (queue, metrics, pipeline) =
-                (render_queue.clone(), metrics.clone(), pipeline.clone());
+            let (queue, metrics, pipeline, components) = (
+                render_queue.clone(),
+                metrics.clone(),
+                pipeline.clone(),
+                components.clone(),
+            );
             async move {
                 let depth = queue.depth().await.unwrap_or_default();
                 let held = queue.quarantine_depth().await.unwrap_or_default();
@@ -311,6 +344,7 @@ async fn start_mail(
                     c.errored.load(Ordering::Relaxed),
                     u8::from(!pipeline.keys().is_down()),
                 ));
+                text.push_str(&components.metrics(store::queue::now()));
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
@@ -428,39 +462,6 @@ async fn local_token(
     files::write_new(&path, format!("{}\n", *token).as_bytes(), 0o600, false)?;
     tracing::info!(token = %name, domains = ?domains, "made a key server token for this gateway");
     Ok(token)
-}
-
-/// The SMTP and MIMEBuilder sections of the configuration, for the console's settings page.
-fn settings_view(config: &Config) -> Vec<web::admin::SettingsSection> {
-    fn section(
-        title: &str,
-        value: Result<toml::Value, toml::ser::Error>,
-    ) -> web::admin::SettingsSection {
-        let fields = match value {
-            Ok(toml::Value::Table(t)) => t
-                .into_iter()
-                .filter(|(k, _)| !k.contains("password") && !k.contains("users"))
-                .map(|(k, v)| {
-                    let shown = match v {
-                        toml::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, shown)
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        web::admin::SettingsSection {
-            title: title.into(),
-            fields,
-        }
-    }
-    vec![
-        section("SMTP (receiving)", toml::Value::try_from(&config.smtp)),
-        section("Delivery", toml::Value::try_from(&config.delivery)),
-        section("MIMEBuilder", toml::Value::try_from(&config.mime)),
-        section("Gateway", toml::Value::try_from(&config.gateway)),
-    ]
 }
 
 /// The administration API token file in the data directory.

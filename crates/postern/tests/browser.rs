@@ -186,7 +186,7 @@ fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
     let dir = tempfile::tempdir().unwrap();
     let mail_dir = dir.path().join("outside");
     let (port, rx) = outside_world(&mail_dir);
-    let gw = Gateway::start(dir.path(), port);
+    let mut gw = Gateway::start(dir.path(), port);
     let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["admin", "create", "root", "--config", s(&gw.config)])
         .stdin(Stdio::piped())
@@ -217,8 +217,26 @@ fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
             ("MAIL_DIR", s(&mail_dir).to_string()),
         ],
     );
-    // Released, the message goes out (sealed by the default policy).
+    // Released, the message goes out (sealed by the default policy), with the encryption
+    // header the gateway runs with: the one saved in the console waits for a restart.
     let m = wait_for(&rx, "dave@partner.example", "Payroll run for November");
-    assert!(String::from_utf8_lossy(&m.data).contains("encrypted_message.htm"));
+    let text = String::from_utf8_lossy(&m.data).to_string();
+    assert!(text.contains("encrypted_message.htm"));
+    assert!(
+        text.contains("X-Postern-Encrypted: gw.corp.example"),
+        "{text}"
+    );
     assert!(gw.log().contains("console change"));
+
+    // After a restart the gateway runs with the header saved in the console.
+    gw.restart();
+    gw.send(
+        "alice@corp.example",
+        &["erin@partner.example"],
+        "From: alice@corp.example\nTo: erin@partner.example\nSubject: After the restart\n\nHello.\n",
+    );
+    let m = wait_for(&rx, "erin@partner.example", "encrypted_message.htm");
+    let text = String::from_utf8_lossy(&m.data).to_string();
+    assert!(text.contains("X-Acme-Encrypted: gw.corp.example"), "{text}");
+    assert!(!text.contains("X-Postern-Encrypted"), "{text}");
 }

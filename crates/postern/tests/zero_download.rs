@@ -188,6 +188,22 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
     let encrypted = wait_for(&rx, "bob@partner.example", "encrypted_message.htm");
     assert!(!String::from_utf8_lossy(&encrypted.data).contains(secret));
 
+    // Monitoring sees each of the gateway's tasks running, as reported by the tasks.
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", gw.web))
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in [
+        "SMTP receiver, policy",
+        "SMTP receiver, bypass (no policy)",
+        "Policy and encryption",
+        "Maintenance",
+        "Delivery",
+    ] {
+        let line = format!("postern_component_up{{component=\"{name}\"}} 1");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
+
     // A stranger forwards it first: no answer, only a record of why.
     gw.send(
         "mallory@evil.example",

@@ -24,6 +24,8 @@ pub struct Deliverer {
     metrics: Arc<Metrics>,
     /// Wakes the workers when new mail is routed.
     pub wake: Arc<Notify>,
+    /// When the delivery loop last came round (Unix seconds), for the status page.
+    pub beat: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Idle connections kept per next hop.
@@ -57,6 +59,7 @@ impl Deliverer {
             idle: Mutex::new(HashMap::new()),
             metrics,
             wake: Arc::new(Notify::new()),
+            beat: Arc::new(store::queue::now().into()),
         })
     }
 
@@ -68,6 +71,8 @@ impl Deliverer {
             if *stop.borrow() {
                 break;
             }
+            self.beat
+                .store(store::queue::now(), std::sync::atomic::Ordering::Relaxed);
             let due = match self.queue.due(256, lease).await {
                 Ok(d) => d,
                 Err(e) => {

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use store::{QuarantineFilter, QuarantineOp};
 
 use crate::Gateway;
+use crate::components::{self, Report};
+use crate::config_form::{Section, refill};
 use crate::page::{PageError, Posted, render, render_with};
 use crate::security::{self, CookieRules, same_secret};
 use crate::sessions::Sessions;
@@ -32,15 +34,6 @@ pub const MIN_PASSWORD: usize = 12;
 
 /// An Argon2id hash (PHC string) of `password`, as SMTP AUTH users have.
 pub use smtp::auth::hash_password;
-
-/// A section of the settings page: a title and its fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct SettingsSection {
-    /// E.g. "SMTP".
-    pub title: String,
-    /// Name and value, as in the configuration file.
-    pub fields: Vec<(String, String)>,
-}
 
 struct AdminSession {
     name: Option<String>,
@@ -140,7 +133,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/quarantine", get(quarantine))
         .route("/admin/quarantine/act", post(quarantine_act))
         .route("/admin/errored", get(errored).post(resend))
-        .route("/admin/settings", get(settings))
+        .route("/admin/settings", get(settings).post(save_settings))
         .route("/admin/keyserver", get(keyserver))
         .route("/admin/audit", get(audit))
         .with_state(console)
@@ -316,15 +309,8 @@ struct Flash {
 }
 
 #[derive(Serialize)]
-struct Component {
-    name: &'static str,
-    running: bool,
-    detail: String,
-}
-
-#[derive(Serialize)]
 struct StatusPage {
-    components: Vec<Component>,
+    components: Vec<Report>,
     stats: Vec<(String, u64)>,
     chart: String,
     total_hour: u64,
@@ -341,37 +327,37 @@ async fn status(
     let reachable = c.gateway.keys.client().reachable().await;
     let now = c.now();
     let per_minute = q.received_per_minute(now, 60).await.unwrap_or_default();
-    let components = vec![
-        Component {
-            name: "SMTP receiver",
-            running: true,
-            detail: "accepting mail".into(),
+    // The tasks' own state, with what the queue says about each one's work.
+    let mut components = c.gateway.components.reports(store::queue::now());
+    for r in &mut components {
+        if r.state != components::State::Running {
+            continue;
+        }
+        let work = match r.name.as_str() {
+            "Policy and encryption" => format!("{} message(s) waiting", depth.received),
+            "Delivery" => format!("{} to send, {} to retry", depth.pending, depth.deferred),
+            _ => continue,
+        };
+        r.detail = format!("{}; {work}", r.detail);
+    }
+    components.push(Report {
+        name: "Key server".into(),
+        state: if reachable {
+            components::State::Running
+        } else {
+            components::State::Stopped
         },
-        Component {
-            name: "Policy and encryption",
-            running: true,
-            detail: format!("{} message(s) waiting", depth.received),
+        detail: if reachable {
+            "reachable".into()
+        } else {
+            "not reachable: cached keys are used, other mail waits in the errored queue".into()
         },
-        Component {
-            name: "Delivery",
-            running: true,
-            detail: format!("{} to send, {} to retry", depth.pending, depth.deferred),
-        },
-        Component {
-            name: "Key server",
-            running: reachable,
-            detail: if reachable {
-                "reachable".into()
-            } else {
-                "not reachable: cached keys are used, other mail waits in the errored queue".into()
-            },
-        },
-        Component {
-            name: "Web reader and console",
-            running: true,
-            detail: "serving this page".into(),
-        },
-    ];
+    });
+    components.push(Report {
+        name: "Web reader and console".into(),
+        state: components::State::Running,
+        detail: "serving this page".into(),
+    });
     let total_hour = per_minute.iter().sum();
     page(
         &admin,
@@ -1054,14 +1040,112 @@ async fn resend(
     .into_response()
 }
 
-async fn settings(State(c): State<Arc<Console>>, admin: Admin) -> Response {
+#[derive(Serialize)]
+struct SettingsPage {
+    sections: Vec<Section>,
+    location: String,
+    /// Saved changes the running gateway does not use yet.
+    pending: usize,
+}
+
+fn settings_page(c: &Console, sections: Vec<Section>) -> SettingsPage {
+    let pending = sections
+        .iter()
+        .flat_map(|s| &s.fields)
+        .filter(|f| f.running.is_some())
+        .count();
+    SettingsPage {
+        sections,
+        location: c.gateway.config.location(),
+        pending,
+    }
+}
+
+async fn settings(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let editor = c.gateway.config.clone();
+    let sections = match tokio::task::spawn_blocking(move || editor.sections()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return PageError::internal("Cannot read the settings", e).into_response(),
+        Err(e) => return PageError::internal("Cannot read the settings", e).into_response(),
+    };
     page(
         &admin,
         "settings",
         "admin/settings.html",
-        None,
-        &c.gateway.settings_view,
+        flash.done,
+        settings_page(&c, sections),
     )
+}
+
+async fn save_settings(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+    Posted(form): Posted<Vec<(String, String)>>,
+) -> Response {
+    let csrf = form
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map_or("", |(_, v)| v.as_str());
+    if let Err(r) = admin.check(csrf) {
+        return r;
+    }
+    let editor = c.gateway.config.clone();
+    let posted = form.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let saved = editor.save(&posted);
+        (saved, editor.sections())
+    })
+    .await;
+    let (saved, sections) = match outcome {
+        Ok((saved, Ok(sections))) => (saved, sections),
+        Ok((_, Err(e))) => {
+            return PageError::internal("Cannot read the settings", e).into_response();
+        }
+        Err(e) => return PageError::internal("Cannot save the settings", e).into_response(),
+    };
+    match saved {
+        Ok(changes) if changes.is_empty() => {
+            Redirect::to("/admin/settings?done=Nothing+changed").into_response()
+        }
+        Ok(changes) => {
+            let detail: Vec<String> = changes
+                .iter()
+                .map(|ch| {
+                    let mut v: String = ch.value.chars().take(80).collect();
+                    if v.len() < ch.value.len() {
+                        v.push('…');
+                    }
+                    format!("{} = {v:?}", ch.key)
+                })
+                .collect();
+            c.audit(&admin, "settings.save", &detail.join("; ")).await;
+            Redirect::to(&format!(
+                "/admin/settings?done=Saved+{}+change(s);+they+take+effect+when+the+gateway+restarts",
+                changes.len()
+            ))
+            .into_response()
+        }
+        Err(error) => {
+            let mut sections = sections;
+            refill(&mut sections, &form);
+            render_with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "admin/settings.html",
+                Frame {
+                    me: &admin.name,
+                    csrf: &admin.csrf,
+                    here: "settings",
+                    notice: None,
+                    error: Some(error),
+                    page: settings_page(&c, sections),
+                },
+            )
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -12,7 +12,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod components;
 pub mod compose;
+pub mod config_form;
 pub mod page;
 pub mod reader;
 pub mod render;
@@ -81,12 +83,14 @@ pub struct Gateway {
     pub wake: Arc<tokio::sync::Notify>,
     /// The key server's store, when the key server runs in this process (tokens, audit log).
     pub keyserver: Option<keys::Store>,
-    /// The running configuration, as the settings page shows it.
-    pub settings_view: Vec<admin::SettingsSection>,
+    /// The SMTP and MIMEBuilder settings the console edits.
+    pub config: Arc<dyn config_form::ConfigEditor>,
     /// Page settings.
     pub settings: WebSettings,
     /// The key of the gateway's mark on the encrypted email it makes (replies too).
     pub mark: Arc<pipeline::mark::MarkKey>,
+    /// The background tasks, as the status page shows them.
+    pub components: Arc<components::Components>,
 }
 
 /// The reader and the console, with the security headers on every answer.

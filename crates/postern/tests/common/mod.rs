@@ -65,18 +65,7 @@ impl Gateway {
         )
         .unwrap();
         let log = dir.join("gateway.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["serve", "--config", s(&config)])
-            .env_remove("POSTERN_PASSPHRASE")
-            .env_remove("POSTERN_CONFIG")
-            .env_remove("POSTERN_GATEWAY_TOKEN")
-            .env_remove("POSTERN_FAKE_NOW")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn(&config, &log);
         let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
         let mut gateway = Gateway {
             child,
@@ -86,22 +75,42 @@ impl Gateway {
             maildir,
             config,
         };
-        // Up when both ports answer; a gateway that exits (a port taken) fails at once.
+        gateway.wait_up();
+        gateway
+    }
+
+    /// Stops the gateway (SIGTERM, as a service manager does) and starts it again with the
+    /// same configuration and data; the log goes on in the same file.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the gateway did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child = spawn(&self.config, &self.log);
+        self.wait_up();
+    }
+
+    /// Up when both ports answer; a gateway that exits (a port taken) fails at once.
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(Some(status)) = gateway.child.try_wait() {
-                panic!("the gateway exited ({status}); log:\n{}", gateway.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the gateway exited ({status}); log:\n{}", self.log());
             }
             let up = |port| {
                 std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok()
             };
-            if up(smtp) && up(web) {
-                return gateway;
+            if up(self.smtp.port()) && up(self.web) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "the gateway did not start; log:\n{}",
-                gateway.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -154,6 +163,27 @@ impl Gateway {
             self.log()
         );
     }
+}
+
+/// `postern serve` with `config`, its log added to `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["serve", "--config", s(config)])
+        .env_remove("POSTERN_PASSPHRASE")
+        .env_remove("POSTERN_CONFIG")
+        .env_remove("POSTERN_GATEWAY_TOKEN")
+        .env_remove("POSTERN_FAKE_NOW")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// An SMTP listener standing for the outside world: every message is written into `dir` (one

@@ -1,0 +1,264 @@
+//! The gateway's background tasks as the status page and `/metrics` see them: running,
+//! stopped (and why), or stalled (its loop has not come round for too long).
+//!
+//! `serve` wraps each task with [`Component::watch`] and hands its loop's heartbeat, so that
+//! the console reports what the process is doing rather than what it was told to do.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// A loop that has not come round for this long (seconds) is reported as stalled. Long enough
+/// for a large batch behind a slow key server; short enough to be seen before users complain.
+pub const STALL_SECS: u64 = 300;
+
+/// One background task of the gateway.
+pub struct Component {
+    name: String,
+    detail: String,
+    /// Why it stopped, once it has.
+    ended: Mutex<Option<String>>,
+    /// When its loop last came round (Unix seconds), if it has a loop.
+    beat: Option<Arc<AtomicU64>>,
+}
+
+/// What a component is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its task runs and its loop comes round.
+    Running,
+    /// Its task runs, but its loop has not come round for [`STALL_SECS`].
+    Stalled,
+    /// Its task has ended.
+    Stopped,
+}
+
+/// A component's state with words for the administrator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// E.g. "Delivery".
+    pub name: String,
+    /// Running, stalled or stopped.
+    pub state: State,
+    /// What it does, or why it stopped.
+    pub detail: String,
+}
+
+impl Component {
+    /// A component named for the administrator, with what it does ("listening on ...").
+    pub fn new(name: impl Into<String>, detail: impl Into<String>) -> Arc<Self> {
+        Arc::new(Component {
+            name: name.into(),
+            detail: detail.into(),
+            ended: Mutex::new(None),
+            beat: None,
+        })
+    }
+
+    /// The same, with the heartbeat its loop writes at each pass.
+    pub fn with_beat(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        beat: Arc<AtomicU64>,
+    ) -> Arc<Self> {
+        Arc::new(Component {
+            name: name.into(),
+            detail: detail.into(),
+            ended: Mutex::new(None),
+            beat: Some(beat),
+        })
+    }
+
+    /// Runs `task` in a task of its own and records how it ends: a panic or an unexpected
+    /// return is logged as an error and shown as stopped.
+    pub async fn watch(
+        self: Arc<Self>,
+        task: impl Future<Output = ()> + Send + 'static,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let outcome = tokio::spawn(task).await;
+        let stopping = *stop.borrow();
+        let why = match outcome {
+            Ok(()) if stopping => "shut down".to_string(),
+            Ok(()) => {
+                tracing::error!(component = %self.name, "stopped unexpectedly");
+                "ended unexpectedly; see the log, and restart the gateway".to_string()
+            }
+            Err(e) => {
+                tracing::error!(component = %self.name, error = %e, "failed");
+                let what = if e.is_panic() {
+                    "an internal error"
+                } else {
+                    "cancelled"
+                };
+                format!("failed ({what}); see the log, and restart the gateway")
+            }
+        };
+        self.end(why);
+    }
+
+    fn end(&self, why: String) {
+        match self.ended.lock() {
+            Ok(mut e) => *e = Some(why),
+            Err(poisoned) => *poisoned.into_inner() = Some(why),
+        }
+    }
+
+    /// Its state at `now` (Unix seconds).
+    pub fn report(&self, now: u64) -> Report {
+        let ended = match self.ended.lock() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let (state, detail) = match (ended, &self.beat) {
+            (Some(why), _) => (State::Stopped, format!("stopped: {why}")),
+            (None, Some(beat)) => {
+                let idle = now.saturating_sub(beat.load(Ordering::Relaxed));
+                if idle >= STALL_SECS {
+                    (
+                        State::Stalled,
+                        format!(
+                            "{}; its loop has not come round for {} min (a long batch, or stuck: see the log)",
+                            self.detail,
+                            idle / 60
+                        ),
+                    )
+                } else {
+                    (State::Running, self.detail.clone())
+                }
+            }
+            (None, None) => (State::Running, self.detail.clone()),
+        };
+        Report {
+            name: self.name.clone(),
+            state,
+            detail,
+        }
+    }
+}
+
+/// The components of this process, in the order the status page lists them.
+#[derive(Default)]
+pub struct Components {
+    list: Mutex<Vec<Arc<Component>>>,
+}
+
+impl Components {
+    /// Adds a component and gives it back, to be watched.
+    pub fn add(&self, c: Arc<Component>) -> Arc<Component> {
+        match self.list.lock() {
+            Ok(mut l) => l.push(c.clone()),
+            Err(poisoned) => poisoned.into_inner().push(c.clone()),
+        }
+        c
+    }
+
+    /// Every component's state at `now`.
+    pub fn reports(&self, now: u64) -> Vec<Report> {
+        let list = match self.list.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        list.iter().map(|c| c.report(now)).collect()
+    }
+
+    /// The components as Prometheus gauges (1 running, 0 stalled or stopped).
+    pub fn metrics(&self, now: u64) -> String {
+        let mut text = String::from(
+            "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
+        );
+        for r in self.reports(now) {
+            let name: String = r
+                .name
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' | '\n' => '_',
+                    c => c,
+                })
+                .collect();
+            text.push_str(&format!(
+                "postern_component_up{{component=\"{name}\"}} {}\n",
+                u8::from(r.state == State::Running)
+            ));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn state_of(all: &Components, name: &str, now: u64) -> Report {
+        all.reports(now)
+            .into_iter()
+            .find(|r| r.name == name)
+            .expect("listed")
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_panics_or_shuts_down_is_reported_as_it_happened() {
+        let all = Components::default();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+
+        let running = all.add(Component::new("Waiting", "listening on 127.0.0.1:25"));
+        let waiting = tokio::spawn(running.watch(
+            async move {
+                let _ = release.await;
+            },
+            stop.clone(),
+        ));
+        let ends = all.add(Component::new("Ends", "x"));
+        ends.watch(async {}, stop.clone()).await;
+        let panics = all.add(Component::new("Panics", "x"));
+        panics
+            .watch(async { panic!("a bug in the loop") }, stop.clone())
+            .await;
+
+        let now = store::queue::now();
+        let r = state_of(&all, "Waiting", now);
+        assert_eq!(r.state, State::Running);
+        assert_eq!(r.detail, "listening on 127.0.0.1:25");
+        let r = state_of(&all, "Ends", now);
+        assert_eq!(r.state, State::Stopped);
+        assert!(r.detail.contains("ended unexpectedly"), "{}", r.detail);
+        let r = state_of(&all, "Panics", now);
+        assert_eq!(r.state, State::Stopped);
+        assert!(r.detail.contains("internal error"), "{}", r.detail);
+
+        stop_tx.send(true).unwrap();
+        release_tx.send(()).unwrap();
+        waiting.await.unwrap();
+        let r = state_of(&all, "Waiting", now);
+        assert_eq!(r.state, State::Stopped);
+        assert_eq!(r.detail, "stopped: shut down");
+
+        let metrics = all.metrics(now);
+        assert!(metrics.contains("postern_component_up{component=\"Panics\"} 0"));
+    }
+
+    #[test]
+    fn a_loop_that_stops_coming_round_is_stalled_then_running_again() {
+        let all = Components::default();
+        let beat = Arc::new(AtomicU64::new(1_000));
+        all.add(Component::with_beat("Delivery", "sending", beat.clone()));
+        assert_eq!(state_of(&all, "Delivery", 1_010).state, State::Running);
+        let r = state_of(&all, "Delivery", 1_000 + STALL_SECS + 60);
+        assert_eq!(r.state, State::Stalled);
+        assert!(r.detail.contains("6 min"), "{}", r.detail);
+        assert!(
+            all.metrics(1_000 + STALL_SECS)
+                .contains("postern_component_up{component=\"Delivery\"} 0")
+        );
+        beat.store(1_000 + STALL_SECS, Ordering::Relaxed);
+        assert_eq!(
+            state_of(&all, "Delivery", 1_000 + STALL_SECS + 60).state,
+            State::Running
+        );
+    }
+}
