@@ -60,6 +60,25 @@ try {
   await page.getByRole('button', { name: 'Sign in' }).click();
   check(await page.getByRole('alert').isVisible(), 'a wrong password is refused');
   await shot(page, 'admin-login');
+  // A guesser gets ten tries per name and address in an hour; then not even the password is
+  // checked. Other names are not held up.
+  const signIn = async (name, password) => {
+    await page.fill('#name', name);
+    await page.fill('#password', password);
+    const [answer] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/admin/login') && r.request().method() === 'POST'),
+      page.getByRole('button', { name: 'Sign in' }).click(),
+    ]);
+    await page.waitForLoadState();
+    return answer.status();
+  };
+  for (let i = 0; i < 10; i++) {
+    check(await signIn('ghost', `guess ${i}`) === 401 && (await page.textContent('[role=alert]')).includes('Wrong name or password'),
+      `guess ${i + 1} for a name is refused as wrong (401)`);
+  }
+  check(await signIn('ghost', 'guess 10') === 429 && (await page.textContent('[role=alert]')).includes('Too many failed logins'),
+    'the eleventh guess for a name in an hour is refused unchecked (429)');
+  await page.fill('#name', 'root');
   await page.fill('#password', 'correct horse battery staple');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(/\/admin\/status$/);

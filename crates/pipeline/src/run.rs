@@ -162,6 +162,8 @@ pub struct Pipeline {
     pub beat: Arc<std::sync::atomic::AtomicU64>,
     /// When the maintenance loop (errored retries, expiry, prefetch) last came round.
     pub maintenance_beat: Arc<std::sync::atomic::AtomicU64>,
+    /// A prefetch is under way.
+    prefetching: std::sync::atomic::AtomicBool,
 }
 
 /// The default sender: the configured one, else postmaster@ the first internal domain, else
@@ -257,6 +259,7 @@ impl Pipeline {
             started: store::queue::now(),
             beat: Arc::new(store::queue::now().into()),
             maintenance_beat: Arc::new(store::queue::now().into()),
+            prefetching: false.into(),
         }))
     }
 
@@ -348,9 +351,8 @@ impl Pipeline {
         }
     }
 
-    /// Runs until `stop` turns true.
+    /// Runs the policy loop until `stop` turns true. [`Pipeline::maintain`] runs beside it.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let maintenance = tokio::spawn(self.clone().maintain(stop.clone()));
         loop {
             if *stop.borrow() {
                 break;
@@ -451,7 +453,6 @@ impl Pipeline {
                 _ = stop.changed() => {}
             }
         }
-        maintenance.abort();
     }
 
     /// Decides one message by the policy and makes its copies.
@@ -1430,8 +1431,10 @@ impl Pipeline {
     }
 
     /// The errored queue's clock: retries when due, everything at once when the key server
-    /// answers again, bounces past the lifetime; and the key prefetch.
-    async fn maintain(self: Arc<Self>, stop: watch::Receiver<bool>) {
+    /// answers again, bounces past the lifetime; expiry of quarantine and kept messages; and
+    /// the key prefetch (in a task of its own, so that a long one holds nothing up). Runs
+    /// until `stop` turns true.
+    pub async fn maintain(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let g = &self.settings.gateway;
         let mut last_probe = 0u64;
         let mut was_down = false;
@@ -1505,9 +1508,27 @@ impl Pipeline {
                 Err(e) => tracing::error!(error = %e, "cannot retry the errored queue"),
             }
             // The first prefetch waits a little, so that a key server in this process is up.
-            if now >= started + 5 && now >= last_prefetch + g.prefetch_interval_secs {
+            if now >= started + 5
+                && now >= last_prefetch + g.prefetch_interval_secs
+                && !self
+                    .prefetching
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
                 last_prefetch = now;
-                self.prefetch().await;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    // Cleared however the prefetch ends, a panic included.
+                    struct Done(Arc<Pipeline>);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            self.0
+                                .prefetching
+                                .store(false, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                    let done = Done(me);
+                    done.0.prefetch().await;
+                });
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

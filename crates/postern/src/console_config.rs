@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use toml::{Table, Value};
-use web::config_form::{Change, ConfigEditor, Field, Kind, Section};
+use web::config_form::{Change, ConfigEditor, Field, Kind, SaveError, Section};
 
 use crate::config::Config;
 use crate::files;
@@ -329,6 +329,16 @@ pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
+/// The keys `console.toml` in `data_dir` sets.
+pub fn overridden(data_dir: &Path) -> Result<Vec<String>> {
+    let overlay = read_table(&data_dir.join(FILE), "the console's settings")?;
+    Ok(overlay
+        .iter()
+        .filter_map(|(section, fields)| Some((section, fields.as_table()?)))
+        .flat_map(|(section, fields)| fields.keys().map(move |k| format!("{section}.{k}")))
+        .collect())
+}
+
 /// A value as the form shows it: flags as "on" or empty, lists one per line.
 fn form_value(v: Option<&Value>) -> String {
     match v {
@@ -367,6 +377,15 @@ fn reason(e: &anyhow::Error) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// Whether a saved value is the one posted: text is compared as the form sends it back
+/// (trimmed, with plain line ends), so a notice written with a final newline is not a change.
+fn same(saved: Option<&Value>, posted: &Value) -> bool {
+    match (saved, posted) {
+        (Some(Value::String(a)), Value::String(b)) => a.replace("\r\n", "\n").trim() == b,
+        (a, b) => a == Some(b),
+    }
 }
 
 /// A posted value as the configuration's type; `None`: not set.
@@ -448,12 +467,33 @@ impl Editor {
         as_table(&load(self.file.as_deref(), Some(&self.data_dir))?)
     }
 
-    fn save_inner(&self, form: &[(String, String)]) -> Result<Vec<Change>, String> {
-        let base = self.base_table().map_err(|e| format!("{e:#}"))?;
+    /// A fingerprint of what the form was made from: the configuration file and
+    /// `console.toml`.
+    fn fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Some(f) = &self.file {
+            std::fs::read(f).ok().hash(&mut h);
+        }
+        std::fs::read(self.path()).ok().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn save_inner(
+        &self,
+        form: &[(String, String)],
+        version: &str,
+    ) -> Result<Vec<Change>, SaveError> {
+        let invalid = |e: anyhow::Error| SaveError::Invalid(format!("{e:#}"));
+        // Every field is posted: a form made before another save (or an edit of the file)
+        // would put the old values back.
+        if version != self.fingerprint() {
+            return Err(SaveError::Stale);
+        }
+        let base = self.base_table().map_err(invalid)?;
         let path = self.path();
-        let mut overlay =
-            read_table(&path, "the console's settings").map_err(|e| format!("{e:#}"))?;
-        let saved = self.saved().map_err(|e| format!("{e:#}"))?;
+        let overlay = read_table(&path, "the console's settings").map_err(invalid)?;
+        let saved = self.saved().map_err(invalid)?;
         let mut next = overlay.clone();
         let mut changes = Vec::new();
         for spec in specs() {
@@ -467,29 +507,30 @@ impl Editor {
             } else {
                 first.as_str()
             };
-            let value = parse_value(spec, Some(posted))?;
+            let value = parse_value(spec, Some(posted)).map_err(SaveError::Invalid)?;
             let Some(value) = value else {
-                // Empty: back to the file's value or the default. Only the console's own
-                // value can be taken back here.
+                // Empty: not set, so the default applies. A value in the file cannot be
+                // cleared from here (the file would still set it).
+                if get(&base, spec.key).is_some() {
+                    return Err(SaveError::Invalid(format!(
+                        "{} ({}): it is set in the configuration file; to clear it, remove it there",
+                        spec.label, spec.key
+                    )));
+                }
                 if get(&overlay, spec.key).is_some() {
                     set(&mut next, spec.key, None);
                     changes.push(Change {
                         key: spec.key.into(),
                         value: String::new(),
                     });
-                } else if get(&base, spec.key).is_some() {
-                    return Err(format!(
-                        "{} ({}): it is set in the configuration file; to clear it, remove it there",
-                        spec.label, spec.key
-                    ));
                 }
                 continue;
             };
-            if get(&saved, spec.key) == Some(&value) {
+            if same(get(&saved, spec.key), &value) {
                 continue;
             }
             // Only differences from the file are kept, so the file stays in charge of the rest.
-            let keep = (get(&base, spec.key) != Some(&value)).then(|| value.clone());
+            let keep = (!same(get(&base, spec.key), &value)).then(|| value.clone());
             set(&mut next, spec.key, keep);
             changes.push(Change {
                 key: spec.key.into(),
@@ -499,6 +540,14 @@ impl Editor {
         if changes.is_empty() {
             return Ok(changes);
         }
+        let named = |spec: &Spec, e: &anyhow::Error| {
+            let why = reason(e);
+            if why.contains(spec.key) {
+                why
+            } else {
+                format!("{} ({}): {why}", spec.label, spec.key)
+            }
+        };
         if let Err(whole) = parse_table(&merged(&base, &next)) {
             // Each change alone, to name the field that caused it.
             for change in &changes {
@@ -508,18 +557,12 @@ impl Editor {
                 let mut one = overlay.clone();
                 set(&mut one, spec.key, get(&next, spec.key).cloned());
                 if let Err(e) = parse_table(&merged(&base, &one)) {
-                    let why = reason(&e);
-                    return Err(if why.contains(spec.key) {
-                        why
-                    } else {
-                        format!("{} ({}): {why}", spec.label, spec.key)
-                    });
+                    return Err(SaveError::Invalid(named(spec, &e)));
                 }
             }
-            return Err(reason(&whole));
+            return Err(SaveError::Invalid(reason(&whole)));
         }
-        overlay = next;
-        self.write(&overlay).map_err(|e| format!("{e:#}"))?;
+        self.write(&next).map_err(invalid)?;
         Ok(changes)
     }
 
@@ -579,12 +622,16 @@ impl ConfigEditor for Editor {
             .collect())
     }
 
-    fn save(&self, form: &[(String, String)]) -> Result<Vec<Change>, String> {
+    fn save(&self, form: &[(String, String)], version: &str) -> Result<Vec<Change>, SaveError> {
         let _one = match self.lock.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        self.save_inner(form)
+        self.save_inner(form, version)
+    }
+
+    fn version(&self) -> String {
+        self.fingerprint()
     }
 
     fn location(&self) -> String {
@@ -603,6 +650,14 @@ impl ConfigEditor for Editor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// Saves as the page does, with the version the page was made with.
+    fn save(editor: &Editor, form: &[(String, String)]) -> Result<Vec<Change>, String> {
+        editor.save(form, &editor.version()).map_err(|e| match e {
+            SaveError::Stale => "stale".to_string(),
+            SaveError::Invalid(why) => why,
+        })
+    }
 
     /// The form as the page posts it unchanged: every field with its saved value.
     fn as_shown(editor: &Editor) -> Vec<(String, String)> {
@@ -650,7 +705,7 @@ mod tests {
     fn a_saved_change_is_read_at_the_next_start_and_shown_as_pending_until_then() {
         let (_dir, file, editor) = setup("[mime]\nencryption_header = \"X-Corp-Encrypted\"\n");
         let shown = as_shown(&editor);
-        assert!(editor.save(&shown).unwrap().is_empty(), "nothing changed");
+        assert!(save(&editor, &shown).unwrap().is_empty(), "nothing changed");
         assert!(!editor.path().exists(), "no file for no change");
 
         let posted = with(shown, "mime.encryption_header", Some("X-Acme-Encrypted"));
@@ -660,7 +715,7 @@ mod tests {
             "smtp.internal_domains",
             Some("corp.example\r\nacme.example"),
         );
-        let changes = editor.save(&posted).unwrap();
+        let changes = save(&editor, &posted).unwrap();
         let keys: Vec<_> = changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -704,7 +759,7 @@ mod tests {
             "mime.encryption_header",
             Some("X-Corp-Encrypted"),
         );
-        editor.save(&back).unwrap();
+        save(&editor, &back).unwrap();
         let overlay = std::fs::read_to_string(editor.path()).unwrap();
         assert!(!overlay.contains("encryption_header"), "{overlay}");
         assert!(overlay.contains("add_decryption_notice"), "{overlay}");
@@ -747,7 +802,7 @@ mod tests {
             ),
         ] {
             let posted = with(as_shown(&editor), key, Some(value));
-            let err = editor.save(&posted).unwrap_err();
+            let err = save(&editor, &posted).unwrap_err();
             assert!(err.contains(expect), "{key} = {value:?}: {err}");
             assert!(!editor.path().exists(), "{key}: nothing saved");
         }
@@ -761,7 +816,7 @@ mod tests {
     fn a_value_from_the_file_cannot_be_cleared_here_but_the_consoles_own_can() {
         let (_dir, _file, editor) = setup("[mime]\nreplace_subject = \"Encrypted\"\n");
         let cleared = with(as_shown(&editor), "mime.replace_subject", Some(""));
-        let err = editor.save(&cleared).unwrap_err();
+        let err = save(&editor, &cleared).unwrap_err();
         assert!(err.contains("remove it there"), "{err}");
 
         let set = with(
@@ -769,9 +824,9 @@ mod tests {
             "mime.reader_url",
             Some("https://mail.corp.example/read"),
         );
-        editor.save(&set).unwrap();
+        save(&editor, &set).unwrap();
         let cleared = with(as_shown(&editor), "mime.reader_url", Some(""));
-        assert_eq!(editor.save(&cleared).unwrap().len(), 1);
+        assert_eq!(save(&editor, &cleared).unwrap().len(), 1);
         assert!(!editor.path().exists(), "the last console value removed");
     }
 
@@ -787,5 +842,66 @@ mod tests {
         std::fs::write(editor.path(), "[mime]\nkept_days = \"many\"\n").unwrap();
         let err = format!("{:#}", load(Some(&file), None).unwrap_err());
         assert!(err.contains("console.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_form_made_before_another_change_is_refused_and_changes_nothing() {
+        let (_dir, file, editor) = setup("");
+        let old_version = editor.version();
+        let old_form = as_shown(&editor);
+        save(
+            &editor,
+            &with(as_shown(&editor), "mime.kept_days", Some("7")),
+        )
+        .unwrap();
+        let stale = with(old_form.clone(), "mime.replace_subject", Some("Secure"));
+        assert_eq!(editor.save(&stale, &old_version), Err(SaveError::Stale));
+        // An edit of the configuration file makes the form stale too.
+        let version = editor.version();
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("[delivery]\nretry_initial_secs = 30\n");
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(
+            editor.save(&as_shown(&editor), &version),
+            Err(SaveError::Stale)
+        );
+        let next = load(Some(&file), None).unwrap();
+        assert_eq!(next.mime.kept_days, 7);
+        assert_eq!(next.mime.replace_subject, None);
+    }
+
+    #[test]
+    fn a_notice_written_on_several_lines_in_the_file_is_not_taken_for_a_change() {
+        let (_dir, _file, editor) = setup(
+            "[mime]\nencrypted_notice = \"\"\"\nYou have an encrypted message.\nOpen the attachment.\n\"\"\"\n",
+        );
+        // The browser sends text areas back with CRLF line ends.
+        let posted: Vec<(String, String)> = as_shown(&editor)
+            .into_iter()
+            .map(|(k, v)| (k, v.replace('\n', "\r\n")))
+            .collect();
+        assert_eq!(save(&editor, &posted).unwrap(), []);
+        assert!(!editor.path().exists());
+    }
+
+    #[test]
+    fn a_key_set_in_the_file_and_the_console_cannot_be_cleared_here() {
+        let (_dir, _file, editor) = setup("[mime]\nreplace_subject = \"Encrypted\"\n");
+        save(
+            &editor,
+            &with(as_shown(&editor), "mime.replace_subject", Some("Secure")),
+        )
+        .unwrap();
+        let err = save(
+            &editor,
+            &with(as_shown(&editor), "mime.replace_subject", Some("")),
+        )
+        .unwrap_err();
+        assert!(err.contains("remove it there"), "{err}");
+        assert!(
+            std::fs::read_to_string(editor.path())
+                .unwrap()
+                .contains("Secure")
+        );
     }
 }

@@ -342,7 +342,8 @@ struct BenchKeyserverArgs {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
-    /// Validate FILE: every key known, every value in range; names the bad key and why.
+    /// Validate FILE: every key known, every value in range; names the bad key and why. The
+    /// console's changes (DATA_DIR/console.toml) are checked over it, as a start reads them.
     Check {
         /// The postern.toml to check.
         file: PathBuf,
@@ -640,7 +641,21 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
-            .and_then(|c| c.check_plain_http())
+            // Then as a start reads it: with the console's changes over it.
+            .and_then(|_| console_config::load(Some(&file), None))
+            .and_then(|c| {
+                c.check_plain_http()?;
+                let over = console_config::overridden(&c.data_dir)?;
+                if !over.is_empty() {
+                    println!(
+                        "{}: {} sets {}",
+                        file.display(),
+                        c.data_dir.join(console_config::FILE).display(),
+                        over.join(", ")
+                    );
+                }
+                Ok(())
+            })
             .map(|()| println!("{}: ok", file.display())),
         Command::Keys(KeysCommand::Token(t)) => keyserver_cmd::token(t),
         Command::Keys(KeysCommand::Audit(a)) => keyserver_cmd::audit(&a),

@@ -29,6 +29,14 @@ pub const GENERATED_PASSPHRASE: &str = "passphrase";
 pub fn serve(args: &ServeArgs) -> Result<()> {
     crate::logging::init();
     let config = crate::load_config(args.config.as_deref(), args.data_dir.as_deref())?;
+    let over = crate::console_config::overridden(&config.data_dir)?;
+    if !over.is_empty() {
+        tracing::info!(
+            "{} (saved in the console) sets {} over the configuration file",
+            config.data_dir.join(crate::console_config::FILE).display(),
+            over.join(", ")
+        );
+    }
     let editor =
         crate::console_config::Editor::new(crate::config_file(args.config.as_deref()), &config)?;
     let components: Vec<String> = match &args.components {
@@ -300,11 +308,13 @@ async fn start_mail(
     tasks.push(Box::pin(
         watched.watch(pipeline.clone().run(stop.clone()), stop.clone()),
     ));
-    // Spawned by the pipeline's loop: its heartbeat alone tells whether it runs.
-    components.add(web::components::Component::with_beat(
+    let watched = components.add(web::components::Component::with_beat(
         "Maintenance",
         "retries the errored queue, expires quarantine and kept messages, prefetches keys",
         pipeline.maintenance_beat.clone(),
+    ));
+    tasks.push(Box::pin(
+        watched.watch(pipeline.clone().maintain(stop.clone()), stop.clone()),
     ));
     let watched = components.add(web::components::Component::with_beat(
         "Delivery",

@@ -228,8 +228,9 @@ fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
     );
     assert!(gw.log().contains("console change"));
 
-    // After a restart the gateway runs with the header saved in the console.
+    // After a restart the gateway runs with the header saved in the console, and says so.
     gw.restart();
+    gw.wait_log("sets mime.encryption_header over the configuration file");
     gw.send(
         "alice@corp.example",
         &["erin@partner.example"],

@@ -7,10 +7,11 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,7 +22,7 @@ use store::{QuarantineFilter, QuarantineOp};
 
 use crate::Gateway;
 use crate::components::{self, Report};
-use crate::config_form::{Section, refill};
+use crate::config_form::{SaveError, Section, refill};
 use crate::page::{PageError, Posted, render, render_with};
 use crate::security::{self, CookieRules, same_secret};
 use crate::sessions::Sessions;
@@ -44,7 +45,16 @@ struct Console {
     gateway: Arc<Gateway>,
     sessions: Sessions<AdminSession>,
     cookies: CookieRules,
+    /// Failed logins in the last hour, per name and per name from one address.
+    failures: pipeline::hourly::Hourly,
 }
+
+/// Failed logins for one name from one address in an hour, after which that address is refused
+/// for the name without the password being checked.
+const FAILURES_PER_ADDRESS: u64 = 10;
+/// Failed logins for one name from anywhere in an hour: a guesser spread over many addresses
+/// is stopped too (at the price of the name waiting out the hour; `postern admin` still works).
+const FAILURES_PER_NAME: u64 = 100;
 
 /// Who is signed in, for a handler.
 struct Admin {
@@ -121,6 +131,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             secure: gateway.settings.secure_cookies,
         },
         gateway,
+        failures: pipeline::hourly::Hourly::default(),
     });
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/status") }))
@@ -185,6 +196,7 @@ struct LoginForm {
 
 async fn login(
     State(c): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Posted(form): Posted<LoginForm>,
 ) -> Response {
@@ -195,6 +207,31 @@ async fn login(
         return PageError::forgery().back("/admin/login").into_response();
     };
     let name = form.name.trim().to_string();
+    // Counted before the password is checked, and given back when it is right: only failures
+    // stay counted, and a refused attempt learns nothing about the password.
+    let now = c.now();
+    let key = name.to_lowercase();
+    let from_here = c.failures.take(
+        &format!("{key}\n{}", peer.ip()),
+        now,
+        FAILURES_PER_ADDRESS,
+        0,
+    );
+    let anywhere = c.failures.take(&key, now, FAILURES_PER_NAME, 0);
+    let (Some(from_here), Some(anywhere)) = (from_here, anywhere) else {
+        tracing::warn!(name = %name, client = %peer.ip(), "console: a login refused: too many failed logins for this name in the last hour");
+        return render_with(
+            StatusCode::TOO_MANY_REQUESTS,
+            "admin/login.html",
+            LoginCtx {
+                csrf: &csrf,
+                error: Some(
+                    "Too many failed logins for this name in the last hour. Try again later.",
+                ),
+                name: &name,
+            },
+        );
+    };
     let hash = match c.gateway.queue.admin_hash(&name).await {
         Ok(h) => h,
         Err(e) => return PageError::internal("cannot read the administrators", e).into_response(),
@@ -215,7 +252,9 @@ async fn login(
     .await
     .unwrap_or(false);
     if !ok {
-        tracing::warn!(name = %name, "console: a login failed");
+        from_here.keep();
+        anywhere.keep();
+        tracing::warn!(name = %name, client = %peer.ip(), "console: a login failed");
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         return render_with(
             StatusCode::UNAUTHORIZED,
@@ -1046,19 +1085,35 @@ struct SettingsPage {
     location: String,
     /// Saved changes the running gateway does not use yet.
     pending: usize,
+    /// What the form was made from; a save from an older form is refused.
+    version: String,
 }
 
-fn settings_page(c: &Console, sections: Vec<Section>) -> SettingsPage {
+/// The settings form, read off the disk (blocking) with the version it is made from.
+async fn settings_page(c: &Console) -> Result<SettingsPage, PageError> {
+    let editor = c.gateway.config.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        // The version first: a change between the two makes the form stale, not wrong.
+        let version = editor.version();
+        editor.sections().map(|s| (s, version, editor.location()))
+    })
+    .await;
+    let (sections, version, location) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return Err(PageError::internal("Cannot read the settings", e)),
+        Err(e) => return Err(PageError::internal("Cannot read the settings", e)),
+    };
     let pending = sections
         .iter()
         .flat_map(|s| &s.fields)
         .filter(|f| f.running.is_some())
         .count();
-    SettingsPage {
+    Ok(SettingsPage {
         sections,
-        location: c.gateway.config.location(),
+        location,
         pending,
-    }
+        version,
+    })
 }
 
 async fn settings(
@@ -1066,19 +1121,10 @@ async fn settings(
     admin: Admin,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let editor = c.gateway.config.clone();
-    let sections = match tokio::task::spawn_blocking(move || editor.sections()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return PageError::internal("Cannot read the settings", e).into_response(),
-        Err(e) => return PageError::internal("Cannot read the settings", e).into_response(),
-    };
-    page(
-        &admin,
-        "settings",
-        "admin/settings.html",
-        flash.done,
-        settings_page(&c, sections),
-    )
+    match settings_page(&c).await {
+        Ok(p) => page(&admin, "settings", "admin/settings.html", flash.done, p),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn save_settings(
@@ -1086,30 +1132,23 @@ async fn save_settings(
     admin: Admin,
     Posted(form): Posted<Vec<(String, String)>>,
 ) -> Response {
-    let csrf = form
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map_or("", |(_, v)| v.as_str());
-    if let Err(r) = admin.check(csrf) {
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map_or(String::new(), |(_, v)| v.clone())
+    };
+    if let Err(r) = admin.check(&field("csrf")) {
         return r;
     }
     let editor = c.gateway.config.clone();
-    let posted = form.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let saved = editor.save(&posted);
-        (saved, editor.sections())
-    })
-    .await;
-    let (saved, sections) = match outcome {
-        Ok((saved, Ok(sections))) => (saved, sections),
-        Ok((_, Err(e))) => {
-            return PageError::internal("Cannot read the settings", e).into_response();
-        }
+    let (posted, version) = (form.clone(), field("version"));
+    let saved = match tokio::task::spawn_blocking(move || editor.save(&posted, &version)).await {
+        Ok(saved) => saved,
         Err(e) => return PageError::internal("Cannot save the settings", e).into_response(),
     };
-    match saved {
+    let (status, error, refill_form) = match saved {
         Ok(changes) if changes.is_empty() => {
-            Redirect::to("/admin/settings?done=Nothing+changed").into_response()
+            return Redirect::to("/admin/settings?done=Nothing+changed").into_response();
         }
         Ok(changes) => {
             let detail: Vec<String> = changes
@@ -1123,29 +1162,38 @@ async fn save_settings(
                 })
                 .collect();
             c.audit(&admin, "settings.save", &detail.join("; ")).await;
-            Redirect::to(&format!(
+            return Redirect::to(&format!(
                 "/admin/settings?done=Saved+{}+change(s);+they+take+effect+when+the+gateway+restarts",
                 changes.len()
             ))
-            .into_response()
+            .into_response();
         }
-        Err(error) => {
-            let mut sections = sections;
-            refill(&mut sections, &form);
-            render_with(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "admin/settings.html",
-                Frame {
-                    me: &admin.name,
-                    csrf: &admin.csrf,
-                    here: "settings",
-                    notice: None,
-                    error: Some(error),
-                    page: settings_page(&c, sections),
-                },
-            )
-        }
+        Err(SaveError::Stale) => (
+            StatusCode::CONFLICT,
+            "The settings were changed since this page was loaded (by another administrator, or in the configuration file). Nothing was saved: here they are as they are now; make your change again.".to_string(),
+            false,
+        ),
+        Err(SaveError::Invalid(why)) => (StatusCode::UNPROCESSABLE_ENTITY, why, true),
+    };
+    let mut shown = match settings_page(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if refill_form {
+        refill(&mut shown.sections, &form);
     }
+    render_with(
+        status,
+        "admin/settings.html",
+        Frame {
+            me: &admin.name,
+            csrf: &admin.csrf,
+            here: "settings",
+            notice: None,
+            error: Some(error),
+            page: shown,
+        },
+    )
 }
 
 #[derive(Serialize)]

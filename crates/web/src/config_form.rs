@@ -61,13 +61,25 @@ pub struct Change {
     pub value: String,
 }
 
+/// Why a save was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveError {
+    /// The settings changed since the form was made (another administrator, or the file).
+    Stale,
+    /// A value is wrong, or the settings cannot be read or written; the text names the field.
+    Invalid(String),
+}
+
 /// Reads and saves the settings the console edits.
 pub trait ConfigEditor: Send + Sync {
     /// The form, with the values saved now and those running.
     fn sections(&self) -> Result<Vec<Section>, String>;
+    /// A fingerprint of the saved settings, carried by the form: a save from a form made
+    /// before they changed is refused rather than putting old values back.
+    fn version(&self) -> String;
     /// Checks a posted form (field name, value) as a whole, as the next start would, and saves
     /// it; an error names the field. Gives back what changed.
-    fn save(&self, form: &[(String, String)]) -> Result<Vec<Change>, String>;
+    fn save(&self, form: &[(String, String)], version: &str) -> Result<Vec<Change>, SaveError>;
     /// Where saved settings are kept, and how they relate to the configuration file.
     fn location(&self) -> String;
 }
