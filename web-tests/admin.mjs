@@ -148,10 +148,33 @@ try {
   await shot(page, 'admin-settings');
   await page.click('text=Key server');
   check((await page.textContent('#tokens')).includes('local-gateway'), 'the gateway token is listed');
+  // A token for another gateway: refused without a domain, then made, shown once, and it
+  // fetches keys from the key server until it is revoked.
+  await page.fill('#token-name', 'branch-gateway');
+  await page.click('#create-token-button');
+  await page.waitForSelector('#error');
+  check((await page.textContent('#error')).includes('domains'), 'a token without domains is refused naming the field');
+  check(await page.inputValue('#token-name') === 'branch-gateway', 'the name typed is kept');
+  await page.fill('#token-domains', 'corp.example');
+  await page.click('#create-token-button');
+  await page.waitForSelector('#token-value');
+  const token = (await page.textContent('#token-value')).trim();
+  check(token.startsWith('pgw_'), 'the new token is shown');
+  check((await page.textContent('#tokens')).includes('branch-gateway'), 'the new token is listed');
   await shot(page, 'admin-keyserver');
+  const epoch = new Date().toISOString().slice(0, 7);
+  const fetchKey = () => page.request.post(`${BASE}/api/keys/v1/key`, {
+    headers: { Authorization: `Bearer ${token}` },
+    data: { email: 'alice@corp.example', epoch, kind: 'sign' },
+  });
+  check((await fetchKey()).status() === 200, 'the new token fetches a key for its domain');
+  await page.getByRole('button', { name: 'Revoke branch-gateway' }).click();
+  await page.waitForSelector('#notice');
+  check((await page.textContent('#notice')).includes('Revoked'), 'the revocation is confirmed');
+  check((await fetchKey()).status() === 401, 'the revoked token fetches nothing');
   await page.click('text=Audit log');
   const audit = await page.textContent('#audit');
-  check(audit.includes('policy.save') && audit.includes('quarantine.release') && audit.includes('settings.save') && audit.includes('admin:root'),
+  check(audit.includes('policy.save') && audit.includes('quarantine.release') && audit.includes('settings.save') && audit.includes('token.create') && audit.includes('token.revoke') && audit.includes('admin:root'),
     'the audit log names the administrator and each change');
   await shot(page, 'admin-audit');
   check(dialogs.length === 0, 'no dialog opened');

@@ -1434,7 +1434,7 @@ impl Pipeline {
     /// answers again, bounces past the lifetime; expiry of quarantine and kept messages; and
     /// the key prefetch (in a task of its own, so that a long one holds nothing up). Runs
     /// until `stop` turns true.
-    pub async fn maintain(self: Arc<Self>, stop: watch::Receiver<bool>) {
+    pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let g = &self.settings.gateway;
         let mut last_probe = 0u64;
         let mut was_down = false;
@@ -1456,7 +1456,12 @@ impl Pipeline {
             was_down = down;
             if down && now >= last_probe + g.keyserver_probe_secs {
                 last_probe = now;
-                if self.keys.probe().await {
+                // A probe waits for the key server's timeout; a shutdown does not wait for it.
+                let answered = tokio::select! {
+                    up = self.keys.probe() => up,
+                    _ = stop.changed() => return,
+                };
+                if answered {
                     match self
                         .queue
                         .requeue_errored(u64::MAX, &ErroredFilter::default())
@@ -1530,7 +1535,10 @@ impl Pipeline {
                     done.0.prefetch().await;
                 });
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 

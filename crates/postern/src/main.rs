@@ -562,6 +562,14 @@ struct InspectArgs {
     input: Option<PathBuf>,
 }
 
+/// Whether an error comes from a file this user may not read.
+fn is_permission_denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
+}
+
 /// The configuration file named by `--config`, else by `POSTERN_CONFIG`; none means the
 /// built-in defaults.
 fn config_file(path: Option<&std::path::Path>) -> Option<PathBuf> {
@@ -641,11 +649,26 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Keyserver(a)) => bench_cmd::keyserver(&a),
         Command::Bench(BenchCommand::Smtp(a)) => bench_cmd::smtp(&a),
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
-            // Then as a start reads it: with the console's changes over it.
-            .and_then(|_| console_config::load(Some(&file), None))
-            .and_then(|c| {
+            // Then as a start reads it: with the console's changes over it, when this user
+            // may read them (the data directory is the gateway's own, mode 0700).
+            .and_then(|alone| match console_config::load(Some(&file), None) {
+                Err(e) if is_permission_denied(&e) => {
+                    eprintln!(
+                        "{}: cannot read {} (permission denied): checked without the console's changes",
+                        file.display(),
+                        alone.data_dir.join(console_config::FILE).display()
+                    );
+                    Ok((alone, false))
+                }
+                read => read.map(|c| (c, true)),
+            })
+            .and_then(|(c, with_console)| {
                 c.check_plain_http()?;
-                let over = console_config::overridden(&c.data_dir)?;
+                let over = if with_console {
+                    console_config::overridden(&c.data_dir)?
+                } else {
+                    Vec::new()
+                };
                 if !over.is_empty() {
                     println!(
                         "{}: {} sets {}",

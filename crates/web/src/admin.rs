@@ -47,6 +47,8 @@ struct Console {
     cookies: CookieRules,
     /// Failed logins in the last hour, per name and per name from one address.
     failures: pipeline::hourly::Hourly,
+    /// Keys the failure counts by hash, with a key of this process's own.
+    failure_hasher: std::collections::hash_map::RandomState,
 }
 
 /// Failed logins for one name from one address in an hour, after which that address is refused
@@ -87,6 +89,12 @@ impl FromRequestParts<Arc<Console>> for Admin {
 }
 
 impl Console {
+    /// A short key for the failure counts: a keyed hash of the parts, each delimited.
+    fn failure_key(&self, parts: &[&str]) -> String {
+        use std::hash::BuildHasher;
+        format!("{:016x}", self.failure_hasher.hash_one(parts))
+    }
+
     fn now(&self) -> u64 {
         self.gateway.keys.now()
     }
@@ -132,6 +140,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         },
         gateway,
         failures: pipeline::hourly::Hourly::default(),
+        failure_hasher: std::collections::hash_map::RandomState::new(),
     });
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/status") }))
@@ -146,6 +155,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/errored", get(errored).post(resend))
         .route("/admin/settings", get(settings).post(save_settings))
         .route("/admin/keyserver", get(keyserver))
+        .route("/admin/keyserver/token", post(token_act))
         .route("/admin/audit", get(audit))
         .with_state(console)
 }
@@ -207,17 +217,36 @@ async fn login(
         return PageError::forgery().back("/admin/login").into_response();
     };
     let name = form.name.trim().to_string();
+    let wrong = |csrf: &str, name: &str| {
+        render_with(
+            StatusCode::UNAUTHORIZED,
+            "admin/login.html",
+            LoginCtx {
+                csrf,
+                error: Some("Wrong name or password."),
+                name,
+            },
+        )
+    };
+    // No administrator has such a name: not worth a hash, nor a place in the counts.
+    if name.is_empty() || name.len() > 254 || name.chars().any(char::is_control) {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        return wrong(&csrf, "");
+    }
     // Counted before the password is checked, and given back when it is right: only failures
-    // stay counted, and a refused attempt learns nothing about the password.
+    // stay counted, and a refused attempt learns nothing about the password. The counts hold
+    // keyed hashes, not names: a guesser cycling through names costs little memory.
     let now = c.now();
     let key = name.to_lowercase();
     let from_here = c.failures.take(
-        &format!("{key}\n{}", peer.ip()),
+        &c.failure_key(&["from", &keys::limiter::client_key(peer.ip()), &key]),
         now,
         FAILURES_PER_ADDRESS,
         0,
     );
-    let anywhere = c.failures.take(&key, now, FAILURES_PER_NAME, 0);
+    let anywhere = c
+        .failures
+        .take(&c.failure_key(&["name", &key]), now, FAILURES_PER_NAME, 0);
     let (Some(from_here), Some(anywhere)) = (from_here, anywhere) else {
         tracing::warn!(name = %name, client = %peer.ip(), "console: a login refused: too many failed logins for this name in the last hour");
         return render_with(
@@ -256,15 +285,7 @@ async fn login(
         anywhere.keep();
         tracing::warn!(name = %name, client = %peer.ip(), "console: a login failed");
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        return render_with(
-            StatusCode::UNAUTHORIZED,
-            "admin/login.html",
-            LoginCtx {
-                csrf: &csrf,
-                error: Some("Wrong name or password."),
-                name: &name,
-            },
-        );
+        return wrong(&csrf, &name);
     }
     // A new session on login: an id planted before it is worth nothing after.
     if let Some(old) = security::cookie(&headers, COOKIE) {
@@ -1180,7 +1201,10 @@ async fn save_settings(
         Err(e) => return e.into_response(),
     };
     if refill_form {
+        // The values are the ones posted, so the version is too: a save made since then still
+        // makes them stale.
         refill(&mut shown.sections, &form);
+        shown.version = field("version");
     }
     render_with(
         status,
@@ -1196,26 +1220,22 @@ async fn save_settings(
     )
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct KeyServerPage {
     local: bool,
+    /// Name, domains, created, revoked (empty while live).
     tokens: Vec<(String, String, String, String)>,
     audit: Vec<(String, String, String, String, String)>,
+    /// A token just made: shown on this one answer, never stored in clear.
+    new_token: Option<(String, String)>,
+    /// What was typed into the create form, shown again after an error.
+    name: String,
+    domains: String,
 }
 
-async fn keyserver(State(c): State<Arc<Console>>, admin: Admin) -> Response {
+async fn keyserver_page(c: &Console) -> KeyServerPage {
     let Some(ks) = &c.gateway.keyserver else {
-        return page(
-            &admin,
-            "keyserver",
-            "admin/keyserver.html",
-            None,
-            KeyServerPage {
-                local: false,
-                tokens: Vec::new(),
-                audit: Vec::new(),
-            },
-        );
+        return KeyServerPage::default();
     };
     let tokens = ks
         .list_tokens()
@@ -1253,17 +1273,150 @@ async fn keyserver(State(c): State<Arc<Console>>, admin: Admin) -> Response {
         .collect();
     audit.reverse();
     audit.truncate(200);
+    KeyServerPage {
+        local: true,
+        tokens,
+        audit,
+        ..KeyServerPage::default()
+    }
+}
+
+async fn keyserver(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+    Query(flash): Query<Flash>,
+) -> Response {
     page(
         &admin,
         "keyserver",
         "admin/keyserver.html",
-        None,
-        KeyServerPage {
-            local: true,
-            tokens,
-            audit,
-        },
+        flash.done,
+        keyserver_page(&c).await,
     )
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    csrf: String,
+    /// create or revoke
+    op: String,
+    name: String,
+    #[serde(default)]
+    domains: String,
+}
+
+/// The domains a token may fetch keys for, as typed (commas or spaces), checked as the CLI
+/// checks them.
+fn token_domains(text: &str) -> Result<Vec<String>, String> {
+    let mut domains = Vec::new();
+    for d in text
+        .split([',', ' ', '\n', '\r', '\t'])
+        .filter(|d| !d.is_empty())
+    {
+        let parsed = envelope::Address::parse(&format!("x@{d}"))
+            .map_err(|e| format!("domains: {d:?} is not a domain: {e}"))?;
+        domains.push(parsed.domain().to_string());
+    }
+    if domains.is_empty() {
+        return Err("domains: give at least one domain the token may fetch keys for".into());
+    }
+    domains.sort();
+    domains.dedup();
+    Ok(domains)
+}
+
+async fn token_act(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+    Posted(form): Posted<TokenForm>,
+) -> Response {
+    if let Err(r) = admin.check(&form.csrf) {
+        return r;
+    }
+    let Some(ks) = &c.gateway.keyserver else {
+        return PageError::not_found("The key server runs in another process.").into_response();
+    };
+    let name = form.name.trim().to_string();
+    let again = |status: StatusCode, error: String, page: KeyServerPage| {
+        render_with(
+            status,
+            "admin/keyserver.html",
+            Frame {
+                me: &admin.name,
+                csrf: &admin.csrf,
+                here: "keyserver",
+                notice: None,
+                error: Some(error),
+                page,
+            },
+        )
+    };
+    match form.op.as_str() {
+        "create" => {
+            let refill = KeyServerPage {
+                name: name.clone(),
+                domains: form.domains.clone(),
+                ..keyserver_page(&c).await
+            };
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return again(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "name: give the token a name of 1 to 100 characters (the gateway it is for)"
+                        .into(),
+                    refill,
+                );
+            }
+            let domains = match token_domains(&form.domains) {
+                Ok(d) => d,
+                Err(e) => return again(StatusCode::UNPROCESSABLE_ENTITY, e, refill),
+            };
+            let token = match ks.create_token(&name, &domains, c.now()).await {
+                Ok(t) => t,
+                Err(keys::store::StoreError::NameTaken(_)) => {
+                    return again(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("name: a token named {name:?} exists; choose another name"),
+                        refill,
+                    );
+                }
+                Err(e) => {
+                    return PageError::internal("Cannot create the token", e).into_response();
+                }
+            };
+            c.audit(
+                &admin,
+                "token.create",
+                &format!("{name:?} for {}", domains.join(", ")),
+            )
+            .await;
+            let shown = KeyServerPage {
+                new_token: Some((name, token.as_str().to_string())),
+                ..keyserver_page(&c).await
+            };
+            page(&admin, "keyserver", "admin/keyserver.html", None, shown)
+        }
+        "revoke" => match ks.revoke_token(&name, c.now()).await {
+            Ok(true) => {
+                c.audit(&admin, "token.revoke", &format!("{name:?}")).await;
+                Redirect::to(&format!(
+                    "/admin/keyserver?done=Revoked+the+token+{};+it+no+longer+works",
+                    security::percent_encode(&name)
+                ))
+                .into_response()
+            }
+            Ok(false) => again(
+                StatusCode::NOT_FOUND,
+                format!("No live token is named {name:?}."),
+                keyserver_page(&c).await,
+            ),
+            Err(e) => PageError::internal("Cannot revoke the token", e).into_response(),
+        },
+        other => PageError::bad(
+            "Unknown operation",
+            format!("{other:?} is not create or revoke"),
+        )
+        .into_response(),
+    }
 }
 
 async fn audit(State(c): State<Arc<Console>>, admin: Admin) -> Response {
@@ -1277,4 +1430,21 @@ async fn audit(State(c): State<Arc<Console>>, admin: Admin) -> Response {
         .map(|e| (when(e.at), e.actor, e.action, e.detail))
         .collect();
     page(&admin, "audit", "admin/audit.html", None, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn token_domains_are_checked_normalized_and_named_when_wrong() {
+        assert_eq!(
+            token_domains("Corp.Example, branch.example\ncorp.example").unwrap(),
+            ["branch.example", "corp.example"]
+        );
+        let err = token_domains("corp.example, not a domain!").unwrap_err();
+        assert!(err.starts_with("domains: \"domain!\""), "{err}");
+        assert!(token_domains(" , ").unwrap_err().contains("at least one"));
+    }
 }
