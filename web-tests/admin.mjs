@@ -30,21 +30,6 @@ with smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s:
   execFileSync('python3', ['-c', py, SMTP_PORT]);
 }
 
-const RULE = `[[rule]]
-order = 5
-name = "Hold payroll"
-direction = "outbound"
-senders = ["*@corp.example"]
-
-[[rule.conditions]]
-on = "subject"
-keywords = ["payroll"]
-
-[[rule.actions]]
-do = "quarantine"
-area = "Payroll"
-`;
-
 const browser = await launch();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
@@ -93,16 +78,48 @@ try {
 
   await page.click('text=Policies');
   await page.waitForURL(/\/admin\/policy$/);
+  // The rule form: a number that is not one, then a quarantine with no area, are refused
+  // naming the field, and what was typed stays.
   await page.click('#new-rule');
-  await page.fill('#text', 'order = "five"');
+  await page.fill('#order', 'five');
+  await page.fill('#name', 'Hold payroll');
+  await page.selectOption('#direction', 'outbound');
+  await page.fill('#senders', '*@corp.example');
+  await page.selectOption('#c0-on', 'subject');
+  await page.fill('#c0-keywords', 'payroll');
+  await page.selectOption('#a0-do', 'quarantine');
+  await page.fill('#a0-area', '');
   await page.click('#save');
-  check(await page.isVisible('#error'), 'an invalid rule is refused with the reason');
-  await page.fill('#text', RULE);
+  await page.waitForSelector('#error');
+  check((await page.textContent('#error')).includes('order: "five" is not a whole number'), 'a wrong order number is refused naming it');
+  check(await page.inputValue('#name') === 'Hold payroll' && await page.inputValue('#c0-keywords') === 'payroll', 'the values typed are kept');
+  await page.fill('#order', '5');
+  await page.click('#save');
+  await page.waitForSelector('#error');
+  check((await page.textContent('#error')).includes('area'), 'a quarantine without an area is refused naming the field');
+  await page.fill('#a0-area', 'Payroll');
+  // A second action, in a row the form adds.
+  check(await page.locator('#a2-do').count() === 0, 'one unused action row to start with');
+  await page.click('#more');
+  await page.waitForSelector('#a2-do');
+  check(await page.inputValue('#a0-area') === 'Payroll', 'adding rows keeps what was typed');
+  await page.selectOption('#a1-do', 'add_header');
+  await page.fill('#a1-name', 'X-Held-For');
+  await page.fill('#a1-value', 'payroll review');
   await shot(page, 'admin-rule');
   await page.click('#save');
   await page.waitForURL(/\/admin\/policy\?done=/);
   check((await page.textContent('#rules')).includes('Hold payroll'), 'the new rule is listed');
   await shot(page, 'admin-policy');
+  // The same rule in the policy file's form, for those who prefer text.
+  await page.goto(`${BASE}/admin/policy/rule?order=5&text=1`);
+  const asText = await page.inputValue('#text');
+  check(asText.includes('area = "Payroll"') && asText.includes('name = "X-Held-For"') && asText.includes('keywords = ["payroll"]'),
+    'the rule made in the form reads back as text');
+  await page.fill('#text', 'order = "five"');
+  await page.click('#save');
+  check(await page.isVisible('#error'), 'an invalid rule text is refused with the reason');
+  await page.goto(`${BASE}/admin/policy`);
 
   sendMail();
   await page.click('text=Quarantine');

@@ -343,17 +343,8 @@ pub fn overridden(data_dir: &Path) -> Result<Vec<String>> {
 fn form_value(v: Option<&Value>) -> String {
     match v {
         None => String::new(),
-        Some(Value::String(s)) => s.clone(),
         Some(Value::Boolean(b)) => if *b { "on" } else { "" }.to_string(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Some(other) => other.to_string(),
+        Some(other) => web::config_form::value_text(other),
     }
 }
 

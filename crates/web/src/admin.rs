@@ -24,6 +24,7 @@ use crate::Gateway;
 use crate::components::{self, Report};
 use crate::config_form::{SaveError, Section, refill};
 use crate::page::{PageError, Posted, render, render_with};
+use crate::rule_form::{self, RuleForm};
 use crate::security::{self, CookieRules, same_secret};
 use crate::sessions::Sessions;
 
@@ -149,6 +150,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/status", get(status))
         .route("/admin/policy", get(policy_page))
         .route("/admin/policy/rule", get(rule_page).post(save_rule))
+        .route("/admin/policy/rule/form", post(save_rule_form))
         .route("/admin/policy/change", post(change_rule))
         .route("/admin/quarantine", get(quarantine))
         .route("/admin/quarantine/act", post(quarantine_act))
@@ -588,6 +590,44 @@ area = "Review"
 #[derive(Deserialize)]
 struct RuleQuery {
     order: Option<u32>,
+    /// Show the policy file's text rather than the form.
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The rule form page: the rule, and the names its fields may use.
+#[derive(Serialize)]
+struct RuleFormPage {
+    original: Option<u32>,
+    form: RuleForm,
+    targets: &'static [(&'static str, &'static str)],
+    actions: &'static [(&'static str, &'static str)],
+    builtins: Vec<&'static str>,
+    lists: Vec<String>,
+    templates: Vec<String>,
+}
+
+impl RuleFormPage {
+    fn new(policy: &Policy, original: Option<u32>, form: RuleForm) -> Self {
+        RuleFormPage {
+            original,
+            form,
+            targets: rule_form::TARGETS,
+            actions: rule_form::ACTIONS,
+            builtins: policy::detect::Builtin::ALL
+                .iter()
+                .map(|b| b.name())
+                .collect(),
+            lists: policy.lists.iter().map(|l| l.name.clone()).collect(),
+            templates: policy::templates::NAMES
+                .iter()
+                .map(|n| (*n).to_string())
+                .chain(policy.templates.keys().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -605,26 +645,42 @@ async fn rule_page(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let text = match q.order {
+    let rule = match q.order {
         Some(o) => match policy.rules.iter().find(|r| r.order == o) {
-            Some(r) => rule_toml(r),
+            Some(r) => r.clone(),
             None => {
                 return PageError::not_found(format!("There is no rule {o}."))
                     .back("/admin/policy")
                     .into_response();
             }
         },
-        None => NEW_RULE.to_string(),
+        None => match Policy::from_toml(NEW_RULE) {
+            Ok(p) if !p.rules.is_empty() => p.rules[0].clone(),
+            _ => {
+                return PageError::internal("The new rule's model does not parse", "NEW_RULE")
+                    .into_response();
+            }
+        },
     };
+    if q.text.is_some() {
+        return page(
+            &admin,
+            "policy",
+            "admin/rule.html",
+            None,
+            RulePage {
+                original: q.order,
+                text: rule_toml(&rule),
+            },
+        );
+    }
+    let form = RuleForm::from_rule(&rule).with_blank_rows(1);
     page(
         &admin,
         "policy",
-        "admin/rule.html",
+        "admin/rule_form.html",
         None,
-        RulePage {
-            original: q.order,
-            text,
-        },
+        RuleFormPage::new(&policy, q.order, form),
     )
 }
 
@@ -658,7 +714,7 @@ fn saved(version: i64) -> Response {
 }
 
 #[derive(Deserialize)]
-struct RuleForm {
+struct RuleText {
     csrf: String,
     #[serde(default)]
     original: Option<String>,
@@ -668,7 +724,7 @@ struct RuleForm {
 async fn save_rule(
     State(c): State<Arc<Console>>,
     admin: Admin,
-    Posted(form): Posted<RuleForm>,
+    Posted(form): Posted<RuleText>,
 ) -> Response {
     if let Err(r) = admin.check(&form.csrf) {
         return r;
@@ -696,18 +752,30 @@ async fn save_rule(
         Ok(_) => return again("give exactly one [[rule]] and nothing else".into()),
         Err(e) => return again(e.to_string()),
     };
-    let (mut policy, _) = match current_policy(&c).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+    match put_rule(&c, &admin, original, edited).await {
+        Ok(Ok(v)) => saved(v),
+        Ok(Err(e)) => again(e),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Puts `edited` in the policy in place of rule `original` (none: added), checks the whole
+/// policy and stores it. The inner error is the administrator's to correct.
+async fn put_rule(
+    c: &Console,
+    admin: &Admin,
+    original: Option<u32>,
+    edited: Rule,
+) -> Result<Result<i64, String>, PageError> {
+    let (mut policy, _) = current_policy(c).await?;
     if let Some(o) = original {
         policy.rules.retain(|r| r.order != o);
     }
     if policy.rules.iter().any(|r| r.order == edited.order) {
-        return again(format!(
+        return Ok(Err(format!(
             "rule {}: order: another rule has order {}; choose a free number",
             edited.order, edited.order
-        ));
+        )));
     }
     let what = match original {
         Some(o) => format!("rule {o} edited as {} {:?}", edited.order, edited.name),
@@ -715,9 +783,66 @@ async fn save_rule(
     };
     policy.rules.push(edited);
     policy.rules.sort_by_key(|r| r.order);
-    match store_policy(&c, &admin, &policy, &what).await {
-        Ok(v) => saved(v),
-        Err(e) => again(e),
+    Ok(store_policy(c, admin, &policy, &what).await)
+}
+
+/// The rule form posted: saved, or (`more`) shown again with more rows.
+async fn save_rule_form(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+    Posted(fields): Posted<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(String::new(), |(_, v)| v.clone())
+    };
+    if let Err(r) = admin.check(&field("csrf")) {
+        return r;
+    }
+    let original: Option<u32> = field("original").parse().ok();
+    let form = RuleForm::from_posted(&fields);
+    let (policy, _) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let again = |status: StatusCode, error: Option<String>, form: RuleForm| {
+        render_with(
+            status,
+            "admin/rule_form.html",
+            Frame {
+                me: &admin.name,
+                csrf: &admin.csrf,
+                here: "policy",
+                notice: None,
+                error,
+                page: RuleFormPage::new(&policy, original, form.with_blank_rows(1)),
+            },
+        )
+    };
+    if !field("more").is_empty() {
+        return again(StatusCode::OK, None, form.with_blank_rows(1));
+    }
+    let text = match form.to_toml() {
+        Ok(t) => t,
+        Err(e) => return again(StatusCode::UNPROCESSABLE_ENTITY, Some(e), form),
+    };
+    let edited = match Policy::from_toml(&text) {
+        Ok(p) if p.rules.len() == 1 => p.rules[0].clone(),
+        Ok(_) => {
+            return again(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("the form did not make one rule".into()),
+                form,
+            );
+        }
+        Err(e) => return again(StatusCode::UNPROCESSABLE_ENTITY, Some(e.to_string()), form),
+    };
+    match put_rule(&c, &admin, original, edited).await {
+        Ok(Ok(v)) => saved(v),
+        Ok(Err(e)) => again(StatusCode::UNPROCESSABLE_ENTITY, Some(e), form),
+        Err(e) => e.into_response(),
     }
 }
 

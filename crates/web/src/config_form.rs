@@ -97,3 +97,20 @@ pub fn refill(sections: &mut [Section], form: &[(String, String)]) {
         };
     }
 }
+
+/// A configuration or policy value as a form field shows it: text as it is, a list one item per
+/// line, anything else as TOML writes it.
+pub fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}

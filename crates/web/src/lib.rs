@@ -18,6 +18,7 @@ pub mod config_form;
 pub mod page;
 pub mod reader;
 pub mod render;
+pub mod rule_form;
 pub mod security;
 pub mod sessions;
 

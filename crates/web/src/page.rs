@@ -53,6 +53,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/admin/rule.html"),
     ),
     (
+        "admin/delete_rule.html",
+        include_str!("../templates/admin/delete_rule.html"),
+    ),
+    (
+        "admin/rule_form.html",
+        include_str!("../templates/admin/rule_form.html"),
+    ),
+    (
         "admin/quarantine.html",
         include_str!("../templates/admin/quarantine.html"),
     ),
