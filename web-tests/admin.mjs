@@ -111,6 +111,10 @@ try {
   await page.waitForURL(/\/admin\/policy\?done=/);
   check((await page.textContent('#rules')).includes('Hold payroll'), 'the new rule is listed');
   await shot(page, 'admin-policy');
+  // Rules are named by order numbers: a page made before the policy changed may not change it.
+  const csrf = await page.locator('input[name=csrf]').first().inputValue();
+  const stale = await page.request.post(`${BASE}/admin/policy/change`, { form: { csrf, order: '5', change: 'disable', version: '0' } });
+  check(stale.status() === 409, 'a change from a page older than the policy is refused (409)');
   // The same rule in the policy file's form, for those who prefer text.
   await page.goto(`${BASE}/admin/policy/rule?order=5&text=1`);
   const asText = await page.inputValue('#text');

@@ -489,6 +489,23 @@ async fn current_policy(c: &Console) -> Result<(Policy, i64), PageError> {
     }
 }
 
+/// Whether a form made from policy version `posted` may change the policy now at `current`:
+/// rules are named by order numbers, which another change may have moved.
+fn stale_policy(posted: &str, current: i64) -> Option<Response> {
+    if posted.trim().parse::<i64>().ok() == Some(current) {
+        return None;
+    }
+    Some(
+        PageError::new(
+            StatusCode::CONFLICT,
+            "The policy has changed",
+            "The policy was changed since this page was loaded (by another administrator, or an import), so nothing was changed. Open the policy again and make your change there.",
+        )
+        .back("/admin/policy")
+        .into_response(),
+    )
+}
+
 #[derive(Serialize)]
 struct RuleRow {
     order: u32,
@@ -599,6 +616,8 @@ struct RuleQuery {
 #[derive(Serialize)]
 struct RuleFormPage {
     original: Option<u32>,
+    /// The policy version the page was made from.
+    version: i64,
     form: RuleForm,
     targets: &'static [(&'static str, &'static str)],
     actions: &'static [(&'static str, &'static str)],
@@ -608,9 +627,10 @@ struct RuleFormPage {
 }
 
 impl RuleFormPage {
-    fn new(policy: &Policy, original: Option<u32>, form: RuleForm) -> Self {
+    fn new(policy: &Policy, version: i64, original: Option<u32>, form: RuleForm) -> Self {
         RuleFormPage {
             original,
+            version,
             form,
             targets: rule_form::TARGETS,
             actions: rule_form::ACTIONS,
@@ -634,6 +654,8 @@ impl RuleFormPage {
 struct RulePage {
     original: Option<u32>,
     text: String,
+    /// The policy version the page was made from.
+    version: i64,
 }
 
 async fn rule_page(
@@ -641,7 +663,7 @@ async fn rule_page(
     admin: Admin,
     Query(q): Query<RuleQuery>,
 ) -> Response {
-    let (policy, _) = match current_policy(&c).await {
+    let (policy, version) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -671,6 +693,7 @@ async fn rule_page(
             RulePage {
                 original: q.order,
                 text: rule_toml(&rule),
+                version,
             },
         );
     }
@@ -680,7 +703,7 @@ async fn rule_page(
         "policy",
         "admin/rule_form.html",
         None,
-        RuleFormPage::new(&policy, q.order, form),
+        RuleFormPage::new(&policy, version, q.order, form),
     )
 }
 
@@ -719,6 +742,8 @@ struct RuleText {
     #[serde(default)]
     original: Option<String>,
     text: String,
+    #[serde(default)]
+    version: String,
 }
 
 async fn save_rule(
@@ -730,6 +755,13 @@ async fn save_rule(
         return r;
     }
     let original: Option<u32> = form.original.as_deref().and_then(|o| o.parse().ok());
+    let (policy, version) = match current_policy(&c).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(stale) = stale_policy(&form.version, version) {
+        return stale;
+    }
     let again = |error: String| {
         render_with(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -743,19 +775,36 @@ async fn save_rule(
                 page: RulePage {
                     original,
                     text: form.text.clone(),
+                    version,
                 },
             },
         )
     };
-    let edited = match Policy::from_toml(&form.text) {
-        Ok(p) if p.rules.len() == 1 && p.lists.is_empty() => p.rules[0].clone(),
-        Ok(_) => return again("give exactly one [[rule]] and nothing else".into()),
-        Err(e) => return again(e.to_string()),
+    // One [[rule]] and nothing else, checked in the policy in force (its lists, templates).
+    let mut file: toml::Table = match toml::from_str(&form.text) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = e.to_string();
+            return again(format!(
+                "policy: syntax: {}",
+                why.lines().last().unwrap_or_default()
+            ));
+        }
     };
-    match put_rule(&c, &admin, original, edited).await {
-        Ok(Ok(v)) => saved(v),
-        Ok(Err(e)) => again(e),
-        Err(e) => e.into_response(),
+    let rule = match (file.remove("rule"), file.is_empty()) {
+        (Some(toml::Value::Array(mut rules)), true) if rules.len() == 1 => rules.remove(0),
+        _ => return again("give exactly one [[rule]] and nothing else".into()),
+    };
+    let toml::Value::Table(rule) = rule else {
+        return again("give exactly one [[rule]] and nothing else".into());
+    };
+    let edited = match rule_form::check_in(&policy, rule) {
+        Ok(r) => r,
+        Err(e) => return again(e),
+    };
+    match put_rule(&c, &admin, policy, original, edited).await {
+        Ok(v) => saved(v),
+        Err(e) => again(e),
     }
 }
 
@@ -764,18 +813,18 @@ async fn save_rule(
 async fn put_rule(
     c: &Console,
     admin: &Admin,
+    mut policy: Policy,
     original: Option<u32>,
     edited: Rule,
-) -> Result<Result<i64, String>, PageError> {
-    let (mut policy, _) = current_policy(c).await?;
+) -> Result<i64, String> {
     if let Some(o) = original {
         policy.rules.retain(|r| r.order != o);
     }
     if policy.rules.iter().any(|r| r.order == edited.order) {
-        return Ok(Err(format!(
+        return Err(format!(
             "rule {}: order: another rule has order {}; choose a free number",
             edited.order, edited.order
-        )));
+        ));
     }
     let what = match original {
         Some(o) => format!("rule {o} edited as {} {:?}", edited.order, edited.name),
@@ -783,7 +832,7 @@ async fn put_rule(
     };
     policy.rules.push(edited);
     policy.rules.sort_by_key(|r| r.order);
-    Ok(store_policy(c, admin, &policy, &what).await)
+    store_policy(c, admin, &policy, &what).await
 }
 
 /// The rule form posted: saved, or (`more`) shown again with more rows.
@@ -802,10 +851,16 @@ async fn save_rule_form(
         return r;
     }
     let original: Option<u32> = field("original").parse().ok();
-    let form = RuleForm::from_posted(&fields);
-    let (policy, _) = match current_policy(&c).await {
+    let (policy, version) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
+    };
+    if let Some(stale) = stale_policy(&field("version"), version) {
+        return stale;
+    }
+    let form = match RuleForm::from_posted(&fields) {
+        Ok(f) => f,
+        Err(e) => return PageError::bad("This rule is too large", e).into_response(),
     };
     let again = |status: StatusCode, error: Option<String>, form: RuleForm| {
         render_with(
@@ -817,32 +872,23 @@ async fn save_rule_form(
                 here: "policy",
                 notice: None,
                 error,
-                page: RuleFormPage::new(&policy, original, form.with_blank_rows(1)),
+                page: RuleFormPage::new(&policy, version, original, form.with_blank_rows(1)),
             },
         )
     };
     if !field("more").is_empty() {
         return again(StatusCode::OK, None, form.with_blank_rows(1));
     }
-    let text = match form.to_toml() {
-        Ok(t) => t,
+    let edited = match form
+        .to_table()
+        .and_then(|rule| rule_form::check_in(&policy, rule))
+    {
+        Ok(r) => r,
         Err(e) => return again(StatusCode::UNPROCESSABLE_ENTITY, Some(e), form),
     };
-    let edited = match Policy::from_toml(&text) {
-        Ok(p) if p.rules.len() == 1 => p.rules[0].clone(),
-        Ok(_) => {
-            return again(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("the form did not make one rule".into()),
-                form,
-            );
-        }
-        Err(e) => return again(StatusCode::UNPROCESSABLE_ENTITY, Some(e.to_string()), form),
-    };
-    match put_rule(&c, &admin, original, edited).await {
-        Ok(Ok(v)) => saved(v),
-        Ok(Err(e)) => again(StatusCode::UNPROCESSABLE_ENTITY, Some(e), form),
-        Err(e) => e.into_response(),
+    match put_rule(&c, &admin, policy.clone(), original, edited).await {
+        Ok(v) => saved(v),
+        Err(e) => again(StatusCode::UNPROCESSABLE_ENTITY, Some(e), form),
     }
 }
 
@@ -852,6 +898,9 @@ struct ChangeForm {
     order: u32,
     /// enable, disable, up, down, delete
     change: String,
+    /// The policy version the page was made from.
+    #[serde(default)]
+    version: String,
 }
 
 async fn change_rule(
@@ -862,10 +911,13 @@ async fn change_rule(
     if let Err(r) = admin.check(&form.csrf) {
         return r;
     }
-    let (mut policy, _) = match current_policy(&c).await {
+    let (mut policy, version) = match current_policy(&c).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if let Some(stale) = stale_policy(&form.version, version) {
+        return stale;
+    }
     let Some(i) = policy.rules.iter().position(|r| r.order == form.order) else {
         return PageError::not_found(format!("There is no rule {}.", form.order))
             .back("/admin/policy")

@@ -2,7 +2,7 @@
 //! policy file's `[[rule]]`. Going through the file's form keeps one set of names and one
 //! validation (the policy crate's) for the console, the CLI and imported files.
 
-use policy::Rule;
+use policy::{Policy, Rule};
 use serde::Serialize;
 use toml::{Table, Value};
 
@@ -133,6 +133,39 @@ fn lines(s: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Lines kept as typed (a keyword's spaces are part of what it matches); empty ones dropped.
+fn raw_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Value::String(l.to_string()))
+        .collect()
+}
+
+fn put_raw_lines(t: &mut Table, key: &str, s: &str) {
+    let l = raw_lines(s);
+    if !l.is_empty() {
+        t.insert(key.into(), Value::Array(l));
+    }
+}
+
+/// Most rows of each kind a posted rule may have.
+pub const MAX_ROWS: usize = 200;
+
+/// Checks a rule (the policy file's `[[rule]]` table) as part of `policy`, whose lists and
+/// templates it may name, as an import would check it.
+pub fn check_in(policy: &Policy, rule: Table) -> Result<Rule, String> {
+    let mut file: Table = toml::from_str(&policy.to_toml())
+        .map_err(|e| format!("the policy in force cannot be read: {e}"))?;
+    file.insert("rule".into(), Value::Array(vec![Value::Table(rule)]));
+    let text = toml::to_string(&file).map_err(|e| format!("the rule cannot be written: {e}"))?;
+    let checked = Policy::from_toml(&text).map_err(|e| e.to_string())?;
+    checked
+        .rules
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the form did not make a rule".to_string())
+}
+
 fn put_text(t: &mut Table, key: &str, s: &str) {
     let s = s.trim();
     if !s.is_empty() {
@@ -211,7 +244,7 @@ impl RuleForm {
 
     /// A posted form: fields by name, rows as `c<N>.<field>` and `a<N>.<field>`; a row
     /// ticked `remove` is left out.
-    pub fn from_posted(form: &[(String, String)]) -> RuleForm {
+    pub fn from_posted(form: &[(String, String)]) -> Result<RuleForm, String> {
         let get = |key: &str| {
             form.iter()
                 .find(|(k, _)| k == key)
@@ -224,10 +257,14 @@ impl RuleForm {
                     let (row, _) = k.strip_prefix(prefix)?.split_once('.')?;
                     row.parse::<usize>().ok()
                 })
-                .filter(|n| *n < 100)
                 .max()
                 .map_or(0, |n| n + 1)
         };
+        if rows('c') > MAX_ROWS || rows('a') > MAX_ROWS {
+            return Err(format!(
+                "a rule has at most {MAX_ROWS} conditions and {MAX_ROWS} actions"
+            ));
+        }
         let conditions = (0..rows('c'))
             .filter(|i| !on(&format!("c{i}.remove")))
             .map(|i| {
@@ -266,7 +303,7 @@ impl RuleForm {
             })
             .filter(|a| !a.kind.is_empty())
             .collect();
-        RuleForm {
+        Ok(RuleForm {
             order: get("order"),
             name: get("name"),
             enabled: on("enabled"),
@@ -276,7 +313,7 @@ impl RuleForm {
             match_: get("match"),
             conditions,
             actions,
-        }
+        })
     }
 
     /// The form with `n` unused rows of each kind at the end, for adding.
@@ -288,9 +325,20 @@ impl RuleForm {
         self
     }
 
-    /// The rule in the policy file's form, for the policy crate to check. Numbers that are
-    /// not numbers are named here; everything else is the policy's to judge.
+    /// The rule as one `[[rule]]` of a policy file.
     pub fn to_toml(&self) -> Result<String, String> {
+        let mut file = Table::new();
+        file.insert(
+            "rule".into(),
+            Value::Array(vec![Value::Table(self.to_table()?)]),
+        );
+        toml::to_string(&file).map_err(|e| format!("the rule cannot be written: {e}"))
+    }
+
+    /// The rule's table in the policy file's form, for the policy crate to check
+    /// ([`check_in`]). Numbers that are not numbers are named here; everything else is the
+    /// policy's to judge.
+    pub fn to_table(&self) -> Result<Table, String> {
         let mut rule = Table::new();
         put_number(&mut rule, "order", &self.order, "")?;
         if !rule.contains_key("order") {
@@ -309,11 +357,11 @@ impl RuleForm {
             put_text(&mut t, "on", &c.on);
             put_text(&mut t, "header", &c.header);
             put_text(&mut t, "list", &c.list);
-            put_lines(&mut t, "keywords", &c.keywords);
+            put_raw_lines(&mut t, "keywords", &c.keywords);
             if c.case_sensitive {
                 t.insert("case_sensitive".into(), Value::Boolean(true));
             }
-            put_lines(&mut t, "regex", &c.regex);
+            put_raw_lines(&mut t, "regex", &c.regex);
             put_lines(&mut t, "builtin", &c.builtin);
             put_number(&mut t, "threshold", &c.threshold, &place)?;
             put_number(&mut t, "min", &c.min, &place)?;
@@ -357,9 +405,7 @@ impl RuleForm {
             actions.push(Value::Table(t));
         }
         rule.insert("actions".into(), Value::Array(actions));
-        let mut file = Table::new();
-        file.insert("rule".into(), Value::Array(vec![Value::Table(rule)]));
-        toml::to_string(&file).map_err(|e| format!("the rule cannot be written: {e}"))
+        Ok(rule)
     }
 }
 
@@ -367,7 +413,6 @@ impl RuleForm {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use policy::Policy;
 
     const EVERYTHING: &str = r#"
 [[list]]
@@ -386,7 +431,7 @@ match = "any"
 [[rule.conditions]]
 on = "header"
 header = "X-Class"
-keywords = ["secret", "top secret"]
+keywords = ["secret", " PO "]
 case_sensitive = true
 
 [[rule.conditions]]
@@ -485,10 +530,10 @@ port = 2525
         out
     }
 
+    /// The rule the form makes, checked in the policy of [`EVERYTHING`] (its list).
     fn rule_of(form: &RuleForm) -> Rule {
-        let text = form.to_toml().unwrap();
-        let lists = "[[list]]\nname = \"projects\"\nkeywords = [\"bluebird\"]\n\n";
-        first_rule(&format!("{lists}{text}"))
+        let policy = Policy::from_toml(EVERYTHING).unwrap();
+        check_in(&policy, form.to_table().unwrap()).unwrap()
     }
 
     #[test]
@@ -499,9 +544,38 @@ port = 2525
         assert_eq!(form.conditions[1].list, "projects");
         assert_eq!(form.actions[4].port, "2525");
         // Posted as a browser posts it: blank rows, CRLF in text areas.
-        let back = RuleForm::from_posted(&posted(&form));
+        let back = RuleForm::from_posted(&posted(&form)).unwrap();
         assert_eq!(back.conditions.len(), 4, "blank rows are dropped");
-        assert_eq!(rule_of(&back), rule);
+        let again = rule_of(&back);
+        assert_eq!(again, rule);
+        assert_eq!(
+            again.conditions[0].keywords,
+            ["secret", " PO "],
+            "a keyword's spaces are kept"
+        );
+    }
+
+    #[test]
+    fn a_rule_naming_a_list_or_template_is_checked_in_the_policy_that_has_them() {
+        let form = RuleForm::from_rule(&first_rule(EVERYTHING));
+        let without = Policy::default_policy().unwrap();
+        let err = check_in(&without, form.to_table().unwrap()).unwrap_err();
+        assert!(err.contains("projects"), "{err}");
+        let with = Policy::from_toml(EVERYTHING).unwrap();
+        assert_eq!(
+            check_in(&with, form.to_table().unwrap()).unwrap().name,
+            "Everything a rule can say"
+        );
+    }
+
+    #[test]
+    fn more_rows_than_a_rule_may_have_are_refused_not_cut() {
+        let fields = vec![(format!("a{MAX_ROWS}.do"), "delete".to_string())];
+        assert!(
+            RuleForm::from_posted(&fields)
+                .unwrap_err()
+                .contains("at most")
+        );
     }
 
     #[test]
@@ -511,12 +585,20 @@ port = 2525
         fields.push(("c0.remove".into(), "on".into()));
         fields.push(("a1.remove".into(), "on".into()));
         // Typed for a hand-off, then switched to archive: the host is not the archive's.
-        fields.push(("a3.host".into(), "ignored.example".into()));
-        let edited = rule_of(&RuleForm::from_posted(&fields));
+        for (k, v) in &mut fields {
+            if k == "a3.host" {
+                *v = "ignored.example".into();
+            }
+        }
+        let edited = rule_of(&RuleForm::from_posted(&fields).unwrap());
         assert_eq!(edited.conditions.len(), 3);
         assert_eq!(edited.conditions[0], rule.conditions[1]);
         assert_eq!(edited.actions.len(), 4);
         assert_eq!(edited.actions[1], rule.actions[2]);
+        assert_eq!(
+            edited.actions[2], rule.actions[3],
+            "the archive has no host"
+        );
     }
 
     #[test]
