@@ -352,7 +352,17 @@ impl Pipeline {
     }
 
     /// Runs the policy loop until `stop` turns true. [`Pipeline::maintain`] runs beside it.
+    /// Only one runs at a time: it first takes back what an earlier run, which failed, had
+    /// claimed.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        match self.queue.release_all_processing().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                messages = n,
+                "processing again what a failed run had claimed"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot take back what a failed run had claimed"),
+        }
         loop {
             if *stop.borrow() {
                 break;

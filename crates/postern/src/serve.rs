@@ -305,24 +305,27 @@ async fn start_mail(
         "applies the policy, encrypts, decrypts and signs",
         pipeline.beat.clone(),
     ));
+    let (p, s) = (pipeline.clone(), stop.clone());
     tasks.push(Box::pin(
-        watched.watch(pipeline.clone().run(stop.clone()), stop.clone()),
+        watched.supervise(move || p.clone().run(s.clone()), stop.clone()),
     ));
     let watched = components.add(web::components::Component::with_beat(
         "Maintenance",
         "retries the errored queue, expires quarantine and kept messages, prefetches keys",
         pipeline.maintenance_beat.clone(),
     ));
+    let (p, s) = (pipeline.clone(), stop.clone());
     tasks.push(Box::pin(
-        watched.watch(pipeline.clone().maintain(stop.clone()), stop.clone()),
+        watched.supervise(move || p.clone().maintain(s.clone()), stop.clone()),
     ));
     let watched = components.add(web::components::Component::with_beat(
         "Delivery",
         "delivers to the next hops",
         deliverer.beat.clone(),
     ));
+    let (d, s) = (deliverer.clone(), stop.clone());
     tasks.push(Box::pin(
-        watched.watch(deliverer.clone().run(stop.clone()), stop.clone()),
+        watched.supervise(move || d.clone().run(s.clone()), stop.clone()),
     ));
     let render_queue = queue.clone();
     let router = axum::Router::new().route(

@@ -1010,6 +1010,15 @@ impl Queue {
         Ok(finished)
     }
 
+    /// Returns every message claimed for processing to `received`: for a policy loop that
+    /// starts again after a failure, while no other loop runs. Gives the number.
+    pub async fn release_all_processing(&self) -> Result<u64, QueueError> {
+        let done = sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Returns messages claimed for processing to `received`, so that they are processed
     /// again (the decision could not be recorded).
     pub async fn release(&self, ids: &[String]) -> Result<(), QueueError> {

@@ -20,6 +20,8 @@ pub struct Component {
     detail: String,
     /// Why it stopped, once it has.
     ended: Mutex<Option<String>>,
+    /// Restarts after a failure, and the last failure (when, why).
+    restarts: Mutex<(u64, Option<(u64, String)>)>,
     /// When its loop last came round (Unix seconds), if it has a loop.
     beat: Option<Arc<AtomicU64>>,
 }
@@ -54,6 +56,7 @@ impl Component {
             name: name.into(),
             detail: detail.into(),
             ended: Mutex::new(None),
+            restarts: Mutex::new((0, None)),
             beat: None,
         })
     }
@@ -68,6 +71,7 @@ impl Component {
             name: name.into(),
             detail: detail.into(),
             ended: Mutex::new(None),
+            restarts: Mutex::new((0, None)),
             beat: Some(beat),
         })
     }
@@ -98,6 +102,62 @@ impl Component {
             }
         };
         self.end(why);
+    }
+
+    /// Runs the task `make` makes, and makes and runs it again when it fails or ends before
+    /// `stop` (after 1 s, doubling to a minute while failures follow each other), as Postfix's
+    /// master restarts a failed service. Mail is in the queue, so a fresh loop takes it up.
+    pub async fn supervise<F, Fut>(
+        self: Arc<Self>,
+        mut make: F,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut backoff = 1u64;
+        loop {
+            let started = store::queue::now();
+            let outcome = tokio::spawn(make()).await;
+            if *stop.borrow() {
+                self.end("shut down".into());
+                return;
+            }
+            let why = match outcome {
+                Ok(()) => "it ended unexpectedly",
+                Err(e) if e.is_panic() => "an internal error",
+                Err(_) => "it was cancelled",
+            };
+            let now = store::queue::now();
+            // A run that lasted a while starts the backoff again.
+            if now.saturating_sub(started) >= STALL_SECS {
+                backoff = 1;
+            }
+            tracing::error!(component = %self.name, "failed ({why}); restarting in {backoff} s");
+            match self.restarts.lock() {
+                Ok(mut r) => *r = (r.0 + 1, Some((now, why.to_string()))),
+                Err(poisoned) => {
+                    let mut r = poisoned.into_inner();
+                    *r = (r.0 + 1, Some((now, why.to_string())));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(backoff)) => {}
+                _ = stop.changed() => {
+                    self.end("shut down".into());
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(60);
+        }
+    }
+
+    /// How many times it was restarted.
+    pub fn restarts(&self) -> u64 {
+        match self.restarts.lock() {
+            Ok(r) => r.0,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
     }
 
     fn end(&self, why: String) {
@@ -131,6 +191,17 @@ impl Component {
                 }
             }
             (None, None) => (State::Running, self.detail.clone()),
+        };
+        let (restarts, last) = match self.restarts.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let detail = match last {
+            Some((at, why)) if state != State::Stopped => format!(
+                "{detail}; restarted {restarts} time(s), last {} min ago after {why} (see the log)",
+                now.saturating_sub(at) / 60
+            ),
+            _ => detail,
         };
         Report {
             name: self.name.clone(),
@@ -170,18 +241,34 @@ impl Components {
         let mut text = String::from(
             "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
         );
-        for r in self.reports(now) {
-            let name: String = r
-                .name
+        let list = match self.list.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let label = |c: &Component| -> String {
+            c.name
                 .chars()
                 .map(|c| match c {
                     '"' | '\\' | '\n' => '_',
                     c => c,
                 })
-                .collect();
+                .collect()
+        };
+        for c in &list {
             text.push_str(&format!(
-                "postern_component_up{{component=\"{name}\"}} {}\n",
-                u8::from(r.state == State::Running)
+                "postern_component_up{{component=\"{}\"}} {}\n",
+                label(c),
+                u8::from(c.report(now).state == State::Running)
+            ));
+        }
+        text.push_str(
+            "# HELP postern_component_restarts_total Restarts of a component after a failure.\n# TYPE postern_component_restarts_total counter\n",
+        );
+        for c in &list {
+            text.push_str(&format!(
+                "postern_component_restarts_total{{component=\"{}\"}} {}\n",
+                label(c),
+                c.restarts()
             ));
         }
         text
@@ -240,6 +327,49 @@ mod tests {
 
         let metrics = all.metrics(now);
         assert!(metrics.contains("postern_component_up{component=\"Panics\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_supervised_task_that_fails_is_started_again_and_says_so() {
+        let all = Components::default();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let runs = Arc::new(AtomicU64::new(0));
+        let c = all.add(Component::new("Delivery", "delivers"));
+        let counted = runs.clone();
+        let task_stop = stop.clone();
+        let supervisor = tokio::spawn(c.clone().supervise(
+            move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst);
+                let mut stop = task_stop.clone();
+                async move {
+                    if run == 0 {
+                        panic!("a bug on the first run");
+                    }
+                    // Runs until the shutdown, as the gateway's loops do.
+                    let _ = stop.changed().await;
+                }
+            },
+            stop,
+        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "not restarted");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = state_of(&all, "Delivery", store::queue::now());
+        assert_eq!(r.state, State::Running);
+        assert!(r.detail.contains("restarted 1 time(s)"), "{}", r.detail);
+        assert!(r.detail.contains("an internal error"), "{}", r.detail);
+        assert!(
+            all.metrics(store::queue::now())
+                .contains("postern_component_restarts_total{component=\"Delivery\"} 1")
+        );
+        stop_tx.send(true).unwrap();
+        supervisor.await.unwrap();
+        assert_eq!(
+            state_of(&all, "Delivery", store::queue::now()).state,
+            State::Stopped
+        );
     }
 
     #[test]
