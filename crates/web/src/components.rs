@@ -1,8 +1,10 @@
 //! The gateway's background tasks as the status page and `/metrics` see them: running,
 //! stopped (and why), or stalled (its loop has not come round for too long).
 //!
-//! `serve` wraps each task with [`Component::watch`] and hands its loop's heartbeat, so that
-//! the console reports what the process is doing rather than what it was told to do.
+//! `serve` runs each task under [`Component::watch`] (the SMTP listeners) or
+//! [`Component::supervise`] (the loops, restarted when they fail) and hands its loop's
+//! heartbeat, so that the console reports what the process is doing rather than what it was
+//! told to do.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,12 @@ use serde::Serialize;
 
 /// A loop that has not come round for this long (seconds) is reported as stalled. Long enough
 /// for a large batch behind a slow key server; short enough to be seen before users complain.
+/// A supervised loop that failed within this long is reported as stalled too.
 pub const STALL_SECS: u64 = 300;
+
+/// Failures in a row (each run shorter than [`STALL_SECS`]) after which a supervised loop is
+/// left stopped: a fault that comes back at once is not retried for ever.
+pub const FAILURES_IN_A_ROW: u32 = 5;
 
 /// One background task of the gateway.
 pub struct Component {
@@ -116,6 +123,7 @@ impl Component {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut backoff = 1u64;
+        let mut in_a_row = 0u32;
         loop {
             let started = store::queue::now();
             let outcome = tokio::spawn(make()).await;
@@ -129,9 +137,18 @@ impl Component {
                 Err(_) => "it was cancelled",
             };
             let now = store::queue::now();
-            // A run that lasted a while starts the backoff again.
+            // A run that lasted a while starts the count and the backoff again.
             if now.saturating_sub(started) >= STALL_SECS {
                 backoff = 1;
+                in_a_row = 0;
+            }
+            in_a_row += 1;
+            if in_a_row >= FAILURES_IN_A_ROW {
+                tracing::error!(component = %self.name, "failed ({why}) {in_a_row} times in a row; not restarted");
+                self.end(format!(
+                    "failed {in_a_row} times in a row (last: {why}); see the log, and restart the gateway"
+                ));
+                return;
             }
             tracing::error!(component = %self.name, "failed ({why}); restarting in {backoff} s");
             match self.restarts.lock() {
@@ -196,12 +213,21 @@ impl Component {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let detail = match last {
-            Some((at, why)) if state != State::Stopped => format!(
-                "{detail}; restarted {restarts} time(s), last {} min ago after {why} (see the log)",
-                now.saturating_sub(at) / 60
-            ),
-            _ => detail,
+        let (state, detail) = match last {
+            Some((at, why)) if state != State::Stopped => {
+                let ago = now.saturating_sub(at);
+                let said = format!(
+                    "{detail}; restarted {restarts} time(s), last {} min ago after {why} (see the log)",
+                    ago / 60
+                );
+                // A loop that failed lately is not healthy, even if it runs again now.
+                if ago < STALL_SECS {
+                    (State::Stalled, said)
+                } else {
+                    (state, said)
+                }
+            }
+            _ => (state, detail),
         };
         Report {
             name: self.name.clone(),
@@ -356,10 +382,13 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "not restarted");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Running again, but shown as not healthy while the failure is recent.
         let r = state_of(&all, "Delivery", store::queue::now());
-        assert_eq!(r.state, State::Running);
+        assert_eq!(r.state, State::Stalled);
         assert!(r.detail.contains("restarted 1 time(s)"), "{}", r.detail);
         assert!(r.detail.contains("an internal error"), "{}", r.detail);
+        let later = state_of(&all, "Delivery", store::queue::now() + STALL_SECS);
+        assert_eq!(later.state, State::Running, "{}", later.detail);
         assert!(
             all.metrics(store::queue::now())
                 .contains("postern_component_restarts_total{component=\"Delivery\"} 1")
@@ -370,6 +399,32 @@ mod tests {
             state_of(&all, "Delivery", store::queue::now()).state,
             State::Stopped
         );
+    }
+
+    #[tokio::test]
+    async fn a_supervised_task_that_keeps_failing_is_left_stopped() {
+        let all = Components::default();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let runs = Arc::new(AtomicU64::new(0));
+        let c = all.add(Component::new("Policy", "decides"));
+        let counted = runs.clone();
+        // Backoffs 1 + 2 + 4 + 8 s before the fifth failure.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(40),
+            c.supervise(
+                move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async {}
+                },
+                stop,
+            ),
+        )
+        .await
+        .expect("gives up");
+        assert_eq!(runs.load(Ordering::SeqCst), u64::from(FAILURES_IN_A_ROW));
+        let r = state_of(&all, "Policy", store::queue::now());
+        assert_eq!(r.state, State::Stopped);
+        assert!(r.detail.contains("failed 5 times in a row"), "{}", r.detail);
     }
 
     #[test]
