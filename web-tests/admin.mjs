@@ -74,6 +74,8 @@ try {
     const row = page.locator('#components tr', { hasText: name });
     check((await row.count()) === 1 && (await row.locator('.pill').textContent()).trim() === 'running', `the status page shows ${name} running`);
   }
+  check((await page.locator('#components tr', { hasText: 'SMTP receiver, policy' }).textContent()).includes(`127.0.0.1:${SMTP_PORT}`),
+    'the SMTP receiver row names the address it listens on');
   await shot(page, 'admin-status');
 
   await page.click('text=Policies');

@@ -319,10 +319,6 @@ pub struct Located {
 /// True when the sealed message of `located` carries this gateway's mark: this gateway made
 /// the encrypted email it came in. Reads the sealed message through once.
 pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformError> {
-    let marked = |sealed: &[u8], mark: Option<&str>| {
-        let digest: [u8; 32] = sha2::Sha256::digest(sealed).into();
-        mark.is_some_and(|m| key.verify(&digest, m))
-    };
     match &located.sealed {
         Sealed::Stream(p) => {
             let mut r =
@@ -343,7 +339,10 @@ pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformErro
             let (_, mark) = mime::sealed_and_mark_from_mime(&std::fs::read(p)?)?;
             Ok(mark.is_some_and(|m| key.verify(&digest, &m)))
         }
-        Sealed::Whole(b, mark) => Ok(marked(b, mark.as_deref())),
+        Sealed::Whole(b, mark) => {
+            let digest: [u8; 32] = sha2::Sha256::digest(b).into();
+            Ok(mark.as_deref().is_some_and(|m| key.verify(&digest, m)))
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use toml::{Table, Value};
-use web::config_form::{Change, ConfigEditor, Field, Kind, SaveError, Section};
+use web::config_form::{Change, ConfigEditor, Field, Kind, SaveError, Section, posted};
 
 use crate::config::Config;
 use crate::files;
@@ -301,6 +301,14 @@ fn parse_table(table: &Table) -> Result<Config> {
 
 /// The configuration file (or the defaults), `data_dir` if given, then the console's changes.
 pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Config> {
+    load_reporting(file, data_dir).map(|(config, _)| config)
+}
+
+/// [`load`], and the keys `console.toml` set over the file (for the log and `config check`).
+pub fn load_reporting(
+    file: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<(Config, Vec<String>)> {
     let (base_table, base) = match file {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -326,17 +334,13 @@ pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Config> {
         })?
     };
     config.data_dir = dir;
-    Ok(config)
-}
-
-/// The keys `console.toml` in `data_dir` sets.
-pub fn overridden(data_dir: &Path) -> Result<Vec<String>> {
-    let overlay = read_table(&data_dir.join(FILE), "the console's settings")?;
-    Ok(overlay
+    // check_keys has made sure every entry is a field in a section.
+    let keys = overlay
         .iter()
         .filter_map(|(section, fields)| Some((section, fields.as_table()?)))
         .flat_map(|(section, fields)| fields.keys().map(move |k| format!("{section}.{k}")))
-        .collect())
+        .collect();
+    Ok((config, keys))
 }
 
 /// A value as the form shows it: flags as "on" or empty, lists one per line.
@@ -380,12 +384,12 @@ fn same(saved: Option<&Value>, posted: &Value) -> bool {
 }
 
 /// A posted value as the configuration's type; `None`: not set.
-fn parse_value(spec: &Spec, text: Option<&str>) -> Result<Option<Value>, String> {
+fn parse_value(spec: &Spec, text: &str) -> Result<Option<Value>, String> {
     let named = |problem: String| format!("{} ({}): {problem}", spec.label, spec.key);
     if spec.kind == Kind::Flag {
-        return Ok(Some(Value::Boolean(text == Some("on"))));
+        return Ok(Some(Value::Boolean(text == "on")));
     }
-    let text = text.unwrap_or("").replace("\r\n", "\n");
+    let text = text.replace("\r\n", "\n");
     let text = text.trim();
     if text.is_empty() && spec.optional {
         return Ok(None);
@@ -488,17 +492,11 @@ impl Editor {
         let mut next = overlay.clone();
         let mut changes = Vec::new();
         for spec in specs() {
-            // A flag comes as a hidden "" and, when ticked, "on": absent, it is left alone.
-            let mut values = form.iter().filter(|(k, _)| k == spec.key).map(|(_, v)| v);
-            let Some(first) = values.next() else {
+            // A field the form did not carry is left alone.
+            let Some(posted) = posted(form, spec.key, &spec.kind) else {
                 continue;
             };
-            let posted = if spec.kind == Kind::Flag && first != "on" {
-                values.next().map_or(first.as_str(), String::as_str)
-            } else {
-                first.as_str()
-            };
-            let value = parse_value(spec, Some(posted)).map_err(SaveError::Invalid)?;
+            let value = parse_value(spec, posted).map_err(SaveError::Invalid)?;
             let Some(value) = value else {
                 // Empty: not set, so the default applies. A value in the file cannot be
                 // cleared from here (the file would still set it).

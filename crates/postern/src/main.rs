@@ -651,24 +651,19 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config::Config::load(&file)
             // Then as a start reads it: with the console's changes over it, when this user
             // may read them (the data directory is the gateway's own, mode 0700).
-            .and_then(|alone| match console_config::load(Some(&file), None) {
+            .and_then(|alone| match console_config::load_reporting(Some(&file), None) {
                 Err(e) if is_permission_denied(&e) => {
                     eprintln!(
                         "{}: cannot read {} (permission denied): checked without the console's changes",
                         file.display(),
                         alone.data_dir.join(console_config::FILE).display()
                     );
-                    Ok((alone, false))
+                    Ok((alone, Vec::new()))
                 }
-                read => read.map(|c| (c, true)),
+                read => read,
             })
-            .and_then(|(c, with_console)| {
+            .and_then(|(c, over)| {
                 c.check_plain_http()?;
-                let over = if with_console {
-                    console_config::overridden(&c.data_dir)?
-                } else {
-                    Vec::new()
-                };
                 if !over.is_empty() {
                     println!(
                         "{}: {} sets {}",

@@ -28,8 +28,9 @@ pub const GENERATED_PASSPHRASE: &str = "passphrase";
 
 pub fn serve(args: &ServeArgs) -> Result<()> {
     crate::logging::init();
-    let config = crate::load_config(args.config.as_deref(), args.data_dir.as_deref())?;
-    let over = crate::console_config::overridden(&config.data_dir)?;
+    let file = crate::config_file(args.config.as_deref());
+    let (config, over) =
+        crate::console_config::load_reporting(file.as_deref(), args.data_dir.as_deref())?;
     if !over.is_empty() {
         tracing::info!(
             "{} (saved in the console) sets {} over the configuration file",
@@ -37,8 +38,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             over.join(", ")
         );
     }
-    let editor =
-        crate::console_config::Editor::new(crate::config_file(args.config.as_deref()), &config)?;
+    let editor = crate::console_config::Editor::new(file, &config)?;
     let components: Vec<String> = match &args.components {
         Some(list) => list.split(',').map(|c| c.trim().to_string()).collect(),
         None => COMPONENTS.iter().map(|c| c.to_string()).collect(),
@@ -300,32 +300,33 @@ async fn start_mail(
         wake: pipeline.wake.clone(),
         ..web_gateway
     };
-    let watched = components.add(web::components::Component::with_beat(
-        "Policy and encryption",
+    use web::components::{DELIVERY, MAINTENANCE, POLICY};
+    let (p, s) = (pipeline.clone(), stop.clone());
+    tasks.push(supervised(
+        &components,
+        POLICY,
         "applies the policy, encrypts, decrypts and signs",
         pipeline.beat.clone(),
+        move || p.clone().run(s.clone()),
+        &stop,
     ));
     let (p, s) = (pipeline.clone(), stop.clone());
-    tasks.push(Box::pin(
-        watched.supervise(move || p.clone().run(s.clone()), stop.clone()),
-    ));
-    let watched = components.add(web::components::Component::with_beat(
-        "Maintenance",
+    tasks.push(supervised(
+        &components,
+        MAINTENANCE,
         "retries the errored queue, expires quarantine and kept messages, prefetches keys",
         pipeline.maintenance_beat.clone(),
-    ));
-    let (p, s) = (pipeline.clone(), stop.clone());
-    tasks.push(Box::pin(
-        watched.supervise(move || p.clone().maintain(s.clone()), stop.clone()),
-    ));
-    let watched = components.add(web::components::Component::with_beat(
-        "Delivery",
-        "delivers to the next hops",
-        deliverer.beat.clone(),
+        move || p.clone().maintain(s.clone()),
+        &stop,
     ));
     let (d, s) = (deliverer.clone(), stop.clone());
-    tasks.push(Box::pin(
-        watched.supervise(move || d.clone().run(s.clone()), stop.clone()),
+    tasks.push(supervised(
+        &components,
+        DELIVERY,
+        "delivers to the next hops",
+        deliverer.beat.clone(),
+        move || d.clone().run(s.clone()),
+        &stop,
     ));
     let render_queue = queue.clone();
     let router = axum::Router::new().route(
@@ -373,6 +374,24 @@ async fn start_mail(
         .merge(web::api::router(queue.clone(), token))
         .merge(web::router(web_gateway));
     Ok((router, tasks))
+}
+
+/// A loop `make` makes, listed in `components` under `name` with its heartbeat, and started
+/// again when it fails ([`web::components::Component::supervise`]).
+fn supervised<F, Fut>(
+    components: &web::components::Components,
+    name: &str,
+    detail: &str,
+    beat: Arc<std::sync::atomic::AtomicU64>,
+    make: F,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Task
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let component = components.add(web::components::Component::with_beat(name, detail, beat));
+    Box::pin(component.supervise(make, stop.clone()))
 }
 
 /// The gateway's key client: the configured key server with the configured token, or the key

@@ -309,3 +309,54 @@ fn serve_refuses_without_the_passphrase_once_keys_exist() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown component \"ftp\""));
 }
+
+#[test]
+fn config_check_reads_the_consoles_changes_over_the_file_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("postern.toml");
+    fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[mime]\nencryption_header = \"X-Corp-Encrypted\"\n",
+            s(&data)
+        ),
+    )
+    .unwrap();
+    // A change saved in the console is listed.
+    fs::write(data.join("console.toml"), "[mime]\nkept_days = 7\n").unwrap();
+    let out = run(&["config", "check", s(&config)]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("console.toml sets mime.kept_days"), "{said}");
+    assert!(said.contains(": ok"), "{said}");
+
+    let refused = || {
+        let out = bin()
+            .args(["config", "check", s(&config)])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the check passed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // One that clashes with the file fails the check, as it would fail the start.
+    fs::write(
+        data.join("console.toml"),
+        "[mime]\ndecryption_header = \"X-Corp-Encrypted\"\n",
+    )
+    .unwrap();
+    let err = refused();
+    assert!(
+        err.contains("console.toml") && err.contains("mime.decryption_header"),
+        "{err}"
+    );
+
+    // A key the console does not edit is named.
+    fs::write(data.join("console.toml"), "[smtp]\nusers = []\n").unwrap();
+    let err = refused();
+    assert!(
+        err.contains("smtp.users is not set from the console"),
+        "{err}"
+    );
+}

@@ -364,6 +364,29 @@ fn page<T: Serialize>(
     )
 }
 
+/// A console page answered with `status` and `error` above it; `page` keeps what was typed.
+fn page_refused<T: Serialize>(
+    admin: &Admin,
+    status: StatusCode,
+    here: &str,
+    template: &str,
+    error: Option<String>,
+    page: T,
+) -> Response {
+    render_with(
+        status,
+        template,
+        Frame {
+            me: &admin.name,
+            csrf: &admin.csrf,
+            here,
+            notice: None,
+            error,
+            page,
+        },
+    )
+}
+
 #[derive(Deserialize, Default)]
 struct Flash {
     #[serde(default)]
@@ -396,8 +419,10 @@ async fn status(
             continue;
         }
         let work = match r.name.as_str() {
-            "Policy and encryption" => format!("{} message(s) waiting", depth.received),
-            "Delivery" => format!("{} to send, {} to retry", depth.pending, depth.deferred),
+            components::POLICY => format!("{} message(s) waiting", depth.received),
+            components::DELIVERY => {
+                format!("{} to send, {} to retry", depth.pending, depth.deferred)
+            }
             _ => continue,
         };
         r.detail = format!("{}; {work}", r.detail);
@@ -763,20 +788,16 @@ async fn save_rule(
         return stale;
     }
     let again = |error: String| {
-        render_with(
+        page_refused(
+            &admin,
             StatusCode::UNPROCESSABLE_ENTITY,
+            "policy",
             "admin/rule.html",
-            Frame {
-                me: &admin.name,
-                csrf: &admin.csrf,
-                here: "policy",
-                notice: None,
-                error: Some(error),
-                page: RulePage {
-                    original,
-                    text: form.text.clone(),
-                    version,
-                },
+            Some(error),
+            RulePage {
+                original,
+                text: form.text.clone(),
+                version,
             },
         )
     };
@@ -863,17 +884,13 @@ async fn save_rule_form(
         Err(e) => return PageError::bad("This rule is too large", e).into_response(),
     };
     let again = |status: StatusCode, error: Option<String>, form: RuleForm| {
-        render_with(
+        page_refused(
+            &admin,
             status,
+            "policy",
             "admin/rule_form.html",
-            Frame {
-                me: &admin.name,
-                csrf: &admin.csrf,
-                here: "policy",
-                notice: None,
-                error,
-                page: RuleFormPage::new(&policy, version, original, form.with_blank_rows(1)),
-            },
+            error,
+            RuleFormPage::new(&policy, version, original, form.with_blank_rows(1)),
         )
     };
     if !field("more").is_empty() {
@@ -1383,17 +1400,13 @@ async fn save_settings(
         refill(&mut shown.sections, &form);
         shown.version = field("version");
     }
-    render_with(
+    page_refused(
+        &admin,
         status,
+        "settings",
         "admin/settings.html",
-        Frame {
-            me: &admin.name,
-            csrf: &admin.csrf,
-            here: "settings",
-            notice: None,
-            error: Some(error),
-            page: shown,
-        },
+        Some(error),
+        shown,
     )
 }
 
@@ -1515,17 +1528,13 @@ async fn token_act(
     };
     let name = form.name.trim().to_string();
     let again = |status: StatusCode, error: String, page: KeyServerPage| {
-        render_with(
+        page_refused(
+            &admin,
             status,
+            "keyserver",
             "admin/keyserver.html",
-            Frame {
-                me: &admin.name,
-                csrf: &admin.csrf,
-                here: "keyserver",
-                notice: None,
-                error: Some(error),
-                page,
-            },
+            Some(error),
+            page,
         )
     };
     match form.op.as_str() {

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
@@ -20,6 +20,21 @@ pub const STALL_SECS: u64 = 300;
 /// Failures in a row (each run shorter than [`STALL_SECS`]) after which a supervised loop is
 /// left stopped: a fault that comes back at once is not retried for ever.
 pub const FAILURES_IN_A_ROW: u32 = 5;
+
+/// The component the status page adds the policy queue's depth to.
+pub const POLICY: &str = "Policy and encryption";
+/// The component the status page adds the delivery queue's depth to.
+pub const DELIVERY: &str = "Delivery";
+/// The maintenance loop (errored retries, expiry, prefetch).
+pub const MAINTENANCE: &str = "Maintenance";
+
+/// A lock that outlives a panic elsewhere: what it guards stays meaningful (counts, text).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
 
 /// One background task of the gateway.
 pub struct Component {
@@ -59,13 +74,7 @@ pub struct Report {
 impl Component {
     /// A component named for the administrator, with what it does ("listening on ...").
     pub fn new(name: impl Into<String>, detail: impl Into<String>) -> Arc<Self> {
-        Arc::new(Component {
-            name: name.into(),
-            detail: detail.into(),
-            ended: Mutex::new(None),
-            restarts: Mutex::new((0, None)),
-            beat: None,
-        })
+        Self::make(name.into(), detail.into(), None)
     }
 
     /// The same, with the heartbeat its loop writes at each pass.
@@ -74,12 +83,16 @@ impl Component {
         detail: impl Into<String>,
         beat: Arc<AtomicU64>,
     ) -> Arc<Self> {
+        Self::make(name.into(), detail.into(), Some(beat))
+    }
+
+    fn make(name: String, detail: String, beat: Option<Arc<AtomicU64>>) -> Arc<Self> {
         Arc::new(Component {
-            name: name.into(),
-            detail: detail.into(),
+            name,
+            detail,
             ended: Mutex::new(None),
             restarts: Mutex::new((0, None)),
-            beat: Some(beat),
+            beat,
         })
     }
 
@@ -151,12 +164,9 @@ impl Component {
                 return;
             }
             tracing::error!(component = %self.name, "failed ({why}); restarting in {backoff} s");
-            match self.restarts.lock() {
-                Ok(mut r) => *r = (r.0 + 1, Some((now, why.to_string()))),
-                Err(poisoned) => {
-                    let mut r = poisoned.into_inner();
-                    *r = (r.0 + 1, Some((now, why.to_string())));
-                }
+            {
+                let mut r = lock(&self.restarts);
+                *r = (r.0 + 1, Some((now, why.to_string())));
             }
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(backoff)) => {}
@@ -171,25 +181,16 @@ impl Component {
 
     /// How many times it was restarted.
     pub fn restarts(&self) -> u64 {
-        match self.restarts.lock() {
-            Ok(r) => r.0,
-            Err(poisoned) => poisoned.into_inner().0,
-        }
+        lock(&self.restarts).0
     }
 
     fn end(&self, why: String) {
-        match self.ended.lock() {
-            Ok(mut e) => *e = Some(why),
-            Err(poisoned) => *poisoned.into_inner() = Some(why),
-        }
+        *lock(&self.ended) = Some(why);
     }
 
     /// Its state at `now` (Unix seconds).
     pub fn report(&self, now: u64) -> Report {
-        let ended = match self.ended.lock() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let ended = lock(&self.ended).clone();
         let (state, detail) = match (ended, &self.beat) {
             (Some(why), _) => (State::Stopped, format!("stopped: {why}")),
             (None, Some(beat)) => {
@@ -209,10 +210,7 @@ impl Component {
             }
             (None, None) => (State::Running, self.detail.clone()),
         };
-        let (restarts, last) = match self.restarts.lock() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let (restarts, last) = lock(&self.restarts).clone();
         let (state, detail) = match last {
             Some((at, why)) if state != State::Stopped => {
                 let ago = now.saturating_sub(at);
@@ -246,20 +244,17 @@ pub struct Components {
 impl Components {
     /// Adds a component and gives it back, to be watched.
     pub fn add(&self, c: Arc<Component>) -> Arc<Component> {
-        match self.list.lock() {
-            Ok(mut l) => l.push(c.clone()),
-            Err(poisoned) => poisoned.into_inner().push(c.clone()),
-        }
+        lock(&self.list).push(c.clone());
         c
+    }
+
+    fn list(&self) -> Vec<Arc<Component>> {
+        lock(&self.list).clone()
     }
 
     /// Every component's state at `now`.
     pub fn reports(&self, now: u64) -> Vec<Report> {
-        let list = match self.list.lock() {
-            Ok(l) => l.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        list.iter().map(|c| c.report(now)).collect()
+        self.list().iter().map(|c| c.report(now)).collect()
     }
 
     /// The components as Prometheus gauges (1 running, 0 stalled or stopped).
@@ -267,10 +262,7 @@ impl Components {
         let mut text = String::from(
             "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
         );
-        let list = match self.list.lock() {
-            Ok(l) => l.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let list = self.list();
         let label = |c: &Component| -> String {
             c.name
                 .chars()

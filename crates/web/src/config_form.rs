@@ -84,17 +84,27 @@ pub trait ConfigEditor: Send + Sync {
     fn location(&self) -> String;
 }
 
+/// The value posted for `key`, `None` when the form did not carry it. A flag posts a hidden
+/// "" and, when ticked, "on": it reads as "on" or "".
+pub fn posted<'a>(form: &'a [(String, String)], key: &str, kind: &Kind) -> Option<&'a str> {
+    let mut values = form
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str());
+    let first = values.next()?;
+    if *kind == Kind::Flag {
+        let on = first == "on" || values.any(|v| v == "on");
+        return Some(if on { "on" } else { "" });
+    }
+    Some(first)
+}
+
 /// Puts posted values into the form shown again after an error, so nothing typed is lost.
 pub fn refill(sections: &mut [Section], form: &[(String, String)]) {
     for field in sections.iter_mut().flat_map(|s| s.fields.iter_mut()) {
-        let mut posted = form.iter().filter(|(k, _)| *k == field.key).map(|(_, v)| v);
-        field.value = match (&field.kind, posted.next()) {
-            (_, None) => continue,
-            // A flag posts a hidden "" and, when ticked, "on".
-            (Kind::Flag, Some(first)) if first == "on" || posted.any(|v| v == "on") => "on".into(),
-            (Kind::Flag, Some(_)) => String::new(),
-            (_, Some(v)) => v.clone(),
-        };
+        if let Some(v) = posted(form, &field.key, &field.kind) {
+            field.value = v.to_string();
+        }
     }
 }
 

@@ -125,24 +125,18 @@ fn tables<'a>(t: &'a Table, key: &str) -> impl Iterator<Item = &'a Table> {
         .filter_map(Value::as_table)
 }
 
-fn lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| Value::String(l.to_string()))
-        .collect()
-}
-
-/// Lines kept as typed (a keyword's spaces are part of what it matches); empty ones dropped.
-fn raw_lines(s: &str) -> Vec<Value> {
+/// The non-empty lines of `s`: trimmed (addresses, patterns, names), or kept as typed
+/// (keywords and expressions, whose spaces are part of what they match).
+fn lines(s: &str, trim: bool) -> Vec<Value> {
     s.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| Value::String(l.to_string()))
+        .map(|l| Value::String(if trim { l.trim() } else { l }.to_string()))
         .collect()
 }
 
-fn put_raw_lines(t: &mut Table, key: &str, s: &str) {
-    let l = raw_lines(s);
+/// `key` set to the lines of `s`, unless there are none.
+fn put_lines(t: &mut Table, key: &str, s: &str, trim: bool) {
+    let l = lines(s, trim);
     if !l.is_empty() {
         t.insert(key.into(), Value::Array(l));
     }
@@ -170,13 +164,6 @@ fn put_text(t: &mut Table, key: &str, s: &str) {
     let s = s.trim();
     if !s.is_empty() {
         t.insert(key.into(), Value::String(s.to_string()));
-    }
-}
-
-fn put_lines(t: &mut Table, key: &str, s: &str) {
-    let l = lines(s);
-    if !l.is_empty() {
-        t.insert(key.into(), Value::Array(l));
     }
 }
 
@@ -347,8 +334,8 @@ impl RuleForm {
         rule.insert("name".into(), Value::String(self.name.trim().to_string()));
         rule.insert("enabled".into(), Value::Boolean(self.enabled));
         put_text(&mut rule, "direction", &self.direction);
-        put_lines(&mut rule, "senders", &self.senders);
-        put_lines(&mut rule, "recipients", &self.recipients);
+        put_lines(&mut rule, "senders", &self.senders, true);
+        put_lines(&mut rule, "recipients", &self.recipients, true);
         put_text(&mut rule, "match", &self.match_);
         let mut conditions = Vec::new();
         for (i, c) in self.conditions.iter().enumerate() {
@@ -357,12 +344,12 @@ impl RuleForm {
             put_text(&mut t, "on", &c.on);
             put_text(&mut t, "header", &c.header);
             put_text(&mut t, "list", &c.list);
-            put_raw_lines(&mut t, "keywords", &c.keywords);
+            put_lines(&mut t, "keywords", &c.keywords, false);
             if c.case_sensitive {
                 t.insert("case_sensitive".into(), Value::Boolean(true));
             }
-            put_raw_lines(&mut t, "regex", &c.regex);
-            put_lines(&mut t, "builtin", &c.builtin);
+            put_lines(&mut t, "regex", &c.regex, false);
+            put_lines(&mut t, "builtin", &c.builtin, true);
             put_number(&mut t, "threshold", &c.threshold, &place)?;
             put_number(&mut t, "min", &c.min, &place)?;
             put_number(&mut t, "max", &c.max, &place)?;
@@ -388,7 +375,7 @@ impl RuleForm {
                     put_number(&mut t, "port", &a.port, &place)?;
                 }
                 "change_recipient" => {
-                    t.insert("to".into(), Value::Array(lines(&a.to)));
+                    t.insert("to".into(), Value::Array(lines(&a.to, true)));
                 }
                 "archive" => put_text(&mut t, "to", &a.to),
                 "notify" => {

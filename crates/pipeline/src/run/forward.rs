@@ -2,16 +2,17 @@
 //! forward the encrypted email to `decrypt@` one of the gateway's domains.
 //!
 //! When the forwarder (the envelope sender) is one of the sealed message's recipients, and the
-//! encrypted email carries this gateway's mark ([`crate::mark`]: it made it), the gateway keeps a copy of the sealed message for `decrypt_link_hours` (no longer than the
-//! large message it came from, if it did) and answers, from the null sender,
-//! with a link to the reader; the reader still asks for the one-time code sent to the address
-//! before anything opens. The answer goes to the forwarder's own address, so a forged sender
-//! only sends the link to the real recipient.
+//! encrypted email carries this gateway's mark ([`crate::mark`]: it made it), the gateway keeps
+//! a copy of the sealed message for `decrypt_link_hours` (no longer than the large message it
+//! came from, if it did) and answers, from the null sender, with a link to the reader; the
+//! reader still asks for the one-time code sent to the address before anything opens. The
+//! answer goes to the forwarder's own address, so a forged sender only sends the link to the
+//! real recipient.
 //!
-//! Anyone else gets no answer at all: not a recipient, no sealed message found, one this gateway
-//! did not make, a link that expired, over the hourly limit. A refusal would tell a stranger which addresses a message
-//! was sealed to, and an answer to every forward would make the gateway a source of backscatter.
-//! What happened is logged and recorded on the message.
+//! Anyone else gets no answer at all: not a recipient, no sealed message found, one this
+//! gateway did not make, a link that expired, over the hourly limit. A refusal would tell a
+//! stranger which addresses a message was sealed to, and an answer to every forward would make
+//! the gateway a source of backscatter. What happened is logged and recorded on the message.
 
 use std::path::Path;
 
