@@ -72,6 +72,15 @@ pub struct WebConfig {
     pub admin_idle_secs: u64,
     /// ... and this many seconds after the login.
     pub admin_lifetime_secs: u64,
+    /// Most connections to the web listener at once. When all are taken, the connection that
+    /// has waited longest for a request is closed to make room.
+    pub max_connections: usize,
+    /// Most connections at once from one client address.
+    pub max_connections_per_client: usize,
+    /// Seconds a client has to send a whole request head (and finish a TLS handshake).
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay open, whatever it does.
+    pub connection_lifetime_secs: u64,
 }
 
 impl Default for WebConfig {
@@ -90,11 +99,26 @@ impl Default for WebConfig {
             replies_per_hour: w.replies_per_hour,
             admin_idle_secs: w.admin_idle_secs,
             admin_lifetime_secs: w.admin_lifetime_secs,
+            max_connections: 1000,
+            max_connections_per_client: 100,
+            header_timeout_secs: 10,
+            connection_lifetime_secs: 3600,
         }
     }
 }
 
 impl WebConfig {
+    /// The listener's limits; `max_connections` as the file budget allows (see
+    /// `admission::files::share`).
+    pub fn limits(&self, max_connections: usize) -> web::listener::Limits {
+        web::listener::Limits {
+            max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            connection_lifetime: std::time::Duration::from_secs(self.connection_lifetime_secs),
+        }
+    }
+
     /// What the pages run with.
     pub fn settings(&self) -> web::WebSettings {
         web::WebSettings {
@@ -196,6 +220,20 @@ impl Config {
                 "web.reader_memory_bytes must be at least smtp.max_message_size + 1048576 ({largest}), so that the largest message kept on the gateway can be opened"
             );
         }
+        let w = &self.web;
+        for (key, value) in [
+            ("web.max_connections", w.max_connections as u64),
+            (
+                "web.max_connections_per_client",
+                w.max_connections_per_client as u64,
+            ),
+            ("web.header_timeout_secs", w.header_timeout_secs),
+            ("web.connection_lifetime_secs", w.connection_lifetime_secs),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{key} must be at least 1");
+            }
+        }
         let k = &self.keyserver;
         if k.code_attempts == 0 {
             anyhow::bail!("keyserver.code_attempts must be at least 1");
@@ -220,6 +258,20 @@ impl Config {
             anyhow::bail!(
                 "smtp.max_message_size, max_recipients, max_connections and max_connections_per_client must be at least 1"
             );
+        }
+        for (key, value) in [
+            ("smtp.command_timeout_secs", s.command_timeout_secs),
+            ("smtp.data_timeout_secs", s.data_timeout_secs),
+            ("smtp.session_timeout_secs", s.session_timeout_secs),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{key} must be at least 1");
+            }
+        }
+        if let Some(p) = &s.postmaster
+            && !p.contains('@')
+        {
+            anyhow::bail!("smtp.postmaster must be a full address (name@domain), not {p:?}");
         }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             anyhow::bail!("smtp.tls_cert and smtp.tls_key must be set together");

@@ -1,6 +1,5 @@
 //! `postern serve`: runs the gateway's components in one process.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +75,7 @@ async fn run(
 ) -> Result<()> {
     config.check_plain_http()?;
     create_private_dir(&config.data_dir)?;
+    let caps = connection_caps(&config);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut app = axum::Router::new();
     let mut background = tokio::task::JoinSet::new();
@@ -89,8 +89,14 @@ async fn run(
         None
     };
     if components.iter().any(|c| c == "smtp") {
-        let (router, tasks) =
-            start_mail(&config, stop.clone(), keyserver_store.as_ref(), editor).await?;
+        let (router, tasks) = start_mail(
+            &config,
+            &caps,
+            stop.clone(),
+            keyserver_store.as_ref(),
+            editor,
+        )
+        .await?;
         app = app.merge(router);
         for t in tasks {
             background.spawn(t);
@@ -120,13 +126,6 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
     let local = tcp.local_addr()?;
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let web_stop = {
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.changed().await;
-        }
-    };
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -158,30 +157,66 @@ async fn run(
         );
     }
     tracing::info!("the reader's address in encrypted email: {reader}");
-    match (&config.web.tls_cert, &config.web.tls_key) {
+    let tls = match (&config.web.tls_cert, &config.web.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = keys::tls::acceptor(cert, key)?;
             tracing::info!("web (reader, console, key server API, /metrics) on https://{local}");
-            // `tap_io` gives the TLS listener axum's ConnectInfo<SocketAddr>.
-            let listener = axum::serve::ListenerExt::tap_io(
-                keys::tls::TlsListener::new(tcp, acceptor)?,
-                |_| {},
-            );
-            axum::serve(listener, service)
-                .with_graceful_shutdown(web_stop)
-                .await?;
+            Some(keys::tls::acceptor(cert, key)?)
         }
         _ => {
             tracing::info!("web (reader, console, key server API, /metrics) on http://{local}");
-            axum::serve(tcp, service)
-                .with_graceful_shutdown(web_stop)
-                .await?;
+            None
         }
-    }
+    };
+    web::listener::serve(tcp, tls, app, config.web.limits(caps.web), stop.clone()).await;
     signal.abort();
     while background.join_next().await.is_some() {}
     tracing::info!("stopped; the queue is kept");
     Ok(())
+}
+
+/// Connections each listener may hold, within the process's file handles.
+struct Caps {
+    policy: usize,
+    bypass: usize,
+    web: usize,
+}
+
+/// Raises the open-file limit to the hard limit and shares it out between the listeners,
+/// keeping a reserve for the rest of the process, so that a flood on one listener can neither
+/// take another's connections nor the files and databases the mail path needs.
+fn connection_caps(config: &Config) -> Caps {
+    let smtp = config.smtp.max_connections;
+    let bypass = if config.smtp.bypass_listen.is_some() {
+        smtp
+    } else {
+        0
+    };
+    let wanted = [smtp, bypass, config.web.max_connections];
+    let limit = match admission::files::raise_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let shared = admission::files::share(limit, &wanted);
+    if shared != wanted {
+        tracing::warn!(
+            "the open-file limit ({limit}) is too low for smtp.max_connections ({smtp}, on each SMTP port) and web.max_connections ({}) beside a reserve of {}: the listeners take {} (policy), {} (bypass) and {} (web) connections; raise the limit (ulimit -n, LimitNOFILE=) to lift this",
+            config.web.max_connections,
+            admission::files::RESERVE,
+            shared[0],
+            shared[1],
+            shared[2],
+        );
+    } else {
+        tracing::debug!("open-file limit {limit}");
+    }
+    Caps {
+        policy: shared[0],
+        bypass: shared[1].max(1),
+        web: shared[2],
+    }
 }
 
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -190,6 +225,7 @@ type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// route and the tasks to wait for at shutdown.
 async fn start_mail(
     config: &Config,
+    caps: &Caps,
     stop: tokio::sync::watch::Receiver<bool>,
     local_keyserver: Option<&Store>,
     editor: Arc<crate::console_config::Editor>,
@@ -260,13 +296,18 @@ async fn start_mail(
         listeners.push((bypass, store::Source::Bypass));
     }
     for (addr, source) in listeners {
+        let mut smtp_config = config.smtp.clone();
+        smtp_config.max_connections = match source {
+            store::Source::Bypass => caps.bypass,
+            _ => caps.policy,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for SMTP on {addr}"))?;
         let wake = pipeline.wake.clone();
         let m = metrics.clone();
         let shared = Arc::new(Shared {
-            config: config.smtp.clone(),
+            config: smtp_config,
             hostname: hostname.clone(),
             queue: queue.clone(),
             tls: tls.clone(),

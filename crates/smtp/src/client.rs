@@ -366,21 +366,12 @@ impl Connection {
             if n == 0 {
                 break;
             }
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            if line.last() == Some(&b'\n') {
-                let content = line
-                    .strip_suffix(b"\r\n")
-                    .or_else(|| line.strip_suffix(b"\n"))
-                    .unwrap_or(&line);
-                out.extend_from_slice(content);
-                out.extend_from_slice(b"\r\n");
-                ended_with_newline = true;
-            } else {
-                out.extend_from_slice(&line);
-                ended_with_newline = false;
-            }
+            let ended = line.last() == Some(&b'\n');
+            let content = line
+                .strip_suffix(b"\r\n")
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(&line);
+            ended_with_newline = encode_line(content, ended, &mut out);
             if out.len() >= 60 * 1024 {
                 self.write_raw(&out).await?;
                 out.clear();
@@ -418,5 +409,38 @@ impl Connection {
             let _ = self.read_reply().await;
         }
         let _ = self.io.get_mut().shutdown().await;
+    }
+}
+
+/// Appends one stored line to the DATA text: dot-stuffed, ended with CRLF when `ended`, and
+/// with every bare CR made a line end of its own, so that no next hop is handed a bare CR it
+/// might read as a line end (where the text could be made to end early). Returns whether the
+/// text now ends with a line end.
+fn encode_line(content: &[u8], ended: bool, out: &mut Vec<u8>) -> bool {
+    let mut parts = content.split(|&b| b == b'\r').peekable();
+    while let Some(part) = parts.next() {
+        if part.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(part);
+        if parts.peek().is_some() || ended {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    ended || content.last() == Some(&b'\r')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_carriage_returns_leave_as_line_ends() {
+        let mut out = Vec::new();
+        assert!(encode_line(b"a\r.\rb", true, &mut out));
+        assert_eq!(out, b"a\r\n..\r\nb\r\n");
+        let mut out = Vec::new();
+        assert!(!encode_line(b".x", false, &mut out));
+        assert_eq!(out, b"..x");
     }
 }

@@ -37,16 +37,25 @@ pub struct SmtpConfig {
     pub max_line_length: usize,
     /// Largest header section, in bytes.
     pub max_header_size: usize,
-    /// Seconds to wait for a command.
+    /// Seconds a client has to send one whole command line (not each byte of it).
     pub command_timeout_secs: u64,
-    /// Seconds to wait for each chunk of message text.
+    /// Seconds a client has to send one whole line of message text.
     pub data_timeout_secs: u64,
-    /// Most connections at once.
+    /// Seconds a whole session may last, whatever it does; then it is closed with 421.
+    pub session_timeout_secs: u64,
+    /// Most connections at once. When all are taken, the session that has waited longest in
+    /// the middle of a command (a client that trickles) is closed to make room.
     pub max_connections: usize,
     /// Most connections at once from one client address.
     pub max_connections_per_client: usize,
     /// Protocol errors in one session before it is closed.
     pub max_errors: u32,
+    /// Client networks whose bare LF or bare CR in message text is turned into CRLF instead of
+    /// refused (old software that needs it; never the internet).
+    pub normalize_bare_newlines_from: Vec<Cidr>,
+    /// Where `RCPT TO:<postmaster>` without a domain goes [default: postmaster at the first
+    /// internal domain, or at `hostname`].
+    pub postmaster: Option<String>,
 }
 
 /// One SMTP AUTH user.
@@ -80,9 +89,12 @@ impl Default for SmtpConfig {
             max_header_size: 256 * 1024,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
+            session_timeout_secs: 3600,
             max_connections: 1000,
             max_connections_per_client: 100,
             max_errors: 20,
+            normalize_bare_newlines_from: Vec::new(),
+            postmaster: None,
         }
     }
 }

@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod client;
+pub mod command;
 pub mod config;
+pub mod data;
 pub mod deliver;
 pub mod dsn;
 pub mod maildir;

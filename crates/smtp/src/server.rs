@@ -1,11 +1,12 @@
-//! The SMTP listeners: connection limits in total and per client, STARTTLS certificates, and a
-//! graceful stop (no new connections; open sessions may finish).
+//! The SMTP listeners: connection limits in total and per client (with room made by closing
+//! the session stalled longest), STARTTLS certificates, and a graceful stop (no new
+//! connections; open sessions finish the transaction under way and are then told 421).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use admission::{Admission, Refused};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -59,32 +60,6 @@ pub fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Counts open connections, in total and per client address.
-#[derive(Default)]
-struct Counter {
-    total: usize,
-    per_client: HashMap<IpAddr, usize>,
-}
-
-struct Slot {
-    counter: Arc<Mutex<Counter>>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.counter.lock() {
-            c.total = c.total.saturating_sub(1);
-            if let Some(n) = c.per_client.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_client.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 /// Serves SMTP on `listener` until `stop` turns true, then waits (up to `grace`) for open
 /// sessions to end.
 pub async fn serve(
@@ -93,7 +68,10 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let counter = Arc::new(Mutex::new(Counter::default()));
+    let slots = Admission::new(
+        shared.config.max_connections,
+        shared.config.max_connections_per_client,
+    );
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -103,42 +81,36 @@ pub async fn serve(
         let (mut tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
+                // EMFILE and the like: the connection waits in the backlog; try again shortly.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let _ = tcp.set_nodelay(true);
-        let refusal = {
-            let Ok(mut c) = counter.lock() else { break };
-            let per = c.per_client.get(&peer.ip()).copied().unwrap_or(0);
-            if c.total >= shared.config.max_connections {
-                Some("421 4.7.0 too many connections; try again later\r\n")
-            } else if per >= shared.config.max_connections_per_client {
-                Some("421 4.7.0 too many connections from your address; try again later\r\n")
-            } else {
-                c.total += 1;
-                *c.per_client.entry(peer.ip()).or_default() += 1;
-                None
+        let slot = match slots.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let text = match refused {
+                    Refused::Full => "421 4.7.0 too many connections; try again later\r\n",
+                    Refused::PerClient => {
+                        "421 4.7.0 too many connections from your address; try again later\r\n"
+                    }
+                };
+                tracing::info!(%peer, "connection refused: {}", text.trim_end());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                        let _ = tcp.write_all(text.as_bytes()).await;
+                        let _ = tcp.shutdown().await;
+                    })
+                    .await;
+                });
+                continue;
             }
         };
-        if let Some(text) = refusal {
-            tracing::info!(%peer, "connection refused: {}", text.trim_end());
-            tokio::spawn(async move {
-                let _ = tcp.write_all(text.as_bytes()).await;
-                let _ = tcp.shutdown().await;
-            });
-            continue;
-        }
-        let slot = Slot {
-            counter: counter.clone(),
-            ip: peer.ip(),
-        };
         let shared = shared.clone();
-        sessions.spawn(async move {
-            let _slot = slot;
-            session::run(shared, tcp, peer).await;
-        });
+        let stop = stop.clone();
+        sessions.spawn(session::run(shared, tcp, peer, slot, stop));
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);

@@ -1,10 +1,18 @@
 //! One SMTP server session (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
 //! ENHANCEDSTATUSCODES, STARTTLS and AUTH PLAIN/LOGIN), as an explicit state machine over a
 //! buffered stream. A `250` after DATA is sent only once the queue has the message durably.
+//!
+//! The grammar is [`crate::command`]'s and the message text [`crate::data`]'s; this file holds
+//! the I/O, the deadlines (a whole command line, a whole line of text, a whole session), and
+//! what each command means in the session's state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use admission::Slot;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -14,7 +22,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::command::{self, Body, Command, MailParams};
 use crate::config::SmtpConfig;
+use crate::data::{self, BareNewlines};
 
 /// Told the queue id and size of each accepted message.
 pub type AcceptHook = Box<dyn Fn(&str, u64) + Send + Sync>;
@@ -55,8 +65,17 @@ enum Phase {
 enum End {
     Quit,
     Closed,
+    /// A command or a line of text took longer than its deadline.
     Timeout,
+    /// The session lasted `session_timeout_secs`.
+    SessionTimeout,
     TooManyErrors,
+    /// The gateway is stopping.
+    Shutdown,
+    /// Its slot went to another client while this one stalled.
+    Evicted,
+    /// A bare LF or bare CR in the message text.
+    BareNewline,
     Io(std::io::Error),
 }
 
@@ -74,6 +93,12 @@ struct Session {
     io: BufReader<Stream>,
     out: Vec<u8>,
     peer: SocketAddr,
+    slot: Slot,
+    stop: watch::Receiver<bool>,
+    /// When the session must end, whatever it is doing.
+    ends: Instant,
+    /// Lines ending otherwise than in CRLF are refused, or made CRLF for named networks.
+    bare_newlines: BareNewlines,
     phase: Phase,
     helo: String,
     esmtp: bool,
@@ -84,13 +109,35 @@ struct Session {
     errors: u32,
 }
 
-/// Runs a session on an accepted connection to its end.
-pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Runs a session on an accepted connection to its end. `slot` is its place in the listener's
+/// connection table; `stop` turns true when the gateway stops.
+pub async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    stop: watch::Receiver<bool>,
+) {
+    let ends = Instant::now() + Duration::from_secs(shared.config.session_timeout_secs);
+    let bare_newlines = if shared
+        .config
+        .normalize_bare_newlines_from
+        .iter()
+        .any(|n| n.contains(peer.ip()))
+    {
+        BareNewlines::Normalize
+    } else {
+        BareNewlines::Reject
+    };
     let mut session = Session {
         shared,
         io: BufReader::with_capacity(64 * 1024, Stream::Plain(tcp)),
         out: Vec::with_capacity(1024),
         peer,
+        slot,
+        stop,
+        ends,
+        bare_newlines,
         phase: Phase::Connected,
         helo: String::new(),
         esmtp: false,
@@ -108,8 +155,38 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         End::Timeout => {
             session.reply(421, "4.4.2", "timeout, closing the connection");
         }
+        End::SessionTimeout => {
+            session.reply(
+                421,
+                "4.4.2",
+                "the session lasted too long, closing the connection",
+            );
+        }
         End::TooManyErrors => {
             session.reply(421, "4.7.0", "too many errors, closing the connection");
+        }
+        End::Shutdown => {
+            session.reply(
+                421,
+                "4.3.2",
+                "the gateway is shutting down; try again later",
+            );
+        }
+        End::Evicted => {
+            tracing::info!(peer = %peer, "stalled session closed to make room for another client");
+            session.reply(
+                421,
+                "4.4.2",
+                "too many connections and this one is idle; closing it",
+            );
+        }
+        End::BareNewline => {
+            tracing::info!(peer = %peer, "message text with a bare LF or CR refused");
+            session.reply(
+                521,
+                "5.5.2",
+                "bare LF or CR received: lines must end with CRLF (RFC 5321 2.3.8); closing the connection",
+            );
         }
         End::Io(e) => tracing::debug!(peer = %peer, error = %e, "session I/O error"),
     }
@@ -140,23 +217,35 @@ impl Session {
         Ok(())
     }
 
-    /// Reads one line (CRLF or LF ended) of at most `max` bytes; `Ok(None)` at end of input.
-    /// A longer line is consumed and reported as `Err(true)` in the flag.
+    /// Reads one line (up to and including its LF) of at most `max` bytes, in full before
+    /// `deadline` (or the session's end); `Ok(None)` at end of input. A longer line is consumed
+    /// and reported with the flag set. While `idle` (between commands), a gateway stop or
+    /// another client needing the slot ends the wait.
     async fn read_line(
         &mut self,
         max: usize,
-        timeout: Duration,
+        deadline: Instant,
+        idle: bool,
     ) -> Result<Option<(Vec<u8>, bool)>, End> {
         // Flush replies only when no pipelined input is waiting: one write per batch.
         if self.io.buffer().is_empty() {
             self.flush().await?;
         }
+        let (deadline, timeout) = if deadline < self.ends {
+            (deadline, End::Timeout)
+        } else {
+            (self.ends, End::SessionTimeout)
+        };
         let mut line = Vec::new();
         let mut too_long = false;
         loop {
-            let buf = match tokio::time::timeout(timeout, self.io.fill_buf()).await {
-                Err(_) => return Err(End::Timeout),
-                Ok(r) => r?,
+            let mut stop = self.stop.clone();
+            let buf = tokio::select! {
+                biased;
+                r = self.io.fill_buf() => r?,
+                _ = tokio::time::sleep_until(deadline) => return Err(timeout),
+                _ = self.slot.evicted(), if idle => return Err(End::Evicted),
+                _ = stop.wait_for(|s| *s), if idle => return Err(End::Shutdown),
             };
             if buf.is_empty() {
                 return if line.is_empty() {
@@ -169,19 +258,34 @@ impl Session {
                 Some(i) => (i + 1, true),
                 None => (buf.len(), false),
             };
-            if !too_long {
-                if line.len() + take > max {
-                    too_long = true;
-                    line.clear();
-                } else {
-                    line.extend_from_slice(&buf[..take]);
-                }
+            if !too_long && line.len() + take > max {
+                too_long = true;
+            }
+            line.extend_from_slice(&buf[..take]);
+            if too_long {
+                // Only the line's ending matters now (where the message text ends).
+                let keep = line.len().saturating_sub(2);
+                line.drain(..keep);
             }
             self.io.consume(take);
             if done {
                 return Ok(Some((line, too_long)));
             }
         }
+    }
+
+    /// Reads the next command line, waiting at most `command_timeout_secs` for all of it.
+    async fn read_command(&mut self) -> Result<Option<(Vec<u8>, bool)>, End> {
+        let idle = self.phase == Phase::Connected || self.phase == Phase::Ready;
+        if idle && *self.stop.borrow() {
+            return Err(End::Shutdown);
+        }
+        self.slot.waiting();
+        let deadline =
+            Instant::now() + Duration::from_secs(self.shared.config.command_timeout_secs);
+        let line = self.read_line(MAX_COMMAND_LINE, deadline, idle).await;
+        self.slot.working();
+        line
     }
 
     fn error(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), End> {
@@ -202,9 +306,8 @@ impl Session {
     }
 
     async fn serve(&mut self) -> End {
-        let timeout = Duration::from_secs(self.shared.config.command_timeout_secs);
         loop {
-            let line = match self.read_line(MAX_COMMAND_LINE, timeout).await {
+            let line = match self.read_command().await {
                 Ok(Some(l)) => l,
                 Ok(None) => return End::Closed,
                 Err(e) => return e,
@@ -220,50 +323,62 @@ impl Session {
     }
 
     async fn command(&mut self, raw: &[u8]) -> Result<(), End> {
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim_end_matches(['\r', '\n']);
-        let (verb, arg) = match text.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
-            None => (text.to_ascii_uppercase(), ""),
+        let Some(line) = raw.strip_suffix(b"\r\n") else {
+            if self.bare_newlines == BareNewlines::Reject {
+                return self.error(
+                    500,
+                    "5.5.2",
+                    "bare LF received: end commands with CRLF (RFC 5321 2.3.8)",
+                );
+            }
+            return self
+                .command_line(raw.strip_suffix(b"\n").unwrap_or(raw))
+                .await;
         };
-        match verb.as_str() {
-            "EHLO" | "HELO" => self.hello(&verb, arg),
-            "MAIL" => self.mail(arg),
-            "RCPT" => self.rcpt(arg),
-            "DATA" => self.data().await,
-            "RSET" => {
+        self.command_line(line).await
+    }
+
+    async fn command_line(&mut self, line: &[u8]) -> Result<(), End> {
+        let command = match command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                let (code, enhanced, text) = e.reply();
+                return self.error(code, enhanced, text);
+            }
+        };
+        match command {
+            Command::Hello { extended, domain } => self.hello(extended, domain),
+            Command::Mail { sender, params } => self.mail(sender, params),
+            Command::Rcpt { recipient } => self.rcpt(recipient),
+            Command::Data => self.data().await,
+            Command::Rset => {
                 self.reset();
                 self.reply(250, "2.0.0", "reset");
                 Ok(())
             }
-            "NOOP" => {
+            Command::Noop => {
                 self.reply(250, "2.0.0", "ok");
                 Ok(())
             }
-            "QUIT" => {
+            Command::Quit => {
                 self.reply(221, "2.0.0", "closing connection");
                 Err(End::Quit)
             }
-            "STARTTLS" => self.starttls().await,
-            "AUTH" => self.auth(arg).await,
-            "VRFY" | "EXPN" => self.error(502, "5.5.1", "VRFY and EXPN are disabled"),
-            "HELP" => {
+            Command::StartTls => self.starttls().await,
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
+            Command::Verify => self.error(502, "5.5.1", "VRFY and EXPN are disabled"),
+            Command::Help => {
                 self.reply(214, "2.0.0", "see RFC 5321");
                 Ok(())
             }
-            "" => self.error(500, "5.5.2", "empty command"),
-            _ => self.error(500, "5.5.2", "command not recognized"),
         }
     }
 
-    fn hello(&mut self, verb: &str, arg: &str) -> Result<(), End> {
-        if arg.is_empty() {
-            return self.error(501, "5.5.4", "a domain or address is required");
-        }
+    fn hello(&mut self, extended: bool, domain: String) -> Result<(), End> {
         self.reset();
         self.phase = Phase::Ready;
-        self.helo = arg.chars().take(255).collect();
-        if verb == "HELO" {
+        self.helo = domain;
+        if !extended {
             self.esmtp = false;
             let name = self.shared.hostname.clone();
             self.out
@@ -290,17 +405,19 @@ impl Session {
         Ok(())
     }
 
+    /// A client on a named client network, or one that authenticated.
+    fn trusted(&self) -> bool {
+        self.user.is_some()
+            || self
+                .shared
+                .config
+                .client_networks
+                .iter()
+                .any(|n| n.contains(self.peer.ip()))
+    }
+
     fn relay_allowed(&self, recipient: &str) -> bool {
-        if self.user.is_some() {
-            return true;
-        }
-        if self
-            .shared
-            .config
-            .client_networks
-            .iter()
-            .any(|n| n.contains(self.peer.ip()))
-        {
+        if self.trusted() {
             return true;
         }
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
@@ -311,7 +428,7 @@ impl Session {
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
-    fn mail(&mut self, arg: &str) -> Result<(), End> {
+    fn mail(&mut self, sender: String, params: MailParams) -> Result<(), End> {
         match self.phase {
             Phase::Connected => return self.error(503, "5.5.1", "say EHLO or HELO first"),
             Phase::Mail | Phase::Rcpt => {
@@ -319,79 +436,71 @@ impl Session {
             }
             Phase::Ready => {}
         }
+        if *self.stop.borrow() {
+            return Err(End::Shutdown);
+        }
         if self.shared.config.require_auth && self.user.is_none() {
             return self.error(530, "5.7.0", "authentication required");
         }
-        let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
-            return self.error(501, "5.5.4", "syntax: MAIL FROM:<address>");
-        };
-        let Some((path, params)) = parse_path(rest) else {
-            return self.error(501, "5.1.7", "the sender address is malformed");
-        };
-        for p in params.split_whitespace() {
-            let (key, value) = p.split_once('=').unwrap_or((p, ""));
-            match key.to_ascii_uppercase().as_str() {
-                "SIZE" if self.esmtp => {
-                    let Ok(size) = value.parse::<u64>() else {
-                        return self.error(501, "5.5.4", "SIZE needs a number");
-                    };
-                    if size > self.shared.config.max_message_size {
-                        return self.error(
-                            552,
-                            "5.3.4",
-                            "the message is larger than this server accepts",
-                        );
-                    }
-                }
-                "BODY" if self.esmtp => {
-                    if !value.eq_ignore_ascii_case("7BIT")
-                        && !value.eq_ignore_ascii_case("8BITMIME")
-                    {
-                        return self.error(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
-                    }
-                }
-                "SMTPUTF8" if self.esmtp => {}
-                "AUTH" if self.esmtp => {}
-                _ => return self.error(555, "5.5.4", "unsupported MAIL parameter"),
-            }
+        if self.shared.source == Source::Bypass && !self.trusted() {
+            return self.error(
+                530,
+                "5.7.1",
+                "this port takes mail only from trusted hops: a client network or an authenticated client",
+            );
         }
-        if !path.is_empty() && !valid_mailbox(&path) {
-            return self.error(553, "5.1.7", "the sender address is malformed");
+        if !self.esmtp && params != MailParams::default() {
+            return self.error(555, "5.5.4", "MAIL parameters need EHLO");
         }
-        self.sender = Some(path);
+        if params
+            .size
+            .is_some_and(|size| size > self.shared.config.max_message_size)
+        {
+            return self.error(
+                552,
+                "5.3.4",
+                "the message is larger than this server accepts",
+            );
+        }
+        // Both BODY values are accepted; 8BITMIME is announced.
+        let _: Option<Body> = params.body;
+        self.sender = Some(sender);
         self.phase = Phase::Mail;
         self.reply(250, "2.1.0", "sender ok");
         Ok(())
     }
 
-    fn rcpt(&mut self, arg: &str) -> Result<(), End> {
+    fn rcpt(&mut self, recipient: String) -> Result<(), End> {
         if !matches!(self.phase, Phase::Mail | Phase::Rcpt) {
             return self.error(503, "5.5.1", "MAIL first");
-        }
-        let Some(rest) = strip_prefix_ci(arg, "TO:") else {
-            return self.error(501, "5.5.4", "syntax: RCPT TO:<address>");
-        };
-        let Some((path, params)) = parse_path(rest) else {
-            return self.error(501, "5.1.3", "the recipient address is malformed");
-        };
-        if !params.trim().is_empty() {
-            return self.error(555, "5.5.4", "unsupported RCPT parameter");
-        }
-        if path.is_empty() || !valid_mailbox(&path) {
-            return self.error(553, "5.1.3", "the recipient address is malformed");
         }
         if self.recipients.len() >= self.shared.config.max_recipients {
             self.reply(452, "4.5.3", "too many recipients in this message");
             return Ok(());
         }
-        if !self.relay_allowed(&path) {
-            tracing::info!(peer = %self.peer, recipient = %path, "relay attempt refused");
-            return self.error(554, "5.7.1", "relaying denied: the recipient's domain is not served here and the client may not relay");
-        }
-        self.recipients.push(path);
+        // RFC 5321 4.5.1: "postmaster" without a domain is always accepted.
+        let recipient = if command::is_bare_postmaster(&recipient) {
+            self.postmaster()
+        } else {
+            if !self.relay_allowed(&recipient) {
+                tracing::info!(peer = %self.peer, recipient = %recipient, "relay attempt refused");
+                return self.error(554, "5.7.1", "relaying denied: the recipient's domain is not served here and the client may not relay");
+            }
+            recipient
+        };
+        self.recipients.push(recipient);
         self.phase = Phase::Rcpt;
         self.reply(250, "2.1.5", "recipient ok");
         Ok(())
+    }
+
+    /// Where the bare `postmaster` goes.
+    fn postmaster(&self) -> String {
+        let c = &self.shared.config;
+        c.postmaster.clone().unwrap_or_else(|| {
+            let domain = c.internal_domains.first().unwrap_or(&self.shared.hostname);
+            format!("postmaster@{domain}")
+        })
     }
 
     async fn data(&mut self) -> Result<(), End> {
@@ -425,7 +534,8 @@ impl Session {
             rfc2822_now(),
         );
         let c = self.shared.config.clone();
-        let timeout = Duration::from_secs(c.data_timeout_secs);
+        let line_timeout = Duration::from_secs(c.data_timeout_secs);
+        let mut decoder = data::Decoder::new(self.bare_newlines);
         let mut problem: Option<(u16, &str, &str)> = None;
         let mut in_header = true;
         let mut header_bytes = 0usize;
@@ -436,13 +546,26 @@ impl Session {
             write_error = true;
         }
         loop {
-            let (line, too_long) = match self.read_line(c.max_line_length, timeout).await? {
-                Some(l) => l,
-                None => return Err(End::Closed),
+            let deadline = Instant::now() + line_timeout;
+            let (line, too_long) = match self.read_line(c.max_line_length, deadline, false).await {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    file.discard();
+                    return Err(End::Closed);
+                }
+                Err(e) => {
+                    file.discard();
+                    return Err(e);
+                }
             };
-            if !too_long && (line == b".\r\n" || line == b".\n") {
-                break;
-            }
+            let body = match decoder.line(&line) {
+                data::Line::End => break,
+                data::Line::BareNewline => {
+                    file.discard();
+                    return Err(End::BareNewline);
+                }
+                data::Line::Text(body) => body,
+            };
             if too_long {
                 problem.get_or_insert((
                     552,
@@ -451,11 +574,6 @@ impl Session {
                 ));
                 continue;
             }
-            let body = if line.starts_with(b".") {
-                &line[1..]
-            } else {
-                &line[..]
-            };
             size += body.len() as u64;
             if size > c.max_message_size {
                 problem.get_or_insert((
@@ -466,7 +584,7 @@ impl Session {
                 continue;
             }
             if in_header {
-                if body == b"\r\n" || body == b"\n" {
+                if *body == *b"\r\n" {
                     in_header = false;
                 } else {
                     header_bytes += body.len();
@@ -492,7 +610,7 @@ impl Session {
                     }
                 }
             }
-            if problem.is_none() && !write_error && file.append(body).is_err() {
+            if problem.is_none() && !write_error && file.append(&body).is_err() {
                 write_error = true;
             }
         }
@@ -590,7 +708,7 @@ impl Session {
         }
     }
 
-    async fn auth(&mut self, arg: &str) -> Result<(), End> {
+    async fn auth(&mut self, mech: String, initial: Option<String>) -> Result<(), End> {
         if self.shared.config.users.is_empty() {
             return self.error(502, "5.5.1", "authentication is not offered");
         }
@@ -606,10 +724,6 @@ impl Session {
         if matches!(self.phase, Phase::Mail | Phase::Rcpt) {
             return self.error(503, "5.5.1", "not during a transaction");
         }
-        let (mech, initial) = match arg.split_once(' ') {
-            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_string())),
-            None => (arg.to_ascii_uppercase(), None),
-        };
         let credentials = match mech.as_str() {
             "PLAIN" => {
                 let response = match initial {
@@ -674,8 +788,7 @@ impl Session {
     async fn challenge(&mut self, prompt: &str) -> Result<Option<String>, End> {
         self.out
             .extend_from_slice(format!("334 {prompt}\r\n").as_bytes());
-        let timeout = Duration::from_secs(self.shared.config.command_timeout_secs);
-        let Some((line, too_long)) = self.read_line(MAX_COMMAND_LINE, timeout).await? else {
+        let Some((line, too_long)) = self.read_command().await? else {
             return Err(End::Closed);
         };
         let text = String::from_utf8_lossy(&line).trim().to_string();
@@ -683,41 +796,6 @@ impl Session {
             return Ok(None);
         }
         Ok(Some(text))
-    }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(s[prefix.len()..].trim_start())
-    } else {
-        None
-    }
-}
-
-/// `<path> params` → (address, params). Source routes (`<@a,@b:user@d>`) are stripped.
-fn parse_path(s: &str) -> Option<(String, &str)> {
-    let s = s.trim_start();
-    let rest = s.strip_prefix('<')?;
-    let end = rest.find('>')?;
-    let inner = &rest[..end];
-    let inner = match inner.rfind(':') {
-        Some(i) if inner.starts_with('@') => &inner[i + 1..],
-        _ => inner,
-    };
-    Some((inner.to_string(), &rest[end + 1..]))
-}
-
-fn valid_mailbox(a: &str) -> bool {
-    match a.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && a.len() <= 254
-                && !a
-                    .chars()
-                    .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>')
-        }
-        None => a.eq_ignore_ascii_case("postmaster"),
     }
 }
 
@@ -735,22 +813,6 @@ pub fn rfc2822_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths() {
-        assert_eq!(
-            parse_path("<a@b.example> SIZE=10").unwrap(),
-            ("a@b.example".into(), " SIZE=10")
-        );
-        assert_eq!(parse_path("<>").unwrap().0, "");
-        assert_eq!(
-            parse_path("<@relay.example:a@b.example>").unwrap().0,
-            "a@b.example"
-        );
-        assert!(parse_path("a@b.example").is_none());
-        assert!(valid_mailbox("Postmaster"));
-        assert!(!valid_mailbox("no-at"));
-    }
 
     #[test]
     fn dates_are_rfc_5322() {

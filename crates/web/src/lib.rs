@@ -15,6 +15,7 @@ pub mod api;
 pub mod components;
 pub mod compose;
 pub mod config_form;
+pub mod listener;
 pub mod page;
 pub mod reader;
 pub mod render;
