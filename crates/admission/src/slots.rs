@@ -1,15 +1,17 @@
 //! Connection slots of one listener.
 //!
 //! A listener has at most `max_total` connections and `max_per_client` from one address. When
-//! every slot is taken, the connection that has waited longest for its peer's next request
-//! (and at least [`Admission::min_stall`]) is told to close, and the newcomer takes its slot:
-//! a client that opens connections and sends nothing, or a byte every few seconds, cannot keep
-//! out a client that speaks. A connection busy with a request it has received is never chosen.
+//! every slot is taken, a connection that is waiting for its peer (not busy with a request it
+//! has received) is told to close and the newcomer takes its slot: one from the address that
+//! holds the most connections, the longest waiting of those, and only when that address holds
+//! more than the newcomer's would. Hosts that open connections and send nothing, or a byte
+//! every few seconds, however fast they open them, cannot keep out a host with fewer.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -56,28 +58,16 @@ pub struct Admission {
     table: Arc<Mutex<Table>>,
     max_total: usize,
     max_per_client: usize,
-    min_stall: Duration,
 }
 
 impl Admission {
-    /// How long a connection must have waited for its peer before it can be closed to make
-    /// room: longer than a client that speaks ever pauses between its commands.
-    pub const DEFAULT_MIN_STALL: Duration = Duration::from_secs(1);
-
     /// Slots for at most `max_total` connections, `max_per_client` from one address.
     pub fn new(max_total: usize, max_per_client: usize) -> Self {
         Admission {
             table: Arc::default(),
             max_total: max_total.max(1),
             max_per_client: max_per_client.max(1),
-            min_stall: Self::DEFAULT_MIN_STALL,
         }
-    }
-
-    /// The same with another minimum stall before a connection can be closed for room.
-    pub fn with_min_stall(mut self, min_stall: Duration) -> Self {
-        self.min_stall = min_stall;
-        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -85,20 +75,26 @@ impl Admission {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits a connection from `ip`, closing the longest-stalled one when all slots are taken.
+    /// Admits a connection from `ip`; when all slots are taken, closes a waiting connection of
+    /// the address that holds the most, if it holds more than `ip` would.
     pub fn admit(&self, ip: IpAddr) -> Result<Slot, Refused> {
         let now = Instant::now();
         let mut t = self.lock();
-        if t.per_client.get(&ip).copied().unwrap_or(0) >= self.max_per_client {
+        let holds = t.per_client.get(&ip).copied().unwrap_or(0);
+        if holds >= self.max_per_client {
             return Err(Refused::PerClient);
         }
         if t.conns.len() >= self.max_total {
             let victim = t
                 .conns
                 .iter()
-                .filter_map(|(id, c)| c.waiting_since.map(|since| (since, *id)))
-                .filter(|(since, _)| now.saturating_duration_since(*since) >= self.min_stall)
-                .min()
+                .filter_map(|(id, c)| {
+                    let since = c.waiting_since?;
+                    let theirs = t.per_client.get(&c.ip).copied().unwrap_or(0);
+                    Some(((theirs, Reverse(since)), *id))
+                })
+                .max()
+                .filter(|((theirs, _), _)| *theirs > holds + 1)
                 .map(|(_, id)| id);
             let Some(victim) = victim.and_then(|id| t.remove(id)) else {
                 return Err(Refused::Full);
@@ -185,40 +181,43 @@ mod tests {
 
     #[tokio::test]
     async fn caps_per_client_and_in_total() {
-        let a = Admission::new(3, 2).with_min_stall(Duration::from_secs(3600));
+        let a = Admission::new(3, 2);
         let s1 = a.admit(ip(2)).unwrap();
-        let _s2 = a.admit(ip(2)).unwrap();
+        let _s2 = a.admit(ip(3)).unwrap();
+        let _s3 = a.admit(ip(2)).unwrap();
         assert_eq!(a.admit(ip(2)).err(), Some(Refused::PerClient));
-        let _s3 = a.admit(ip(3)).unwrap();
-        assert_eq!(a.admit(ip(4)).err(), Some(Refused::Full));
+        // Full, and nobody holds more than this host would with one more: refused.
+        assert_eq!(a.admit(ip(3)).err(), Some(Refused::Full));
         drop(s1);
-        assert!(a.admit(ip(2)).is_ok());
+        assert!(a.admit(ip(4)).is_ok());
     }
 
     #[tokio::test]
-    async fn the_longest_stalled_connection_makes_room() {
-        let a = Admission::new(2, 10).with_min_stall(Duration::ZERO);
-        let old = a.admit(ip(2)).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let busy = a.admit(ip(3)).unwrap();
-        busy.working();
-        let new = a.admit(ip(4)).unwrap();
-        // The stalled one is told, the busy one is not.
-        tokio::time::timeout(Duration::from_secs(1), old.evicted())
+    async fn the_host_holding_most_gives_up_its_longest_waiting_connection() {
+        let a = Admission::new(4, 10);
+        let flood_old = a.admit(ip(2)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let flood_busy = a.admit(ip(2)).unwrap();
+        flood_busy.working();
+        let _flood_new = a.admit(ip(2)).unwrap();
+        let other = a.admit(ip(3)).unwrap();
+        // A newcomer: the flood's oldest waiting connection goes, not its busy one, not the
+        // other host's.
+        let _new = a.admit(ip(4)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), flood_old.evicted())
             .await
             .unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), busy.evicted())
-                .await
-                .is_err()
-        );
-        assert_eq!(a.open(), 2);
+        for untouched in [&flood_busy, &other] {
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(20), untouched.evicted())
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(a.open(), 4);
         assert_eq!(a.evicted(), 1);
         // Dropping the evicted slot later does not free the newcomer's.
-        drop(old);
-        assert_eq!(a.open(), 2);
-        // Nobody is stalled now: busy works, new waits but `new` is the only candidate.
-        new.working();
-        assert_eq!(a.admit(ip(5)).err(), Some(Refused::Full));
+        drop(flood_old);
+        assert_eq!(a.open(), 4);
     }
 }

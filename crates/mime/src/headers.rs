@@ -96,15 +96,20 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
 
 /// `message` without the top-level header fields named in `names` (case-insensitive).
 pub fn without_fields(message: &[u8], names: &[&str]) -> Vec<u8> {
+    without(message, |f| names.iter().any(|n| f.is(n)))
+}
+
+/// `message` without the top-level header fields `drop` picks, the rest byte for byte.
+pub fn without(message: &[u8], drop: impl Fn(&Field<'_>) -> bool) -> Vec<u8> {
     let fields = fields(message);
-    if !fields.iter().any(|f| names.iter().any(|n| f.is(n))) {
+    if !fields.iter().any(&drop) {
         return message.to_vec();
     }
     let mut out = Vec::with_capacity(message.len());
     let mut cursor = 0;
     for f in &fields {
         let offset = f.raw.as_ptr() as usize - message.as_ptr() as usize;
-        if names.iter().any(|n| f.is(n)) {
+        if drop(f) {
             out.extend_from_slice(&message[cursor..offset]);
             cursor = offset + f.raw.len();
         }

@@ -12,6 +12,7 @@
 //! is given, so that a message of any size streams through it.
 
 mod build;
+mod guard;
 pub mod headers;
 mod read;
 mod settings;
@@ -20,6 +21,7 @@ pub use build::{
     ATTACHMENT_NAME, BEGIN_MARKER, Base64Lines, END_MARKER, MARK_FIELD, Wrapper,
     is_meeting_request, linked, mark_after, wrapper,
 };
+pub use guard::Guard;
 pub use read::{
     HeaderFilter, ReadError, SealedReader, Signature, add_notice, decryption_prefix,
     guarded_fields, is_encrypted, kept_token, sealed_and_mark_from_mime, sealed_from_mime,

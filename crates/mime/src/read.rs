@@ -269,8 +269,9 @@ pub fn guarded_fields(settings: &MimeSettings) -> Vec<String> {
 }
 
 /// The lines put in front of a restored original: the decryption X-header, the signature
-/// verdict, a warning for a signature that does not verify, and the trace (`Received`) fields
-/// the encrypted email gathered on its way.
+/// verdict, a warning for a signature that does not verify, and the trace (`Received`) and
+/// `Authentication-Results` fields the encrypted email gathered on its way (those of the sealed
+/// message that name this gateway are removed by [`crate::Guard`]).
 pub fn decryption_prefix(
     outer: &[u8],
     settings: &MimeSettings,
@@ -292,7 +293,7 @@ pub fn decryption_prefix(
         );
     }
     for f in headers::fields(outer) {
-        if f.is("Received") {
+        if f.is("Received") || f.is("Authentication-Results") {
             out.extend_from_slice(f.raw);
         }
     }
@@ -304,7 +305,7 @@ pub fn decryption_prefix(
 #[derive(Debug)]
 pub struct HeaderFilter<W: Write> {
     out: W,
-    names: Vec<String>,
+    guard: crate::Guard,
     header: Option<Vec<u8>>,
     limit: usize,
 }
@@ -314,9 +315,14 @@ impl<W: Write> HeaderFilter<W> {
     /// section longer than `limit` bytes is an error: a field hidden past the limit could not be
     /// filtered.
     pub fn new(out: W, names: Vec<String>, limit: usize) -> Self {
+        Self::guarding(out, crate::Guard::names(names), limit)
+    }
+
+    /// Filters the fields `guard` owns out of the header section written to `out`.
+    pub fn guarding(out: W, guard: crate::Guard, limit: usize) -> Self {
         HeaderFilter {
             out,
-            names,
+            guard,
             header: Some(Vec::with_capacity(8 * 1024)),
             limit,
         }
@@ -333,9 +339,8 @@ impl<W: Write> HeaderFilter<W> {
                     "the decrypted message's header section is too long",
                 ));
             }
-            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
             let end = headers::body_start(&header);
-            let filtered = headers::without_fields(&header[..end], &names);
+            let filtered = self.guard.strip(&header[..end]);
             self.out.write_all(&filtered)?;
             self.out.write_all(&header[end..])?;
         }

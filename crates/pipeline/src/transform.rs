@@ -426,7 +426,7 @@ pub fn signature(verdict: &Verdict) -> Signature {
 pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), TransformError> {
     let sealed = &job.located.sealed;
     let opener = Opener::new(&job.params).with_cache(&job.decaps);
-    let guarded = mime::guarded_fields(&job.settings);
+    let guarded = mime::Guard::new(&job.settings, &job.hostname);
     let size = std::fs::metadata(&job.source)?.len();
     let in_memory = size < SMALL || job.settings.add_decryption_notice;
     if in_memory && size > MAX_IN_MEMORY {
@@ -439,7 +439,7 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
         Scratch(Finished),
     }
     let (plain, opened) = if in_memory {
-        let mut filter = mime::HeaderFilter::new(Vec::new(), guarded, MAX_HEAD);
+        let mut filter = mime::HeaderFilter::guarding(Vec::new(), guarded, MAX_HEAD);
         let opened = opener.open(&job.key, sealed.reader()?, &mut filter)?;
         let mut bytes = filter.finish()?;
         if job.settings.add_decryption_notice {
@@ -449,7 +449,7 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
     } else {
         let mut scratch = spool.create()?;
         let result = (|| -> Result<_, TransformError> {
-            let mut filter = mime::HeaderFilter::new(&mut scratch, guarded, MAX_HEAD);
+            let mut filter = mime::HeaderFilter::guarding(&mut scratch, guarded, MAX_HEAD);
             let opened = opener.open(&job.key, sealed.reader()?, &mut filter)?;
             filter.finish()?;
             Ok(opened)

@@ -73,7 +73,7 @@ pub struct WebConfig {
     /// ... and this many seconds after the login.
     pub admin_lifetime_secs: u64,
     /// Most connections to the web listener at once. When all are taken, the connection that
-    /// has waited longest for a request is closed to make room.
+    /// waits for a request, from the address that holds the most, is closed to make room.
     pub max_connections: usize,
     /// Most connections at once from one client address.
     pub max_connections_per_client: usize,

@@ -88,21 +88,9 @@ async fn run(
     } else {
         None
     };
-    if components.iter().any(|c| c == "smtp") {
-        let (router, tasks) = start_mail(
-            &config,
-            &caps,
-            stop.clone(),
-            keyserver_store.as_ref(),
-            editor,
-        )
-        .await?;
-        app = app.merge(router);
-        for t in tasks {
-            background.spawn(t);
-        }
-    }
-    if let Some(store) = keyserver_store {
+    // The key server first, then the web listener (which serves it) bound, then SMTP: the
+    // first message accepted finds its keys ready instead of waiting in the errored queue.
+    if let Some(store) = keyserver_store.clone() {
         let master = open_or_create_master_keys(&config)?;
         let sweeper = store.clone();
         tokio::spawn(async move {
@@ -125,6 +113,19 @@ async fn run(
     let tcp = TcpListener::bind(config.web.listen)
         .await
         .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
+    let mut mail_tasks = Vec::new();
+    if components.iter().any(|c| c == "smtp") {
+        let (router, tasks) = start_mail(
+            &config,
+            &caps,
+            stop.clone(),
+            keyserver_store.as_ref(),
+            editor,
+        )
+        .await?;
+        app = app.merge(router);
+        mail_tasks = tasks;
+    }
     let local = tcp.local_addr()?;
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
@@ -167,6 +168,9 @@ async fn run(
             None
         }
     };
+    for t in mail_tasks {
+        background.spawn(t);
+    }
     web::listener::serve(tcp, tls, app, config.web.limits(caps.web), stop.clone()).await;
     signal.abort();
     while background.join_next().await.is_some() {}
@@ -312,6 +316,7 @@ async fn start_mail(
             queue: queue.clone(),
             tls: tls.clone(),
             source,
+            guard: mime::Guard::new(&config.mime, &hostname),
             on_accept: Box::new(move |_, size| {
                 m.received.fetch_add(1, Ordering::Relaxed);
                 m.received_bytes.fetch_add(size, Ordering::Relaxed);

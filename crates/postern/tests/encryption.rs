@@ -230,7 +230,10 @@ fn crlf(message: &[u8]) -> Vec<u8> {
         out.push(b);
         prev = b;
     }
-    if !out.ends_with(b"\r\n") {
+    // A file that ends in a lone CR (one of the corpus does) ends its last line there.
+    if out.ends_with(b"\r") {
+        out.push(b'\n');
+    } else if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out

@@ -43,8 +43,8 @@ pub struct SmtpConfig {
     pub data_timeout_secs: u64,
     /// Seconds a whole session may last, whatever it does; then it is closed with 421.
     pub session_timeout_secs: u64,
-    /// Most connections at once. When all are taken, the session that has waited longest in
-    /// the middle of a command (a client that trickles) is closed to make room.
+    /// Most connections at once. When all are taken, a session waiting for a command, from the
+    /// client address that holds the most, is closed to make room (see `admission`).
     pub max_connections: usize,
     /// Most connections at once from one client address.
     pub max_connections_per_client: usize,

@@ -1,5 +1,5 @@
 //! The SMTP listeners: connection limits in total and per client (with room made by closing
-//! the session stalled longest), STARTTLS certificates, and a graceful stop (no new
+//! a waiting session of the client that holds the most), STARTTLS certificates, and a graceful stop (no new
 //! connections; open sessions finish the transaction under way and are then told 421).
 
 use std::path::Path;

@@ -41,6 +41,9 @@ pub struct Shared {
     pub tls: TlsAcceptor,
     /// Which port this is.
     pub source: Source,
+    /// The header fields only this gateway writes: removed from mail received on the bypass
+    /// port or from a client that is not trusted.
+    pub guard: mime::Guard,
     /// Called after each accepted message (metrics, waking the pipeline).
     pub on_accept: AcceptHook,
 }
@@ -545,6 +548,10 @@ impl Session {
         if file.append(received.as_bytes()).is_err() {
             write_error = true;
         }
+        // The header section is held back and filtered when the sender may not be trusted to
+        // leave this gateway's own fields alone.
+        let guarded = self.shared.source == Source::Bypass || !self.trusted();
+        let mut held: Vec<u8> = Vec::new();
         loop {
             let deadline = Instant::now() + line_timeout;
             let (line, too_long) = match self.read_line(c.max_line_length, deadline, false).await {
@@ -610,7 +617,26 @@ impl Session {
                     }
                 }
             }
-            if problem.is_none() && !write_error && file.append(&body).is_err() {
+            let bytes: &[u8] = if guarded && (in_header || !held.is_empty()) {
+                held.extend_from_slice(&body);
+                if in_header {
+                    continue;
+                }
+                // The blank line: the whole header section is here.
+                held = self.shared.guard.strip(&held);
+                &held
+            } else {
+                &body
+            };
+            if problem.is_none() && !write_error && file.append(bytes).is_err() {
+                write_error = true;
+            }
+            held.clear();
+        }
+        if !held.is_empty() {
+            // A message that is all header.
+            let stripped = self.shared.guard.strip(&held);
+            if problem.is_none() && !write_error && file.append(&stripped).is_err() {
                 write_error = true;
             }
         }

@@ -361,3 +361,32 @@ async fn a_stop_lets_the_transaction_finish_then_refuses_the_next() {
     assert!(reply.starts_with("421 4.3.2"), "{reply}");
     assert!(replies_until_closed(&mut busy).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_and_authentication_results_naming_the_gateway_are_removed_on_the_way_in() {
+    // The bypass port, from a trusted hop; and the policy port from a host on the internet.
+    let mut gw = start(|c| c.client_networks = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let forged = "X-Postern-Signature: valid; signer=ceo@corp.example\r\n\
+                  Authentication-Results: gw.test;\r\n dkim=pass header.d=corp.example\r\n\
+                  Authentication-Results: mx.partner.example; spf=pass\r\n\
+                  Subject: forged verdicts\r\n\r\nbody\r\n";
+    for (port, from) in [(gw.bypass, [127, 0, 0, 1]), (gw.addr, [127, 0, 0, 9])] {
+        let (mut s, _) = Raw::connect_from(port, from.into()).await;
+        s.send("EHLO client.test").await;
+        assert!(
+            s.send("MAIL FROM:<x@partner.example>")
+                .await
+                .starts_with("250")
+        );
+        assert!(s.send("RCPT TO:<b@corp.example>").await.starts_with("250"));
+        assert!(s.data(forged).await.starts_with("250"));
+        let m = gw.next_message().await;
+        assert!(m.contains("Subject: forged verdicts"), "{m}");
+        assert!(!m.contains("X-Postern-Signature"), "{m}");
+        assert!(!m.contains("gw.test;"), "{m}");
+        assert!(
+            m.contains("Authentication-Results: mx.partner.example; spf=pass"),
+            "{m}"
+        );
+    }
+}

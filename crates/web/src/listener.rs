@@ -2,8 +2,9 @@
 //! and `/metrics`, with the limits a server on the internet needs.
 //!
 //! - At most `max_connections` at once and `max_connections_per_client` from one address; when
-//!   all are taken, the connection that has waited longest for a request is closed to make room
-//!   (see [`admission`]), so unfinished requests cannot keep out a client that sends whole ones.
+//!   all are taken, a connection waiting for a request, from the address that holds the most,
+//!   is closed to make room (see [`admission`]), so unfinished requests cannot keep out a
+//!   client that sends whole ones.
 //! - A request head must arrive whole within `header_timeout` (hyper's header timer, which
 //!   also bounds the wait for the next request on a kept-alive connection), a TLS handshake
 //!   within the same time, and no connection lives longer than `connection_lifetime`.

@@ -25,6 +25,8 @@ pub struct Gateway {
     pub web: u16,
     pub maildir: PathBuf,
     pub config: PathBuf,
+    /// The open-file limit it runs under, when the test set one.
+    pub files: Option<u64>,
 }
 
 impl Drop for Gateway {
@@ -43,6 +45,31 @@ impl Gateway {
 
     /// [`Gateway::start`] with more `[mime]` and `[gateway]` settings (TOML lines).
     pub fn start_with(dir: &Path, external: u16, mime: &str, gateway: &str) -> Gateway {
+        Gateway::start_limited(dir, external, mime, gateway, None)
+    }
+
+    /// [`Gateway::start_with`], the process limited to `files` open files (soft and hard)
+    /// when given.
+    pub fn start_limited(
+        dir: &Path,
+        external: u16,
+        mime: &str,
+        gateway: &str,
+        files: Option<u64>,
+    ) -> Gateway {
+        let mut gateway = Gateway::launch(dir, external, mime, gateway, files);
+        gateway.wait_up();
+        gateway
+    }
+
+    /// [`Gateway::start_limited`] without waiting for the listeners.
+    pub fn launch(
+        dir: &Path,
+        external: u16,
+        mime: &str,
+        gateway: &str,
+        files: Option<u64>,
+    ) -> Gateway {
         let smtp = testkit::free_port();
         let web = testkit::free_port();
         let bypass = testkit::free_port();
@@ -65,18 +92,17 @@ impl Gateway {
         )
         .unwrap();
         let log = dir.join("gateway.log");
-        let child = spawn(&config, &log);
+        let child = spawn(&config, &log, files);
         let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
-        let mut gateway = Gateway {
+        Gateway {
             child,
             log,
             smtp: addr,
             web,
             maildir,
             config,
-        };
-        gateway.wait_up();
-        gateway
+            files,
+        }
     }
 
     /// Stops the gateway (SIGTERM, as a service manager does) and starts it again with the
@@ -90,7 +116,7 @@ impl Gateway {
             assert!(Instant::now() < deadline, "the gateway did not stop");
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.child = spawn(&self.config, &self.log);
+        self.child = spawn(&self.config, &self.log, self.files);
         self.wait_up();
     }
 
@@ -165,14 +191,25 @@ impl Gateway {
     }
 }
 
-/// `postern serve` with `config`, its log added to `log`.
-fn spawn(config: &Path, log: &Path) -> Child {
+/// `postern serve` with `config`, its log added to `log`, under `files` open files if given
+/// (util-linux's prlimit).
+fn spawn(config: &Path, log: &Path, files: Option<u64>) -> Child {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut command = match files {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_postern"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_postern")),
+    };
+    command
         .args(["serve", "--config", s(config)])
         .env_remove("POSTERN_PASSPHRASE")
         .env_remove("POSTERN_CONFIG")

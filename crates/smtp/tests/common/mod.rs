@@ -82,6 +82,7 @@ pub async fn start_with(
             queue: queue.clone(),
             tls: tls.clone(),
             source,
+            guard: mime::Guard::new(&mime::MimeSettings::default(), "gw.test"),
             on_accept: Box::new(move |_, _| wake.notify_one()),
         });
         tokio::spawn(smtp::server::serve(
