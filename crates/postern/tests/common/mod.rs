@@ -43,6 +43,15 @@ impl Gateway {
 
     /// [`Gateway::start`] with more `[mime]` and `[gateway]` settings (TOML lines).
     pub fn start_with(dir: &Path, external: u16, mime: &str, gateway: &str) -> Gateway {
+        Gateway::launch(dir, external, external, mime, gateway)
+    }
+
+    /// [`Gateway::start`] with the key server's code emails sent to the relay at `relay`.
+    pub fn start_with_relay(dir: &Path, external: u16, relay: u16) -> Gateway {
+        Gateway::launch(dir, external, relay, "", "")
+    }
+
+    fn launch(dir: &Path, external: u16, relay: u16, mime: &str, gateway: &str) -> Gateway {
         let smtp = testkit::free_port();
         let web = testkit::free_port();
         let bypass = testkit::free_port();
@@ -58,7 +67,7 @@ impl Gateway {
                  [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
                  [mime]\nreader_url = \"http://127.0.0.1:{web}/read\"\n{mime}\n\
                  [gateway]\n{gateway}\n\
-                 [keyserver.mail]\nrelay_port = {external}\nstarttls = \"off\"\nfrom = \"keys@corp.example\"\n",
+                 [keyserver.mail]\nrelay_port = {relay}\nstarttls = \"off\"\n",
                 data = s(&data),
                 maildir = s(&maildir),
             ),
