@@ -39,7 +39,7 @@ pub enum ClientError {
     },
     /// The key server cannot send the code email now (its relay does not answer): its own
     /// fault, nothing to do with the address; no code was made.
-    #[error("the key server cannot send the code email now: {0}")]
+    #[error("no code was sent: {0}")]
     MailUnavailable(String),
     /// The token is missing, unknown, revoked or expired.
     #[error("the key server rejected the credentials: {0}")]
