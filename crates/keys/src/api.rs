@@ -112,6 +112,11 @@ pub struct Session {
     pub expires_at: u64,
 }
 
+/// The [`ErrorBody::error`] of a `POST /login/start` answered 503 because the code email cannot
+/// be sent now (the relay does not answer): a fault of the server's, nothing to do with the
+/// address, and nothing was stored.
+pub const MAIL_UNAVAILABLE: &str = "mail_unavailable";
+
 /// Every refusal: a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {

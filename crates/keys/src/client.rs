@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::api::{
-    ErrorBody, KeyKind, KeyRequest, KeyResponse, LoginStart, LoginStarted, LoginVerify, PREFIX,
-    ParamsResponse, Session,
+    ErrorBody, KeyKind, KeyRequest, KeyResponse, LoginStart, LoginStarted, LoginVerify,
+    MAIL_UNAVAILABLE, PREFIX, ParamsResponse, Session,
 };
 use crate::cache::{CacheError, KeyCache};
 
@@ -37,6 +37,10 @@ pub enum ClientError {
         /// Seconds until a retry makes sense.
         retry_after: Option<u64>,
     },
+    /// The key server cannot send the code email now (its relay does not answer): its own
+    /// fault, nothing to do with the address; no code was made.
+    #[error("no code was sent: {0}")]
+    MailUnavailable(String),
     /// The token is missing, unknown, revoked or expired.
     #[error("the key server rejected the credentials: {0}")]
     BadCredentials(String),
@@ -225,6 +229,10 @@ impl KeyClient {
             let status = response.status();
             if status.is_server_error() {
                 last = match response.json::<ErrorBody>().await {
+                    // The server answered, and said what is wrong: not a retry's business.
+                    Ok(b) if b.error == MAIL_UNAVAILABLE => {
+                        return Err(ClientError::MailUnavailable(b.reason));
+                    }
                     Ok(b) => format!("HTTP {status}: {}", b.reason),
                     Err(_) => format!("HTTP {status}"),
                 };

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod grant;
 pub mod limiter;
 pub mod mailer;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod tls;

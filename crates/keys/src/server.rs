@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::{
     ErrorBody, KeyKind, KeyRequest, KeyResponse, LoginStart, LoginStarted, LoginVerify,
-    MasterKeyInfo, PREFIX, ParamsResponse, Session,
+    MAIL_UNAVAILABLE, MasterKeyInfo, PREFIX, ParamsResponse, Session,
 };
 use crate::clock::Clock;
 use crate::grant::{self, Requester};
@@ -109,12 +109,14 @@ pub enum StartError {
 }
 
 impl KeyServer {
-    /// A key server over opened master keys and its database.
+    /// A key server over opened master keys and its database. `hostname` is the gateway's
+    /// (`smtp.hostname`): code emails greet the relay and name their Message-ID with it.
     pub fn new(
         master: MasterKeys,
         store: Store,
         config: KeyServerConfig,
         clock: Arc<dyn Clock>,
+        hostname: &str,
     ) -> Result<Arc<Self>, StartError> {
         let public = master.public_params();
         let newest = public.newest().id();
@@ -130,7 +132,7 @@ impl KeyServer {
                 .collect(),
             params: STANDARD.encode(public.to_bytes()),
         };
-        let mailer = Mailer::new(&config.mail)?;
+        let mailer = Mailer::new(&config.mail, hostname)?;
         Ok(Arc::new(KeyServer {
             master: Arc::new(master),
             params,
@@ -147,6 +149,16 @@ impl KeyServer {
     /// The database, for the CLI's token and audit commands.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The health of the relay for code emails, for the status page and `/metrics`.
+    pub fn relay(&self) -> Arc<crate::relay::RelayHealth> {
+        self.mailer.health()
+    }
+
+    /// Checks the relay for code emails now (connect, EHLO, NOOP), recording the outcome.
+    pub async fn check_relay(&self) -> Result<(), crate::mailer::MailError> {
+        self.mailer.check().await
     }
 }
 
@@ -576,6 +588,19 @@ async fn login_start(
             return Err(s.refuse(&event, r).await);
         }
     }
+    // Checked before anything is stored or counted: a relay that does not answer is said at
+    // once (503, not 202 and a code that never comes). The check does not involve the address,
+    // so the answer still tells nothing about it.
+    if let Err(e) = s.mailer.check().await {
+        tracing::warn!(address = %addr, error = %e, "cannot send a login code: the relay for code emails does not answer");
+        s.mailer.count_unsent();
+        let r = Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            MAIL_UNAVAILABLE,
+            "the code email cannot be sent just now (the server's mail relay does not answer); try again later",
+        );
+        return Err(s.refuse(&event, r).await);
+    }
     if let Err(wait) = s.codes_per_address.check(addr, now) {
         let r = Refused::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -611,7 +636,9 @@ async fn login_start(
             Err(e) => {
                 tracing::warn!(address = %to, error = %e, "cannot send a login code");
                 let _ = sender.store.consume_code(&to, &row.hash).await;
-                sender.audit(&event, "refused:mail_unavailable").await;
+                sender
+                    .audit(&event, &format!("refused:{MAIL_UNAVAILABLE}"))
+                    .await;
             }
         }
     });

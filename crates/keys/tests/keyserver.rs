@@ -183,6 +183,44 @@ async fn five_wrong_codes_lock_the_address_and_say_until_when() {
 }
 
 #[tokio::test]
+async fn a_code_that_cannot_be_sent_is_refused_at_once_as_the_servers_fault() {
+    // Nothing listens on the relay's port.
+    let closed = testkit::free_port();
+    let h = Harness::start_with(|c| c.mail.relay_port = closed).await;
+    let c = h.client(None);
+    for _ in 0..6 {
+        match c.login_start("bob@partner.example").await.unwrap_err() {
+            ClientError::MailUnavailable(reason) => {
+                assert!(reason.contains("try again later"), "{reason}");
+            }
+            other => panic!("expected the mail to be unavailable, got {other:?}"),
+        }
+    }
+    // Nothing was stored or counted: no code is pending, and the hourly allowance is whole.
+    let e = c
+        .login_verify("bob@partner.example", "123456")
+        .await
+        .unwrap_err();
+    assert_eq!(refused_code(&e), "no_code");
+    let last = h.relay.last();
+    assert!(
+        matches!(last.state, keys::relay::RelayState::Unreachable(_)),
+        "{last:?}"
+    );
+    assert!(last.at.is_some());
+    assert_eq!(h.relay.failed_sends(), 6);
+    assert_eq!(h.relay.address(), format!("127.0.0.1:{closed}"));
+    let audit = h.store.audit_log(None, None).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.outcome == "refused:mail_unavailable"),
+        "{audit:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn codes_expire_and_cannot_be_requested_in_a_burst() {
     let mut h = Harness::start().await;
     let c = h.client(None);
@@ -392,6 +430,7 @@ async fn the_client_speaks_https_to_a_pinned_ca() {
         store,
         keys::KeyServerConfig::default(),
         keys::ManualClock::at(common::mid_november()),
+        "keys.corp.example",
     )
     .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

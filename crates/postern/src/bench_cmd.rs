@@ -80,6 +80,7 @@ async fn http_rate(master: MasterKeys, concurrency: usize, length: Duration) -> 
         store,
         KeyServerConfig::default(),
         Arc::new(SystemClock),
+        "bench.invalid",
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -244,6 +244,7 @@ impl Config {
         if k.prefetch_window_days > 27 {
             anyhow::bail!("keyserver.prefetch_window_days must be at most 27");
         }
+        k.mail.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = &self.smtp;
         if s.max_line_length < 1000 {
             anyhow::bail!(
@@ -403,6 +404,8 @@ mod tests {
         assert!(err.to_string().contains("web.tls_cert"), "{err}");
         let err = Config::parse("[keyserver.mail]\nstarttls = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("starttls"), "{err}");
+        let err = Config::parse("[keyserver.mail]\nfrom = \"not a mailbox\"\n").unwrap_err();
+        assert!(err.to_string().contains("keyserver.mail.from"), "{err}");
     }
 
     #[test]

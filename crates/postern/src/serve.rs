@@ -88,6 +88,7 @@ async fn run(
     } else {
         None
     };
+<<<<<<< HEAD
     // The key server first, then the web listener (which serves it) bound, then SMTP: the
     // first message accepted finds its keys ready instead of waiting in the errored queue.
     if let Some(store) = keyserver_store.clone() {
@@ -108,6 +109,27 @@ async fn run(
             config.keyserver.clone(),
             Arc::new(SystemClock),
         )?;
+=======
+    let keyserver = match keyserver_store {
+        Some(store) => Some(start_keyserver(&config, store).await?),
+        None => None,
+    };
+    if components.iter().any(|c| c == "smtp") {
+        let (router, tasks) = start_mail(
+            &config,
+            stop.clone(),
+            keyserver.as_ref().map(|k| k.store()),
+            keyserver.as_ref().map(|k| k.relay()),
+            editor,
+        )
+        .await?;
+        app = app.merge(router);
+        for t in tasks {
+            background.spawn(t);
+        }
+    }
+    if let Some(server) = keyserver {
+>>>>>>> h16-codemail
         app = app.merge(keys::router(server));
     }
     let tcp = TcpListener::bind(config.web.listen)
@@ -225,6 +247,69 @@ fn connection_caps(config: &Config) -> Caps {
 
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Seconds between two checks of the relay for code emails, besides the check before each code.
+const RELAY_CHECK_SECS: u64 = 120;
+
+/// The gateway's host name: `smtp.hostname`, else the machine's.
+fn hostname(config: &Config) -> String {
+    config
+        .smtp
+        .hostname
+        .clone()
+        .unwrap_or_else(crate::config::machine_name)
+}
+
+/// Opens the master keys and starts the key server over `store`, with its sweeper and the
+/// periodic check of the relay for code emails; checks that relay now and warns when it does
+/// not answer, since recipients then get no code.
+async fn start_keyserver(config: &Config, store: Store) -> Result<Arc<KeyServer>> {
+    let master = open_or_create_master_keys(config)?;
+    let sweeper = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            let now = keys::Clock::now(&SystemClock);
+            if let Err(e) = sweeper.sweep(now).await {
+                tracing::warn!(error = %e, "cannot sweep expired codes and sessions");
+            }
+        }
+    });
+    let hostname = hostname(config);
+    let mail = &config.keyserver.mail;
+    let from = mail.from_for(&hostname);
+    let domain = from
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d.trim_end_matches('>'));
+    if domain == "localhost" || !domain.contains('.') {
+        tracing::warn!(
+            "code emails come from {from}, not a full domain name: spam filters may drop them; set smtp.hostname or keyserver.mail.from"
+        );
+    }
+    let server = KeyServer::new(
+        master,
+        store,
+        config.keyserver.clone(),
+        Arc::new(SystemClock),
+        &hostname,
+    )?;
+    let relay = mail.relay_address();
+    match server.check_relay().await {
+        Ok(()) => tracing::info!("sign-in code emails go through {relay} (keyserver.mail)"),
+        Err(e) => tracing::warn!(
+            "the relay for sign-in code emails, {relay} (keyserver.mail.relay_host and relay_port), does not answer ({e}): recipients cannot get codes to open their mail until it does"
+        ),
+    }
+    let checked = server.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(RELAY_CHECK_SECS)).await;
+            // The outcome is recorded, and a change logged, by the check itself.
+            let _ = checked.check_relay().await;
+        }
+    });
+    Ok(server)
+}
+
 /// Starts the SMTP listeners, the pipeline and the delivery workers; returns the `/metrics`
 /// route and the tasks to wait for at shutdown.
 async fn start_mail(
@@ -232,16 +317,13 @@ async fn start_mail(
     caps: &Caps,
     stop: tokio::sync::watch::Receiver<bool>,
     local_keyserver: Option<&Store>,
+    code_relay: Option<Arc<keys::relay::RelayHealth>>,
     editor: Arc<crate::console_config::Editor>,
 ) -> Result<(axum::Router, Vec<Task>)> {
     use smtp::session::Shared;
     use std::sync::atomic::Ordering;
 
-    let hostname = config
-        .smtp
-        .hostname
-        .clone()
-        .unwrap_or_else(crate::config::machine_name);
+    let hostname = hostname(config);
     let queue = store::Queue::open(&config.queue_dir())
         .await
         .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
@@ -268,6 +350,9 @@ async fn start_mail(
             .context("cannot read or make the gateway's mark key")?,
     ));
     let components = Arc::new(web::components::Components::default());
+    if let Some(relay) = code_relay {
+        components.add_check(relay);
+    }
     let web_gateway = web::Gateway {
         queue: queue.clone(),
         keys: keyring.clone(),

@@ -36,6 +36,8 @@ pub struct Recorded {
     pub from: String,
     /// RCPT TO, in order.
     pub to: Vec<String>,
+    /// The name the client gave in EHLO (or HELO).
+    pub helo: String,
     /// The message text.
     pub data: Vec<u8>,
 }
@@ -85,6 +87,7 @@ pub async fn smtp_recorder_on(port: u16) -> (u16, mpsc::UnboundedReceiver<Record
                 w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
                 let mut from = String::new();
                 let mut to = Vec::new();
+                let mut helo = String::new();
                 loop {
                     let mut raw = Vec::new();
                     match reader.read_until(b'\n', &mut raw).await {
@@ -93,6 +96,9 @@ pub async fn smtp_recorder_on(port: u16) -> (u16, mpsc::UnboundedReceiver<Record
                     }
                     let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    if verb == "EHLO" || verb == "HELO" {
+                        helo = line.get(5..).unwrap_or("").trim().to_string();
+                    }
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
                         // Addresses starting with "reject" are refused for good, as an unknown
@@ -129,6 +135,7 @@ pub async fn smtp_recorder_on(port: u16) -> (u16, mpsc::UnboundedReceiver<Record
                             let _ = tx.send(Recorded {
                                 from: from.clone(),
                                 to: to.clone(),
+                                helo: helo.clone(),
                                 data,
                             });
                             b"250 queued\r\n"

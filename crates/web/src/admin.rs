@@ -432,7 +432,7 @@ async fn status(
         state: if reachable {
             components::State::Running
         } else {
-            components::State::Stopped
+            components::State::Down
         },
         detail: if reachable {
             "reachable".into()

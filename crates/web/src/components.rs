@@ -27,6 +27,8 @@ pub const POLICY: &str = "Policy and encryption";
 pub const DELIVERY: &str = "Delivery";
 /// The maintenance loop (errored retries, expiry, prefetch).
 pub const MAINTENANCE: &str = "Maintenance";
+/// The SMTP relay that carries sign-in code emails ([`crate::code_relay`]).
+pub const CODE_RELAY: &str = "Code email relay";
 
 /// A lock that outlives a panic elsewhere: what it guards stays meaningful (counts, text).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +60,8 @@ pub enum State {
     Stalled,
     /// Its task has ended.
     Stopped,
+    /// A service outside the process it depends on does not answer.
+    Down,
 }
 
 /// A component's state with words for the administrator.
@@ -235,10 +239,20 @@ impl Component {
     }
 }
 
+/// A part the gateway depends on but does not run (the relay for code emails): checked, and
+/// reported from its last check, after the tasks.
+pub trait Check: Send + Sync {
+    /// Its state at `now` (Unix seconds).
+    fn report(&self, now: u64) -> Report;
+    /// Its own Prometheus lines, with their HELP and TYPE.
+    fn metrics(&self) -> String;
+}
+
 /// The components of this process, in the order the status page lists them.
 #[derive(Default)]
 pub struct Components {
     list: Mutex<Vec<Arc<Component>>>,
+    checks: Mutex<Vec<Arc<dyn Check>>>,
 }
 
 impl Components {
@@ -248,13 +262,24 @@ impl Components {
         c
     }
 
+    /// Adds a checked part, listed after the tasks.
+    pub fn add_check(&self, c: Arc<dyn Check>) {
+        lock(&self.checks).push(c);
+    }
+
     fn list(&self) -> Vec<Arc<Component>> {
         lock(&self.list).clone()
     }
 
+    fn checks(&self) -> Vec<Arc<dyn Check>> {
+        lock(&self.checks).clone()
+    }
+
     /// Every component's state at `now`.
     pub fn reports(&self, now: u64) -> Vec<Report> {
-        self.list().iter().map(|c| c.report(now)).collect()
+        let mut reports: Vec<Report> = self.list().iter().map(|c| c.report(now)).collect();
+        reports.extend(self.checks().iter().map(|c| c.report(now)));
+        reports
     }
 
     /// The components as Prometheus gauges (1 running, 0 stalled or stopped).
@@ -263,20 +288,24 @@ impl Components {
             "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
         );
         let list = self.list();
-        let label = |c: &Component| -> String {
-            c.name
-                .chars()
+        let checks = self.checks();
+        let label = |name: &str| -> String {
+            name.chars()
                 .map(|c| match c {
                     '"' | '\\' | '\n' => '_',
                     c => c,
                 })
                 .collect()
         };
-        for c in &list {
+        let reports = list
+            .iter()
+            .map(|c| c.report(now))
+            .chain(checks.iter().map(|c| c.report(now)));
+        for r in reports {
             text.push_str(&format!(
                 "postern_component_up{{component=\"{}\"}} {}\n",
-                label(c),
-                u8::from(c.report(now).state == State::Running)
+                label(&r.name),
+                u8::from(r.state == State::Running)
             ));
         }
         text.push_str(
@@ -285,9 +314,12 @@ impl Components {
         for c in &list {
             text.push_str(&format!(
                 "postern_component_restarts_total{{component=\"{}\"}} {}\n",
-                label(c),
+                label(&c.name),
                 c.restarts()
             ));
+        }
+        for c in &checks {
+            text.push_str(&c.metrics());
         }
         text
     }

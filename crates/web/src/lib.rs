@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod code_relay;
 pub mod components;
 pub mod compose;
 pub mod config_form;

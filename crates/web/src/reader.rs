@@ -584,6 +584,13 @@ fn key_server_error(e: ClientError, doing: &str) -> PageError {
                 format!("{reason}.{wait}"),
             )
         }
+        // The gateway's own mail is down: nothing to do with the address, which must not be
+        // doubted, and nothing of the gateway's insides to show.
+        ClientError::MailUnavailable(_) => PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Your code could not be sent",
+            "The gateway cannot send email just now because of a problem on its side. No code was sent. Please try again later; if this goes on, tell the person who sent you the message.",
+        ),
         ClientError::BadCredentials(_) => PageError::new(
             StatusCode::FORBIDDEN,
             "Your sign-in has ended",

@@ -30,6 +30,7 @@ pub struct Harness {
     pub addr: SocketAddr,
     pub clock: Arc<ManualClock>,
     pub store: Store,
+    pub relay: Arc<keys::relay::RelayHealth>,
     pub mail: mpsc::UnboundedReceiver<String>,
     pub task: JoinHandle<()>,
     pub dir: tempfile::TempDir,
@@ -57,7 +58,7 @@ impl Harness {
             mail: MailConfig {
                 relay_host: "127.0.0.1".into(),
                 relay_port: smtp_port,
-                from: "Keys <keys@corp.example>".into(),
+                from: Some("Keys <keys@corp.example>".into()),
                 starttls: StartTls::Off,
                 timeout_secs: 10,
             },
@@ -65,7 +66,15 @@ impl Harness {
         };
         adjust(&mut config);
         let clock = ManualClock::at(mid_november());
-        let server = KeyServer::new(master, store.clone(), config, clock.clone()).unwrap();
+        let server = KeyServer::new(
+            master,
+            store.clone(),
+            config,
+            clock.clone(),
+            "keys.corp.example",
+        )
+        .unwrap();
+        let relay = server.relay();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = keys::router(server).into_make_service_with_connect_info::<SocketAddr>();
@@ -77,6 +86,7 @@ impl Harness {
             addr,
             clock,
             store,
+            relay,
             mail,
             task,
             dir,

@@ -48,6 +48,13 @@ impl Gateway {
         Gateway::start_limited(dir, external, mime, gateway, None)
     }
 
+    /// [`Gateway::start`] with the key server's code emails sent to the relay at `relay`.
+    pub fn start_with_relay(dir: &Path, external: u16, relay: u16) -> Gateway {
+        let mut gateway = Gateway::launch_full(dir, external, relay, "", "", None);
+        gateway.wait_up();
+        gateway
+    }
+
     /// [`Gateway::start_with`], the process limited to `files` open files (soft and hard)
     /// when given.
     pub fn start_limited(
@@ -70,6 +77,17 @@ impl Gateway {
         gateway: &str,
         files: Option<u64>,
     ) -> Gateway {
+        Gateway::launch_full(dir, external, external, mime, gateway, files)
+    }
+
+    fn launch_full(
+        dir: &Path,
+        external: u16,
+        relay: u16,
+        mime: &str,
+        gateway: &str,
+        files: Option<u64>,
+    ) -> Gateway {
         let smtp = testkit::free_port();
         let web = testkit::free_port();
         let bypass = testkit::free_port();
@@ -85,7 +103,7 @@ impl Gateway {
                  [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
                  [mime]\nreader_url = \"http://127.0.0.1:{web}/read\"\n{mime}\n\
                  [gateway]\n{gateway}\n\
-                 [keyserver.mail]\nrelay_port = {external}\nstarttls = \"off\"\nfrom = \"keys@corp.example\"\n",
+                 [keyserver.mail]\nrelay_port = {relay}\nstarttls = \"off\"\n",
                 data = s(&data),
                 maildir = s(&maildir),
             ),

@@ -1,0 +1,64 @@
+//! The relay for sign-in code emails on the status page and in `/metrics`: whether it answered
+//! its last check or send, when that was, and how many codes could not be sent. Without it a
+//! relay that is down shows only as recipients who never get their code.
+
+use keys::relay::{RelayHealth, RelayState};
+
+use crate::components::{CODE_RELAY, Check, Report, State};
+
+/// "just now", "4 min ago".
+fn ago(now: u64, at: u64) -> String {
+    match now.saturating_sub(at) {
+        s if s < 60 => "just now".into(),
+        s => format!("{} min ago", s / 60),
+    }
+}
+
+impl Check for RelayHealth {
+    fn report(&self, now: u64) -> Report {
+        let last = self.last();
+        let checked = last
+            .at
+            .map(|at| format!("last checked {}", ago(now, at)))
+            .unwrap_or_default();
+        let failed = match self.failed_sends() {
+            0 => String::new(),
+            n => format!("; {n} code email(s) not sent since the start"),
+        };
+        let address = self.address();
+        let (state, detail) = match last.state {
+            RelayState::Unchecked => (
+                State::Stalled,
+                format!("{address} (keyserver.mail): not checked yet"),
+            ),
+            RelayState::Reachable => (
+                State::Running,
+                format!("{address} (keyserver.mail) reachable, {checked}{failed}"),
+            ),
+            RelayState::Unreachable(why) => (
+                State::Down,
+                format!(
+                    "{address} (keyserver.mail) unreachable: {why}; {checked}; recipients cannot get sign-in codes{failed}"
+                ),
+            ),
+        };
+        Report {
+            name: CODE_RELAY.into(),
+            state,
+            detail,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        format!(
+            "# HELP postern_code_relay_up Whether the relay for sign-in code emails answered its last check or send.\n\
+             # TYPE postern_code_relay_up gauge\n\
+             postern_code_relay_up {}\n\
+             # HELP postern_code_sends_failed_total Sign-in code emails that could not be sent.\n\
+             # TYPE postern_code_sends_failed_total counter\n\
+             postern_code_sends_failed_total {}\n",
+            u8::from(self.last().state == RelayState::Reachable),
+            self.failed_sends()
+        )
+    }
+}
