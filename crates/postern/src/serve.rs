@@ -88,49 +88,14 @@ async fn run(
     } else {
         None
     };
-<<<<<<< HEAD
     // The key server first, then the web listener (which serves it) bound, then SMTP: the
     // first message accepted finds its keys ready instead of waiting in the errored queue.
-    if let Some(store) = keyserver_store.clone() {
-        let master = open_or_create_master_keys(&config)?;
-        let sweeper = store.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                let now = keys::Clock::now(&SystemClock);
-                if let Err(e) = sweeper.sweep(now).await {
-                    tracing::warn!(error = %e, "cannot sweep expired codes and sessions");
-                }
-            }
-        });
-        let server = KeyServer::new(
-            master,
-            store,
-            config.keyserver.clone(),
-            Arc::new(SystemClock),
-        )?;
-=======
     let keyserver = match keyserver_store {
         Some(store) => Some(start_keyserver(&config, store).await?),
         None => None,
     };
-    if components.iter().any(|c| c == "smtp") {
-        let (router, tasks) = start_mail(
-            &config,
-            stop.clone(),
-            keyserver.as_ref().map(|k| k.store()),
-            keyserver.as_ref().map(|k| k.relay()),
-            editor,
-        )
-        .await?;
-        app = app.merge(router);
-        for t in tasks {
-            background.spawn(t);
-        }
-    }
-    if let Some(server) = keyserver {
->>>>>>> h16-codemail
-        app = app.merge(keys::router(server));
+    if let Some(server) = &keyserver {
+        app = app.merge(keys::router(server.clone()));
     }
     let tcp = TcpListener::bind(config.web.listen)
         .await
@@ -141,7 +106,8 @@ async fn run(
             &config,
             &caps,
             stop.clone(),
-            keyserver_store.as_ref(),
+            keyserver.as_ref().map(|k| k.store()),
+            keyserver.as_ref().map(|k| k.relay()),
             editor,
         )
         .await?;
