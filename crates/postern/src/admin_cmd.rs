@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result, bail};
 
 use crate::AdminCommand;
+use crate::out::outln;
 use crate::queue_cmd::open;
 
 /// The password: asked twice on a terminal, else one line of standard input.
@@ -70,7 +71,7 @@ pub fn admin(cmd: AdminCommand) -> Result<()> {
             AdminCommand::List { config } => {
                 let queue = open(&config).await?;
                 for name in queue.admins().await? {
-                    println!("{name}");
+                    outln!("{name}")?;
                 }
             }
         }

@@ -11,6 +11,7 @@ use envelope::{Address, Epoch, Identity, MasterKeys, MasterSecretKey, PublicPara
 use rand::rngs::OsRng;
 
 use crate::files;
+use crate::out::outln;
 use crate::passphrase;
 use crate::{DirArgs, InitArgs, IssueArgs, KeyKind};
 
@@ -47,12 +48,12 @@ pub fn init(args: &InitArgs) -> Result<()> {
     let pass = passphrase::obtain(args.passphrase.passphrase_file.as_deref(), true)?;
     let keys = MasterKeys::new(vec![MasterSecretKey::generate(&mut OsRng, now())])?;
     save(&keys, &pass, &master_path, &params_path, false)?;
-    println!(
+    outln!(
         "created master key {} in {}\npublic parameters: {}",
         keys.newest().public().id(),
         args.dir.display(),
         params_path.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -122,10 +123,10 @@ pub fn rotate(args: &DirArgs) -> Result<()> {
     keys.push(MasterSecretKey::generate(&mut OsRng, created));
     let pass = passphrase::obtain(args.passphrase.passphrase_file.as_deref(), false)?;
     save(&keys, &pass, &master_path, &params_path, true)?;
-    println!(
+    outln!(
         "added master key {}; new messages are sealed under it, older keys still open old ones",
         keys.newest().public().id()
-    );
+    )?;
     Ok(())
 }
 
@@ -137,7 +138,7 @@ pub fn list(args: &DirArgs) -> Result<()> {
     for key in params.keys() {
         let mark = if key.id() == newest { "  (newest)" } else { "" };
         let month = Epoch::from_unix(key.created());
-        println!("{}  created {month}{mark}", key.id());
+        outln!("{}  created {month}{mark}", key.id())?;
     }
     Ok(())
 }

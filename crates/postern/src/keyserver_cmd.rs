@@ -9,6 +9,7 @@ use keys::{ClientConfig, KeyCache, KeyClient, KeyKind, Store};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::out::outln;
 use crate::{AuditArgs, ConfigArgs, FetchArgs, TokenCommand};
 
 fn now() -> u64 {
@@ -60,7 +61,7 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
                     name.trim(),
                     domains.join(", ")
                 );
-                println!("{}", token.as_str());
+                outln!("{}", token.as_str())?;
             }
             TokenCommand::List { config } => {
                 let store = open_store(&config).await?;
@@ -69,12 +70,12 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
                         Some(at) => format!("revoked {}", format_time(at)),
                         None => "active".to_string(),
                     };
-                    println!(
+                    outln!(
                         "{}\t{}\tcreated {}\t{state}",
                         t.name,
                         t.domains.join(","),
                         format_time(t.created)
-                    );
+                    )?;
                 }
             }
             TokenCommand::Revoke { name, config } => {
@@ -116,7 +117,7 @@ pub fn audit(args: &AuditArgs) -> Result<()> {
         let rows = store
             .audit_log(email.as_ref().map(Address::as_str), since)
             .await?;
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::out::stdout();
         for r in rows {
             writeln!(
                 out,

@@ -8,6 +8,7 @@ mod files;
 mod keys_cmd;
 mod keyserver_cmd;
 mod logging;
+mod out;
 mod passphrase;
 mod policy_cmd;
 mod queue_cmd;
@@ -599,10 +600,10 @@ fn hash_password() -> anyhow::Result<()> {
     if password.is_empty() {
         anyhow::bail!("no password on standard input");
     }
-    println!(
+    out::outln!(
         "{}",
         smtp::auth::hash_password(password).map_err(anyhow::Error::msg)?
-    );
+    )?;
     Ok(())
 }
 
@@ -665,22 +666,23 @@ fn main() -> ExitCode {
             .and_then(|(c, over)| {
                 c.check_plain_http()?;
                 if !over.is_empty() {
-                    println!(
+                    out::outln!(
                         "{}: {} sets {}",
                         file.display(),
                         c.data_dir.join(console_config::FILE).display(),
                         over.join(", ")
-                    );
+                    )?;
                 }
-                Ok(())
-            })
-            .map(|()| println!("{}: ok", file.display())),
+                Ok(out::outln!("{}: ok", file.display())?)
+            }),
         Command::Keys(KeysCommand::Token(t)) => keyserver_cmd::token(t),
         Command::Keys(KeysCommand::Audit(a)) => keyserver_cmd::audit(&a),
         Command::Keys(KeysCommand::Fetch(a)) => keyserver_cmd::fetch(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output stopped reading (`| head`): nothing went wrong.
+        Err(e) if out::closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain, outermost first.
             let chain: Vec<String> = e.chain().map(ToString::to_string).collect();

@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use policy::{Compiled, Facts, MessageView, Policy};
 use store::{QuarantineFilter, QuarantineOp};
 
+use crate::out::{out, outln};
 use crate::queue_cmd::{open, parse_time};
 use crate::{PolicyCommand, QuarantineCommand, QuarantineFilterArgs, QuarantineSelection};
 
@@ -22,7 +23,7 @@ pub fn policy(cmd: PolicyCommand) -> Result<()> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let p = Policy::from_toml(&text)
                 .with_context(|| format!("{} is not valid", file.display()))?;
-            println!("{}: ok ({} rules)", file.display(), p.rules.len());
+            outln!("{}: ok ({} rules)", file.display(), p.rules.len())?;
             return Ok(());
         }
         _ => {}
@@ -32,26 +33,26 @@ pub fn policy(cmd: PolicyCommand) -> Result<()> {
             PolicyCommand::List { config } => {
                 let queue = open(&config).await?;
                 let (policy, origin) = current(&queue).await?;
-                println!("{origin}");
+                outln!("{origin}")?;
                 for r in &policy.rules {
                     let actions: Vec<String> = r.actions.iter().map(policy::Action::describe).collect();
-                    println!(
+                    outln!(
                         "{:>5}  {:<8} {:<8}  {}  → {}",
                         r.order,
                         if r.enabled { "enabled" } else { "disabled" },
                         format!("{:?}", r.direction).to_lowercase(),
                         r.name,
                         actions.join(", ")
-                    );
+                    )?;
                 }
                 let describe = |a: &[policy::Action]| a.iter().map(policy::Action::describe).collect::<Vec<_>>().join(", ");
-                println!("Encryption Exception → {}", describe(&policy.exceptions.encryption));
-                println!("Unable to decrypt    → {}", describe(&policy.exceptions.decryption));
+                outln!("Encryption Exception → {}", describe(&policy.exceptions.encryption))?;
+                outln!("Unable to decrypt    → {}", describe(&policy.exceptions.decryption))?;
             }
             PolicyCommand::Export { config } => {
                 let queue = open(&config).await?;
                 let (policy, origin) = current(&queue).await?;
-                print!("# {origin}\n{}", policy.to_toml());
+                out!("# {origin}\n{}", policy.to_toml())?;
             }
             PolicyCommand::Import { file, author, config } => {
                 let text = std::fs::read_to_string(&file)
@@ -158,8 +159,8 @@ fn test(
             skip_rule: None,
         },
     );
-    println!("{origin}; internal domains: {}", internal.join(", "));
-    println!(
+    outln!("{origin}; internal domains: {}", internal.join(", "))?;
+    outln!(
         "message: {} bytes, subject {:?}, {} attachment(s){}",
         view.size,
         view.subject,
@@ -169,31 +170,31 @@ fn test(
         } else {
             ""
         }
-    );
+    )?;
     let mut last = String::new();
     for step in &eval.trace {
         if step.recipient != last {
-            println!("\n{}:", step.recipient);
+            outln!("\n{}:", step.recipient)?;
             last = step.recipient.clone();
         }
-        println!(
+        outln!(
             "  {:>5} {:<40} {}  {}",
             step.order,
             step.rule,
             if step.matched { "MATCH" } else { "  -  " },
             step.why
-        );
+        )?;
     }
-    println!("\nresult:");
+    outln!("\nresult:")?;
     for g in &eval.groups {
         let mut actions: Vec<String> = g.actions.iter().map(|(_, a)| a.describe()).collect();
         actions.push(g.terminal.describe());
-        println!(
+        outln!(
             "  {} → {} (rule: {})",
             g.recipients.join(", "),
             actions.join(", "),
             g.rule.as_deref().unwrap_or("none; delivered as it is")
-        );
+        )?;
     }
     Ok(())
 }
@@ -226,7 +227,7 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
             QuarantineCommand::Areas { config } => {
                 let queue = open(&config).await?;
                 for a in queue.areas().await? {
-                    println!("{:<32} {:>6} held  retention {} days", a.name, a.held, a.retention_secs / 86_400);
+                    outln!("{:<32} {:>6} held  retention {} days", a.name, a.held, a.retention_secs / 86_400)?;
                 }
             }
             QuarantineCommand::CreateArea { name, retention_days, config } => {
@@ -252,7 +253,7 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                 let queue = open(&config).await?;
                 let list = queue.quarantined(&filter(&f)?, limit).await?;
                 for q in &list {
-                    println!(
+                    outln!(
                         "{:>6}  {}  {:<20} {}  from {}  to {}\n        subject: {}\n        rule: {}  reason: {}",
                         q.id,
                         crate::keyserver_cmd::format_time(q.at),
@@ -263,7 +264,7 @@ pub fn quarantine(cmd: QuarantineCommand) -> Result<()> {
                         q.subject,
                         q.rule,
                         q.reason
-                    );
+                    )?;
                 }
                 eprintln!("{} held message(s) match", list.len());
             }
@@ -297,6 +298,20 @@ async fn act(sel: QuarantineSelection, op: QuarantineOp) -> Result<()> {
             .map(|q| q.id)
             .collect()
     } else {
+        // An id that names nothing is a mistake (a typo, another gateway's id): say so, and do
+        // nothing, rather than report "0 messages released" as if all were well.
+        let known = queue.quarantine_entries(&ids).await?;
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|id| !known.contains(id))
+            .map(ToString::to_string)
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "no quarantine entry has id {} (`postern quarantine query` lists them); nothing was done",
+                unknown.join(", ")
+            );
+        }
         ids
     };
     if ids.is_empty() {

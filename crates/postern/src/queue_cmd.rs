@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use store::{ErroredFilter, MessageInfo, Queue};
 
+use crate::out::outln;
 use crate::{ConfigArgs, ErroredCommand, QueueCommand};
 
 pub async fn open(config: &ConfigArgs) -> Result<Queue> {
@@ -13,9 +14,9 @@ pub async fn open(config: &ConfigArgs) -> Result<Queue> {
         .with_context(|| format!("cannot open the queue in {}", dir.display()))
 }
 
-fn print_message(m: &MessageInfo, detail: bool) {
+fn print_message(m: &MessageInfo, detail: bool) -> std::io::Result<()> {
     let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
-    println!(
+    outln!(
         "{}  {}  {:?}  {} bytes  from {}  {}",
         m.id,
         m.state,
@@ -23,19 +24,19 @@ fn print_message(m: &MessageInfo, detail: bool) {
         m.size,
         sender,
         crate::keyserver_cmd::format_time(m.received_at)
-    );
+    )?;
     if detail {
         if let Some(mid) = &m.message_id {
-            println!("  Message-ID: {mid}");
+            outln!("  Message-ID: {mid}")?;
         }
         if let Some(parent) = &m.parent {
-            println!("  copy of: {parent}");
+            outln!("  copy of: {parent}")?;
         }
         if let Some(note) = &m.note {
-            println!("  {note}");
+            outln!("  {note}")?;
         }
         for r in &m.recipients {
-            println!(
+            outln!(
                 "  {}  {}  hop={}  attempts={}{}",
                 r.address,
                 r.state,
@@ -45,9 +46,10 @@ fn print_message(m: &MessageInfo, detail: bool) {
                     .as_deref()
                     .map(|x| format!("  last: {x}"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 pub fn run(cmd: QueueCommand) -> Result<()> {
@@ -60,12 +62,12 @@ pub fn run(cmd: QueueCommand) -> Result<()> {
             } => {
                 let queue = open(&config).await?;
                 for m in queue.list(state.as_deref(), limit).await? {
-                    print_message(&m, false);
+                    print_message(&m, false)?;
                 }
             }
             QueueCommand::Show { id, config } => {
                 let queue = open(&config).await?;
-                print_message(&queue.show(&id).await?, true);
+                print_message(&queue.show(&id).await?, true)?;
             }
             QueueCommand::Retry { id, config } => {
                 let queue = open(&config).await?;
@@ -103,7 +105,7 @@ pub fn errored(cmd: ErroredCommand) -> Result<()> {
                 let queue = open(&config).await?;
                 let list = queue.errored(&ErroredFilter::default(), limit).await?;
                 for m in &list {
-                    print_message(m, true);
+                    print_message(m, true)?;
                 }
                 eprintln!("{} message(s) in the errored queue", list.len());
             }

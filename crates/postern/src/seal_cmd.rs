@@ -10,6 +10,7 @@ use envelope::{
 };
 
 use crate::files::{self, Pending};
+use crate::out::outln;
 use crate::{InspectArgs, OpenArgs, SealArgs};
 
 fn load_params(path: &Path) -> Result<PublicParams> {
@@ -59,7 +60,7 @@ pub fn seal(args: &SealArgs) -> Result<()> {
             out.commit()?;
         }
         None => {
-            let stdout = io::stdout().lock();
+            let stdout = crate::out::stdout();
             sealer.seal(
                 &signer,
                 &options,
@@ -131,7 +132,7 @@ pub fn open(args: &OpenArgs) -> Result<()> {
         Spool::File(out) => out.commit()?,
         Spool::Stdout(mut temp) => {
             temp.rewind()?;
-            let mut stdout = io::stdout().lock();
+            let mut stdout = crate::out::stdout();
             io::copy(&mut temp, &mut stdout).context("cannot write to standard output")?;
             stdout.flush()?;
         }
@@ -206,20 +207,21 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     let n = read_up_to(&mut reader, &mut head)?;
     if head[..n].starts_with(b"PSTN") {
         let header = envelope::read_header(head[..n].chain(reader))?;
-        println!("sealed message (not yet authenticated)");
-        println!("from:        {}", header.sender);
-        println!(
+        outln!("sealed message (not yet authenticated)")?;
+        outln!("from:        {}", header.sender)?;
+        outln!(
             "signed as:   {} ({})",
-            header.signer.address, header.signer.epoch
-        );
-        println!("recipients:  {}", header.recipient_list());
-        println!("month:       {}", header.epoch);
-        println!("master key:  {}", header.kem_key_id);
+            header.signer.address,
+            header.signer.epoch
+        )?;
+        outln!("recipients:  {}", header.recipient_list())?;
+        outln!("month:       {}", header.epoch)?;
+        outln!("master key:  {}", header.kem_key_id)?;
         return Ok(());
     }
     let mut rest = head[..n].to_vec();
     reader.take(64 * 1024).read_to_end(&mut rest)?;
-    println!("{}", envelope::keys::describe(&rest));
+    outln!("{}", envelope::keys::describe(&rest))?;
     Ok(())
 }
 

@@ -305,6 +305,18 @@ impl Queue {
             .collect())
     }
 
+    /// Which of `ids` are quarantine entries, held or not (released, reprocessed and deleted
+    /// entries are kept): an id not among them never was one, or its message is gone.
+    pub async fn quarantine_entries(&self, ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        let list = serde_json::Value::from(ids.to_vec()).to_string();
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM quarantine WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        )
+        .bind(&list)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Carries out `op` on the held entries `ids`; returns how many were still held.
     pub async fn act_on_quarantined(
         &self,

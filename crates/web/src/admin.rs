@@ -1,7 +1,9 @@
 //! The administration console under `/admin`. Accounts are made with `postern admin create`
 //! (Argon2id hashes in the queue database); a login starts a new session (Strict cookie, idle
 //! timeout), every form carries the session's CSRF token, and every change is written to the
-//! audit log with the administrator's name.
+//! audit log with the administrator's name. The login page keeps nothing on the server (its
+//! form token goes with a cookie, [`FormKey`]): only signed-in administrators have sessions,
+//! so visits to it cannot push anyone out.
 
 // Handlers answer with a `Response` either way; boxing the error side would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -25,11 +27,17 @@ use crate::components::{self, Report};
 use crate::config_form::{SaveError, Section, refill};
 use crate::page::{PageError, Posted, render, render_with};
 use crate::rule_form::{self, RuleForm};
-use crate::security::{self, CookieRules, same_secret};
-use crate::sessions::Sessions;
+use crate::security::{self, CookieRules, FormKey, same_secret};
+use crate::sessions::{Sessions, Standing};
 
 /// The console's session cookie.
 pub const COOKIE: &str = "postern_admin";
+
+/// The cookie the login form's token goes with.
+pub const LOGIN_COOKIE: &str = "postern_admin_login";
+
+/// Most administrators signed in at once; past it, a new login ends the least recently used.
+const MAX_SIGNED_IN: usize = 1000;
 
 /// Shortest password `postern admin create` takes.
 pub const MIN_PASSWORD: usize = 12;
@@ -38,13 +46,15 @@ pub const MIN_PASSWORD: usize = 12;
 pub use smtp::auth::hash_password;
 
 struct AdminSession {
-    name: Option<String>,
+    name: String,
     csrf: String,
 }
 
 struct Console {
     gateway: Arc<Gateway>,
     sessions: Sessions<AdminSession>,
+    /// The login form's tokens.
+    login_key: FormKey,
     cookies: CookieRules,
     /// Failed logins in the last hour, per name and per name from one address.
     failures: pipeline::hourly::Hourly,
@@ -110,13 +120,10 @@ impl Console {
         let login = || Redirect::to("/admin/login").into_response();
         let session = self.session(headers).ok_or_else(login)?;
         let s = session.lock().map_err(|_| login())?;
-        match &s.name {
-            Some(name) => Ok(Admin {
-                name: name.clone(),
-                csrf: s.csrf.clone(),
-            }),
-            None => Err(login()),
-        }
+        Ok(Admin {
+            name: s.name.clone(),
+            csrf: s.csrf.clone(),
+        })
     }
 
     async fn audit(&self, admin: &Admin, action: &str, detail: &str) {
@@ -134,8 +141,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         sessions: Sessions::new(
             gateway.settings.admin_idle_secs,
             gateway.settings.admin_lifetime_secs,
-            1000,
+            1,
+            MAX_SIGNED_IN,
         ),
+        login_key: FormKey::new(),
         cookies: CookieRules {
             secure: gateway.settings.secure_cookies,
         },
@@ -179,14 +188,7 @@ async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
     if c.admin(&headers).is_ok() {
         return Redirect::to("/admin/status").into_response();
     }
-    let csrf = security::random_token();
-    let id = c.sessions.start(
-        AdminSession {
-            name: None,
-            csrf: csrf.clone(),
-        },
-        c.now(),
-    );
+    let (cookie, csrf) = c.login_key.issue();
     let mut r = render(
         "admin/login.html",
         LoginCtx {
@@ -195,7 +197,10 @@ async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
             name: "",
         },
     );
-    set_cookie(&mut r, &c.cookies.session(COOKIE, &id, "/admin", true));
+    set_cookie(
+        &mut r,
+        &c.cookies.session(LOGIN_COOKIE, &cookie, "/admin", true),
+    );
     r
 }
 
@@ -212,12 +217,12 @@ async fn login(
     headers: HeaderMap,
     Posted(form): Posted<LoginForm>,
 ) -> Response {
-    let pre = c
-        .session(&headers)
-        .and_then(|s| s.lock().ok().map(|s| s.csrf.clone()));
-    let Some(csrf) = pre.filter(|t| same_secret(&form.csrf, t)) else {
+    let visitor = security::cookie(&headers, LOGIN_COOKIE);
+    if !visitor.is_some_and(|v| c.login_key.check(v, &form.csrf)) {
         return PageError::forgery().back("/admin/login").into_response();
-    };
+    }
+    // A failed login shows the form again, with the same token (the cookie stays).
+    let csrf = form.csrf.clone();
     let name = form.name.trim().to_string();
     let wrong = |csrf: &str, name: &str| {
         render_with(
@@ -295,9 +300,10 @@ async fn login(
     }
     let id = c.sessions.start(
         AdminSession {
-            name: Some(name.clone()),
+            name: name.clone(),
             csrf: security::random_token(),
         },
+        Standing::SignedIn,
         c.now(),
     );
     let admin = Admin {
@@ -307,6 +313,7 @@ async fn login(
     c.audit(&admin, "login", "").await;
     let mut r = Redirect::to("/admin/status").into_response();
     set_cookie(&mut r, &c.cookies.session(COOKIE, &id, "/admin", true));
+    set_cookie(&mut r, &c.cookies.clear(LOGIN_COOKIE, "/admin"));
     r
 }
 

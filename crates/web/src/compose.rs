@@ -440,12 +440,14 @@ pub(crate) async fn send(
     #[derive(Serialize)]
     struct Sent {
         mid: String,
+        csrf: String,
         recipients: Vec<String>,
     }
     Ok(render(
         "reader/sent.html",
         Sent {
             mid,
+            csrf,
             recipients: everyone.iter().map(|a| a.to_string()).collect(),
         },
     ))

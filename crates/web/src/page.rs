@@ -33,6 +33,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/reader/sent.html"),
     ),
     (
+        "reader/signout.html",
+        include_str!("../templates/reader/signout.html"),
+    ),
+    (
         "admin/base.html",
         include_str!("../templates/admin/base.html"),
     ),

@@ -10,6 +10,8 @@
 //!    with the person's key ([`crate::compose`]).
 //!
 //! A proven address stays proven for the session, so a second message to it opens at once.
+//! The session's id changes when a code is accepted (an id planted before the proof sees
+//! nothing after it), and "Sign out" ends it.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -31,13 +33,18 @@ use crate::Gateway;
 use crate::page::{PageError, Posted, render};
 use crate::render::{View, view};
 use crate::security::{self, CookieRules, same_secret};
-use crate::sessions::Sessions;
+use crate::sessions::{Sessions, Standing};
 
 /// The reader's session cookie.
 pub const COOKIE: &str = "postern_reader";
 
 /// Most messages one session holds.
 const MESSAGES_PER_SESSION: usize = 20;
+
+/// Most sessions at once that have not proven an address (anyone can start one with a post),
+/// and apart from them, most that have: a flood of posts never ends a proven session.
+const MAX_ANONYMOUS: usize = 10_000;
+const MAX_PROVEN: usize = 10_000;
 
 /// Bytes the reader holds in memory across every session: the sealed messages posted to it
 /// and the messages opened. Anyone can post, so without a bound a few large posts would take
@@ -162,7 +169,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         sessions: Sessions::new(
             gateway.settings.reader_idle_secs,
             gateway.settings.reader_lifetime_secs,
-            10_000,
+            MAX_ANONYMOUS,
+            MAX_PROVEN,
         ),
         cookies: CookieRules {
             secure: gateway.settings.secure_cookies,
@@ -183,6 +191,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/read/m/{mid}/part/{n}", get(download))
         .route("/read/m/{mid}/compose", get(crate::compose::form))
         .route("/read/m/{mid}/send", post(crate::compose::send))
+        .route("/read/signout", post(sign_out))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(reader)
 }
@@ -332,6 +341,7 @@ fn add_letter(
                     posted: 0,
                     proven: HashMap::new(),
                 },
+                Standing::Anonymous,
                 now,
             );
             set_cookie = Some(reader.cookies.session(COOKIE, &id, "/read", false));
@@ -390,6 +400,8 @@ struct ChooseCtx {
     sender: String,
     recipients: Vec<String>,
     proven: Vec<String>,
+    /// Some address is proven in this session (it has something to sign out of).
+    signed_in: bool,
     notice: Option<String>,
 }
 
@@ -468,6 +480,7 @@ async fn show(
                     sender: letter.header.sender.to_string(),
                     recipients,
                     proven,
+                    signed_in: !s.proven.is_empty(),
                     notice: None,
                 },
             ));
@@ -687,13 +700,63 @@ async fn open(
             },
         ));
     }
+    // A new id for the proven session: one planted in this browser before the proof (by a
+    // page that posted a message of its own) must not see what the proof opens.
+    let old = security::cookie(&headers, COOKIE).unwrap_or_default();
+    let id = reader
+        .sessions
+        .sign_in(old, reader.now())
+        .ok_or_else(expired)?;
     let client = Arc::new(client);
     lock(&session)?
         .proven
         .insert(address.clone(), client.clone());
     tracing::info!(address = %address, peer = %peer.ip(), "reader: an address was proven");
-    open_with(&reader, &session, &mid, &address, &client).await?;
-    Ok(Redirect::to(&format!("/read/m/{mid}")).into_response())
+    let mut response = Redirect::to(&format!("/read/m/{mid}")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&reader.cookies.session(COOKIE, &id, "/read", false)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    // The cookie goes with the answer even when opening fails: the address stays proven.
+    if let Err(e) = open_with(&reader, &session, &mid, &address, &client).await {
+        let mut failed = e.into_response();
+        if let Some(v) = response.headers_mut().remove(header::SET_COOKIE) {
+            failed.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return Ok(failed);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SignOutForm {
+    csrf: String,
+}
+
+/// `POST /read/signout`: ends the session and everything in it (messages, proven addresses).
+async fn sign_out(
+    State(reader): State<Arc<Reader>>,
+    headers: HeaderMap,
+    Posted(form): Posted<SignOutForm>,
+) -> Result<Response, PageError> {
+    if let Some(session) = reader.session(&headers) {
+        if !same_secret(&form.csrf, &lock(&session)?.csrf) {
+            return Err(PageError::forgery());
+        }
+        if let Some(id) = security::cookie(&headers, COOKIE) {
+            reader.sessions.end(id);
+        }
+        tracing::info!("reader: a session was signed out");
+    }
+    let mut response = PageError::new(
+        StatusCode::OK,
+        "You are signed out",
+        "Your messages were closed on the gateway. To read one again, open encrypted_message.htm from the email and click \"Open my email\"; you will need a new code.",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&reader.cookies.clear(COOKIE, "/read")) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
 }
 
 /// Fetches `address`'s key with its login and opens letter `mid` on the server.

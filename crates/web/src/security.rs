@@ -91,6 +91,55 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Form tokens for a page that has no session yet (the console's login). The visitor gets a
+/// random cookie and the form a MAC of it under a key of this process: a post must bring both,
+/// and nothing is stored per visitor, so no number of visits can take a signed-in session's
+/// place. A restart makes a new key, and login forms from before it are refused as forgeries.
+pub struct FormKey([u8; 32]);
+
+impl FormKey {
+    /// A key of this process.
+    pub fn new() -> Self {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        FormKey(key)
+    }
+
+    /// A new cookie value, and the form token that goes with it.
+    pub fn issue(&self) -> (String, String) {
+        let cookie = random_token();
+        let token = self.token(&cookie);
+        (cookie, token)
+    }
+
+    /// The form `token` goes with `cookie`.
+    pub fn check(&self, cookie: &str, token: &str) -> bool {
+        let expected = self.token(cookie);
+        !expected.is_empty() && same_secret(token, &expected)
+    }
+
+    fn token(&self, cookie: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0) else {
+            // HMAC takes a key of any length; an empty token matches no form ([`Self::check`]).
+            return String::new();
+        };
+        mac.update(b"postern form token\0");
+        mac.update(cookie.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl Default for FormKey {
+    fn default() -> Self {
+        FormKey::new()
+    }
+}
+
 /// How session cookies are set.
 #[derive(Debug, Clone, Copy)]
 pub struct CookieRules {
@@ -139,6 +188,20 @@ mod tests {
     #[test]
     fn percent_encoding_keeps_only_unreserved_characters() {
         assert_eq!(percent_encode("a b&c=d/é~"), "a%20b%26c%3Dd%2F%C3%A9~");
+    }
+
+    #[test]
+    fn form_tokens_go_with_their_cookie_and_this_process_only() {
+        let key = FormKey::new();
+        let (cookie, token) = key.issue();
+        assert!(key.check(&cookie, &token));
+        let (other, _) = key.issue();
+        assert!(!key.check(&other, &token), "another visitor's cookie");
+        assert!(!key.check(&cookie, ""));
+        assert!(
+            !FormKey::new().check(&cookie, &token),
+            "another process's key"
+        );
     }
 
     #[test]
