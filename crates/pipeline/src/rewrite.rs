@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use policy::MessageView;
+use policy::{Cut, Limits, MessageView};
 use store::{Finished, Spool};
 
 use crate::transform::read_head;
@@ -29,9 +29,10 @@ impl Changes {
 }
 
 /// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
-/// message's tail is not; its size still counts in full). When the policy looks at no content
-/// (`content` false: no body or attachment condition), only the header section is read.
-pub fn view(path: &Path, limit: u64, content: bool) -> io::Result<MessageView> {
+/// message's tail is not; its size still counts in full), within `limits`; the view says when
+/// either cut the scan. When the policy looks at no content (`content` false: no body or
+/// attachment condition), only the header section is read.
+pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Result<MessageView> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let raw = if content {
@@ -41,8 +42,11 @@ pub fn view(path: &Path, limit: u64, content: bool) -> io::Result<MessageView> {
     } else {
         read_head(path)?
     };
-    let mut view = MessageView::parse(&raw);
+    let mut view = MessageView::parse_with(&raw, limits);
     view.size = size;
+    if content && size > limit {
+        view.cut.get_or_insert(Cut::Bytes(limit));
+    }
     Ok(view)
 }
 
