@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use policy::limits::first_cut;
 use policy::{Cut, Limits, MessageView};
 use store::{Finished, Spool};
 
@@ -28,6 +29,9 @@ impl Changes {
     }
 }
 
+/// How much of a message is read before looking for a part or depth limit.
+const PROBE_BYTES: usize = 1 << 20;
+
 /// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
 /// message's tail is not; its size still counts in full), within `limits`; the view says when
 /// either cut the scan. When the policy looks at no content (`content` false: no body or
@@ -36,8 +40,16 @@ pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Resu
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let raw = if content {
-        let mut raw = Vec::with_capacity(size.min(limit) as usize);
-        file.take(limit).read_to_end(&mut raw)?;
+        // The first megabyte alone when a part or depth limit is reached in it (a cut found in
+        // a prefix is the message's own): many tiny parts then cost no large buffer.
+        let wanted = size.min(limit) as usize;
+        let mut file = file.take(limit);
+        let mut raw = Vec::with_capacity(wanted.min(PROBE_BYTES));
+        (&mut file).take(PROBE_BYTES as u64).read_to_end(&mut raw)?;
+        if wanted > raw.len() && first_cut(&raw, limits).is_none() {
+            raw.reserve_exact(wanted - raw.len());
+            file.read_to_end(&mut raw)?;
+        }
         raw
     } else {
         read_head(path)?
