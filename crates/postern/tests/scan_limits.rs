@@ -138,6 +138,7 @@ fn sixteen_messages_of_100000_parts_are_held_within_the_scan_limits() {
         gw.log()
     );
     let peak = peak_mib(gw.child.id());
+    eprintln!("peak {peak} MiB, before the burst {before} MiB");
     // Measured: without the limits the gateway peaked at about 1 GB here; with them, near
     // what it uses idle.
     assert!(
