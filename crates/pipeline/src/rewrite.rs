@@ -135,6 +135,40 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The gateway's view says which limit cut the scan: the part limit found in the first
+    /// megabyte of a 100,000-part message (8.5 MB, not read further), the byte limit for a long
+    /// message, none for a message within both or when only the header section is read.
+    #[test]
+    fn the_view_says_which_limit_cut_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut many =
+            b"Subject: many\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        for i in 0..100_000 {
+            many.extend(
+                format!("--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\npart {i:06} of a message of many\r\n")
+                    .as_bytes(),
+            );
+        }
+        many.extend(b"--b--\r\n");
+        let path = dir.path().join("many.eml");
+        std::fs::write(&path, &many).unwrap();
+        let limits = Limits::default();
+        let seen = view(&path, 10 << 20, &limits, true).unwrap();
+        assert_eq!(seen.cut, Some(Cut::Parts(1000)));
+        assert_eq!(seen.size, many.len() as u64);
+        assert_eq!(seen.body.matches("part ").count(), 999);
+        assert_eq!(view(&path, 10 << 20, &limits, false).unwrap().cut, None);
+
+        let long = format!("Subject: long\r\n\r\n{}", "0123456789\r\n".repeat(1000));
+        let path = dir.path().join("long.eml");
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(
+            view(&path, 4096, &limits, true).unwrap().cut,
+            Some(Cut::Bytes(4096))
+        );
+        assert_eq!(view(&path, 1 << 20, &limits, true).unwrap().cut, None);
+    }
+
     #[test]
     fn subjects_are_tagged_once_and_added_when_missing() {
         let head = b"From: a@x.example\r\nSubject: Hello\r\n world\r\n\r\n";

@@ -45,13 +45,10 @@ pub enum Cut {
 impl fmt::Display for Cut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Cut::Bytes(n) => write!(f, "only the first {n} bytes were read (scan_limit_bytes)"),
-            Cut::Parts(n) => write!(f, "it has more than {n} parts (scan_max_parts)"),
-            Cut::Depth(n) => write!(f, "its parts nest deeper than {n} (scan_max_depth)"),
-            Cut::Text(n) => write!(
-                f,
-                "it has more than {n} bytes of text (scan_max_text_bytes)"
-            ),
+            Cut::Bytes(n) => write!(f, "scan_limit_bytes: only the first {n} bytes read"),
+            Cut::Parts(n) => write!(f, "scan_max_parts: more than {n} parts"),
+            Cut::Depth(n) => write!(f, "scan_max_depth: parts nested deeper than {n}"),
+            Cut::Text(n) => write!(f, "scan_max_text_bytes: more than {n} bytes of text"),
         }
     }
 }

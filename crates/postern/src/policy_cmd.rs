@@ -171,7 +171,7 @@ fn test(
         }
     );
     if let Some(cut) = eval.cut {
-        println!("the scan was cut: {cut}; what follows was not read");
+        println!("the scan was cut ({cut}); what follows was not read");
     }
     let mut last = String::new();
     for step in &eval.trace {

@@ -126,7 +126,7 @@ fn sixteen_messages_of_100000_parts_are_held_within_the_scan_limits() {
         );
     }
     assert_eq!(
-        held.matches("the scan was cut (it has more than 1000 parts (scan_max_parts))")
+        held.matches("the scan was cut (scan_max_parts: more than 1000 parts)")
             .count(),
         16,
         "{held}"
