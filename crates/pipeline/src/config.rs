@@ -46,6 +46,12 @@ pub struct GatewayConfig {
     /// How much of a message the policy's conditions scan (bytes); the rest of a larger
     /// message is not scanned.
     pub scan_limit_bytes: u64,
+    /// MIME parts the policy's conditions read; the scan stops at the first part past it.
+    pub scan_max_parts: usize,
+    /// How deep nested parts may be for the scan; it stops at the first part deeper.
+    pub scan_max_depth: usize,
+    /// Decoded text (body and attachment text together) the policy's conditions read.
+    pub scan_max_text_bytes: usize,
     /// Where policy notifications to `admin` go (default postmaster@ the first internal domain).
     pub admin_address: Option<String>,
     /// Forward to decrypt: the local part that, at any internal domain, answers
@@ -76,6 +82,9 @@ impl Default for GatewayConfig {
             prefetch_interval_secs: 3600,
             workers: 8,
             scan_limit_bytes: 10 * 1024 * 1024,
+            scan_max_parts: policy::Limits::default().max_parts,
+            scan_max_depth: policy::Limits::default().max_depth,
+            scan_max_text_bytes: policy::Limits::default().max_text_bytes,
             admin_address: None,
             decrypt_address: "decrypt".into(),
             decrypt_link_hours: 24,
@@ -102,6 +111,15 @@ fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl GatewayConfig {
+    /// What the policy's view of one message may hold.
+    pub fn scan_limits(&self) -> policy::Limits {
+        policy::Limits {
+            max_parts: self.scan_max_parts,
+            max_depth: self.scan_max_depth,
+            max_text_bytes: self.scan_max_text_bytes,
+        }
+    }
+
     /// Checks what the types cannot; errors name the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.errored_retry_initial_secs == 0 {
@@ -130,6 +148,15 @@ impl GatewayConfig {
         }
         if self.scan_limit_bytes < 4096 {
             return Err(bad("scan_limit_bytes", "must be at least 4096"));
+        }
+        if self.scan_max_parts == 0 {
+            return Err(bad("scan_max_parts", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&self.scan_max_depth) {
+            return Err(bad("scan_max_depth", "must be from 1 to 1000"));
+        }
+        if self.scan_max_text_bytes < 4096 {
+            return Err(bad("scan_max_text_bytes", "must be at least 4096"));
         }
         if let Some(a) = &self.admin_address
             && !policy::model::is_address(a)

@@ -5,7 +5,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use policy::MessageView;
+use policy::limits::first_cut;
+use policy::{Cut, Limits, MessageView};
 use store::{Finished, Spool};
 
 use crate::transform::read_head;
@@ -28,21 +29,36 @@ impl Changes {
     }
 }
 
+/// How much of a message is read before looking for a part or depth limit.
+const PROBE_BYTES: usize = 1 << 20;
+
 /// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
-/// message's tail is not; its size still counts in full). When the policy looks at no content
-/// (`content` false: no body or attachment condition), only the header section is read.
-pub fn view(path: &Path, limit: u64, content: bool) -> io::Result<MessageView> {
+/// message's tail is not; its size still counts in full), within `limits`; the view says when
+/// either cut the scan. When the policy looks at no content (`content` false: no body or
+/// attachment condition), only the header section is read.
+pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Result<MessageView> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let raw = if content {
-        let mut raw = Vec::with_capacity(size.min(limit) as usize);
-        file.take(limit).read_to_end(&mut raw)?;
+        // The first megabyte alone when a part or depth limit is reached in it (a cut found in
+        // a prefix is the message's own): many tiny parts then cost no large buffer.
+        let wanted = size.min(limit) as usize;
+        let mut file = file.take(limit);
+        let mut raw = Vec::with_capacity(wanted.min(PROBE_BYTES));
+        (&mut file).take(PROBE_BYTES as u64).read_to_end(&mut raw)?;
+        if wanted > raw.len() && first_cut(&raw, limits).is_none() {
+            raw.reserve_exact(wanted - raw.len());
+            file.read_to_end(&mut raw)?;
+        }
         raw
     } else {
         read_head(path)?
     };
-    let mut view = MessageView::parse(&raw);
+    let mut view = MessageView::parse_with(&raw, limits);
     view.size = size;
+    if content && size > limit {
+        view.cut.get_or_insert(Cut::Bytes(limit));
+    }
     Ok(view)
 }
 
@@ -118,6 +134,40 @@ fn one_line(s: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The gateway's view says which limit cut the scan: the part limit found in the first
+    /// megabyte of a 100,000-part message (8.5 MB, not read further), the byte limit for a long
+    /// message, none for a message within both or when only the header section is read.
+    #[test]
+    fn the_view_says_which_limit_cut_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut many =
+            b"Subject: many\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        for i in 0..100_000 {
+            many.extend(
+                format!("--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\npart {i:06} of a message of many\r\n")
+                    .as_bytes(),
+            );
+        }
+        many.extend(b"--b--\r\n");
+        let path = dir.path().join("many.eml");
+        std::fs::write(&path, &many).unwrap();
+        let limits = Limits::default();
+        let seen = view(&path, 10 << 20, &limits, true).unwrap();
+        assert_eq!(seen.cut, Some(Cut::Parts(1000)));
+        assert_eq!(seen.size, many.len() as u64);
+        assert_eq!(seen.body.matches("part ").count(), 999);
+        assert_eq!(view(&path, 10 << 20, &limits, false).unwrap().cut, None);
+
+        let long = format!("Subject: long\r\n\r\n{}", "0123456789\r\n".repeat(1000));
+        let path = dir.path().join("long.eml");
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(
+            view(&path, 4096, &limits, true).unwrap().cut,
+            Some(Cut::Bytes(4096))
+        );
+        assert_eq!(view(&path, 1 << 20, &limits, true).unwrap().cut, None);
+    }
 
     #[test]
     fn subjects_are_tagged_once_and_added_when_missing() {

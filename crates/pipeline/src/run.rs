@@ -562,6 +562,9 @@ impl Pipeline {
                 return work;
             }
         };
+        if let Some(cut) = eval.cut {
+            tracing::warn!(queue_id = %id, %cut, "a scan limit cut the policy's scan of the message");
+        }
         let parsed = mail_parser::MessageParser::default().parse_headers(&head[..]);
         let from = parsed
             .as_ref()
@@ -908,10 +911,11 @@ impl Pipeline {
     ) -> Result<(String, policy::Evaluation), String> {
         let path = path.to_path_buf();
         let limit = self.settings.gateway.scan_limit_bytes;
+        let limits = self.settings.gateway.scan_limits();
         let (sender, recipients) = (sender.to_string(), recipients.to_vec());
         let (internal, skip_rule) = (self.internal.clone(), skip_rule.map(str::to_string));
         blocking(move || {
-            let view = rewrite::view(&path, limit, compiled.reads_content())?;
+            let view = rewrite::view(&path, limit, &limits, compiled.reads_content())?;
             let eval = compiled.decide(
                 &view,
                 &policy::Facts {
@@ -1343,6 +1347,9 @@ impl Pipeline {
                 return Vec::new();
             }
         };
+        if let Some(cut) = eval.cut {
+            tracing::warn!(queue_id = %m.id, %cut, "a scan limit cut the policy's scan of the decrypted message");
+        }
         let mut stopped: Vec<String> = Vec::new();
         for g in &eval.groups {
             if !matches!(

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::detect::Builtin;
+use crate::limits::Cut;
 use crate::message::MessageView;
 use crate::model::{
     Action, Condition, Direction, Expressions, Match, Policy, PolicyError, Rule, Target,
 };
 use crate::pattern::Pattern;
+use crate::verdict::{Verdict, applies_when_unsure};
 
 /// Compiles a regular expression with limits, so that a policy cannot make the gateway spend
 /// unbounded memory on one.
@@ -223,6 +225,9 @@ pub struct Evaluation {
     pub groups: Vec<Decided>,
     /// Every rule looked at, for `postern policy test`.
     pub trace: Vec<Step>,
+    /// Set when a limit cut the scan of the message (see [`MessageView::cut`]); content
+    /// conditions then decided as described in docs/policy.md ("Limits").
+    pub cut: Option<Cut>,
 }
 
 impl Compiled {
@@ -326,7 +331,7 @@ impl Compiled {
 
     fn run(&self, message: &MessageView, facts: &Facts<'_>, full: bool) -> Evaluation {
         let scan = Scan::new(message);
-        let mut verdicts: Vec<Option<(bool, String)>> = vec![None; self.rules.len()];
+        let mut verdicts: Vec<Option<(Verdict, String)>> = vec![None; self.rules.len()];
         let mut groups: Vec<Decided> = Vec::new();
         let mut trace = Vec::new();
         for recipient in facts.recipients {
@@ -378,17 +383,31 @@ impl Compiled {
                     });
                     continue;
                 }
-                let (holds, why) = verdicts[i]
+                let (verdict, why) = verdicts[i]
                     .get_or_insert_with(|| {
                         // Without a full trace, only a matching rule's reason is worded.
                         let quick = conditions_hold(r, &scan, facts, full);
-                        if quick.0 && !full {
+                        if quick.0 != Verdict::No && !full {
                             conditions_hold(r, &scan, facts, true)
                         } else {
                             quick
                         }
                     })
                     .clone();
+                let (holds, why) = match (verdict, message.cut) {
+                    (Verdict::Unsure, Some(cut)) if applies_when_unsure(rule) => (
+                        true,
+                        format!("{why}; the scan was cut ({cut}), and what was not read may match"),
+                    ),
+                    (Verdict::Unsure, Some(cut)) => (
+                        false,
+                        format!(
+                            "{why}; the scan was cut ({cut}): not applied on what was not read, \
+                             as this rule would not hold the message back"
+                        ),
+                    ),
+                    (v, _) => (v == Verdict::Yes, why),
+                };
                 if !holds {
                     step(false, &|| why.clone());
                     continue;
@@ -423,7 +442,11 @@ impl Compiled {
                 }),
             }
         }
-        Evaluation { groups, trace }
+        Evaluation {
+            groups,
+            trace,
+            cut: message.cut,
+        }
     }
 }
 
@@ -544,14 +567,30 @@ fn target_name(c: &Condition) -> String {
     }
 }
 
-/// Whether one condition holds, and why.
+/// Whether one condition holds, and why. A content condition that did not find what it looks
+/// for is unsure when the scan was cut: it may be in what was not read.
 fn condition_holds(
     c: &CompiledCondition,
     scan: &Scan<'_>,
     facts: &Facts<'_>,
     explain: bool,
-) -> (bool, String) {
+) -> (Verdict, String) {
     let spec = &c.spec;
+    let unread = scan.message.cut.is_some()
+        && matches!(
+            spec.on,
+            Target::Body
+                | Target::AttachmentName
+                | Target::AttachmentType
+                | Target::AttachmentContent
+        );
+    let found = |holds: bool| {
+        if holds || !unread {
+            Verdict::from_bool(holds)
+        } else {
+            Verdict::Unsure
+        }
+    };
     if !explain {
         let holds = match spec.on {
             Target::Size => scan.message.size,
@@ -561,26 +600,27 @@ fn condition_holds(
         let in_bounds =
             spec.min.is_none_or(|lo| holds >= lo) && spec.max.is_none_or(|hi| holds <= hi);
         let holds = match (spec.on, &c.matcher) {
-            (Target::Size | Target::RecipientCount, _) => in_bounds,
-            (Target::Encrypted, _) => facts.encrypted,
-            (_, Some(m)) => m.count(&scan.texts(spec), false).0 >= m.threshold,
-            (_, None) => false,
+            (Target::Size | Target::RecipientCount, _) => Verdict::from_bool(in_bounds),
+            (Target::Encrypted, _) => Verdict::from_bool(facts.encrypted),
+            (_, Some(m)) => found(m.count(&scan.texts(spec), false).0 >= m.threshold),
+            (_, None) => Verdict::No,
         };
-        return (holds != spec.not, String::new());
+        return (holds.negate(spec.not), String::new());
     }
+    let read = if unread { " in what was read" } else { "" };
     let what = target_name(spec);
     let in_bounds = |n: u64| spec.min.is_none_or(|lo| n >= lo) && spec.max.is_none_or(|hi| n <= hi);
     let (holds, why) = match spec.on {
         Target::Size => {
             let n = scan.message.size;
-            (in_bounds(n), format!("size {n} bytes"))
+            (Verdict::from_bool(in_bounds(n)), format!("size {n} bytes"))
         }
         Target::RecipientCount => {
             let n = facts.recipient_count as u64;
-            (in_bounds(n), format!("{n} recipients"))
+            (Verdict::from_bool(in_bounds(n)), format!("{n} recipients"))
         }
         Target::Encrypted => (
-            facts.encrypted,
+            Verdict::from_bool(facts.encrypted),
             if facts.encrypted {
                 "an encrypted email"
             } else {
@@ -590,64 +630,68 @@ fn condition_holds(
         ),
         _ => match &c.matcher {
             Some(m) => {
-                let (n, found) = m.count(&scan.texts(spec), true);
+                let (n, names) = m.count(&scan.texts(spec), true);
                 let source = if spec.list.is_some() {
                     format!(" ({})", m.label)
                 } else {
                     String::new()
                 };
                 if n >= m.threshold {
-                    (true, format!("{what}{source}: {}", found.join(", ")))
+                    (
+                        Verdict::Yes,
+                        format!("{what}{source}: {}", names.join(", ")),
+                    )
                 } else if n == 0 {
-                    (false, format!("{what}{source}: nothing found"))
+                    (found(false), format!("{what}{source}: nothing found{read}"))
                 } else {
                     (
-                        false,
-                        format!("{what}{source}: {n} found, {} needed", m.threshold),
+                        found(false),
+                        format!("{what}{source}: {n} found{read}, {} needed", m.threshold),
                     )
                 }
             }
-            None => (false, format!("{what}: no expressions")),
+            None => (Verdict::No, format!("{what}: no expressions")),
         },
     };
     if spec.not {
-        (!holds, format!("not ({why})"))
+        (holds.negate(true), format!("not ({why})"))
     } else {
         (holds, why)
     }
 }
 
-/// Whether a rule's conditions hold (all or any), and why.
+/// Whether a rule's conditions hold (all or any), and why: a condition that settles the rule
+/// (one that fails for `all`, one that holds for `any`) decides it, else an unsure one leaves
+/// it unsure.
 fn conditions_hold(
     r: &CompiledRule,
     scan: &Scan<'_>,
     facts: &Facts<'_>,
     explain: bool,
-) -> (bool, String) {
+) -> (Verdict, String) {
     if r.conditions.is_empty() {
-        return (true, "no conditions".into());
+        return (Verdict::Yes, "no conditions".into());
     }
+    let (settles, otherwise) = match r.rule.match_ {
+        Match::All => (Verdict::No, Verdict::Yes),
+        Match::Any => (Verdict::Yes, Verdict::No),
+    };
     let mut reasons = Vec::new();
-    match r.rule.match_ {
-        Match::All => {
-            for c in &r.conditions {
-                let (holds, why) = condition_holds(c, scan, facts, explain);
-                if !holds {
-                    return (false, why);
-                }
-                reasons.push(why);
-            }
-            (true, reasons.join("; "))
+    let mut unsure = Vec::new();
+    for c in &r.conditions {
+        let (v, why) = condition_holds(c, scan, facts, explain);
+        if v == settles {
+            return (v, why);
         }
-        Match::Any => {
-            for c in &r.conditions {
-                let (holds, why) = condition_holds(c, scan, facts, explain);
-                if holds {
-                    return (true, why);
-                }
-                reasons.push(why);
-            }
-            (false, reasons.join("; "))
+        if v == Verdict::Unsure {
+            unsure.push(why);
+        } else {
+            reasons.push(why);
         }
+    }
+    if unsure.is_empty() {
+        (otherwise, reasons.join("; "))
+    } else {
+        (Verdict::Unsure, unsure.join("; "))
     }
 }

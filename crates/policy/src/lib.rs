@@ -9,13 +9,16 @@
 
 pub mod detect;
 pub mod eval;
+pub mod limits;
 pub mod message;
 pub mod model;
 pub mod pattern;
 pub mod templates;
+mod verdict;
 
 pub use detect::Builtin;
 pub use eval::{Compiled, Decided, Evaluation, Facts, Step, is_internal};
+pub use limits::{Cut, Limits};
 pub use message::{Attachment, MessageView};
 pub use model::{
     Action, Condition, Direction, Exceptions, List, Match, Policy, PolicyError, Recipient, Rule,

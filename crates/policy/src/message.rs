@@ -1,8 +1,11 @@
 //! What conditions look at, read once per message: header fields, subject, the decoded body
 //! text (every text part, transfer encoding and charset undone, HTML turned into text) and the
-//! attachments' names, types and text.
+//! attachments' names, types and text. What a view holds is bounded ([`Limits`]); a view
+//! of a message a limit cut says so ([`MessageView::cut`]).
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use crate::limits::{Cut, Limits, first_cut};
 
 /// One attachment as conditions see it.
 #[derive(Debug, Clone, Default)]
@@ -28,17 +31,38 @@ pub struct MessageView {
     pub attachments: Vec<Attachment>,
     /// Bytes.
     pub size: u64,
+    /// Set when a limit stopped the scan before the end of the message: what follows was not
+    /// read, and conditions on the content cannot tell that it is not there.
+    pub cut: Option<Cut>,
 }
 
 impl MessageView {
-    /// Reads `raw`. A message no parser understands still gets a view: its bytes as body text,
-    /// so a keyword can never hide behind broken MIME.
+    /// Reads `raw` within the default [`Limits`].
     pub fn parse(raw: &[u8]) -> MessageView {
+        MessageView::parse_with(raw, &Limits::default())
+    }
+
+    /// Reads `raw` up to the first part past `limits`, keeping at most `limits.max_text_bytes`
+    /// of text. A message no parser understands still gets a view: its bytes as body text, so
+    /// a keyword can never hide behind broken MIME.
+    pub fn parse_with(raw: &[u8], limits: &Limits) -> MessageView {
         let size = raw.len() as u64;
-        let Some(m) = MessageParser::default().parse(raw) else {
+        let (read, mut cut) = match first_cut(raw, limits) {
+            Some((at, why)) => (raw.get(..at).unwrap_or(raw), Some(why)),
+            None => (raw, None),
+        };
+        let mut budget = TextBudget {
+            left: limits.max_text_bytes,
+            limit: limits.max_text_bytes,
+            cut: &mut cut,
+        };
+        let Some(m) = MessageParser::default().parse(read) else {
+            let mut body = String::from_utf8_lossy(read).into_owned();
+            budget.take(&mut body);
             return MessageView {
-                body: String::from_utf8_lossy(raw).into_owned(),
+                body,
                 size,
+                cut,
                 ..MessageView::default()
             };
         };
@@ -64,11 +88,12 @@ impl MessageView {
             let Some(part) = m.parts.get(id as usize) else {
                 continue;
             };
-            let text = match &part.body {
+            let mut text = match &part.body {
                 PartType::Text(t) => t.to_string(),
                 PartType::Html(h) => mail_parser::decoders::html::html_to_text(h),
                 _ => continue,
             };
+            budget.take(&mut text);
             if !body.is_empty() {
                 body.push_str("\n\n");
             }
@@ -85,7 +110,7 @@ impl MessageView {
                     })
                     .unwrap_or_default()
                     .to_ascii_lowercase();
-                let text = match &a.body {
+                let mut text = match &a.body {
                     PartType::Text(t) => Some(t.to_string()),
                     PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
                     PartType::Message(inner) => Some(
@@ -97,6 +122,9 @@ impl MessageView {
                     ),
                     _ => None,
                 };
+                if let Some(t) = &mut text {
+                    budget.take(t);
+                }
                 Attachment {
                     name: a.attachment_name().unwrap_or_default().to_string(),
                     content_type,
@@ -110,6 +138,7 @@ impl MessageView {
             body,
             attachments,
             size,
+            cut,
         }
     }
 
@@ -119,6 +148,29 @@ impl MessageView {
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The decoded text a view may still keep; a text cut short records [`Cut::Text`] (unless an
+/// earlier limit already cut the scan).
+struct TextBudget<'c> {
+    left: usize,
+    limit: usize,
+    cut: &'c mut Option<Cut>,
+}
+
+impl TextBudget<'_> {
+    fn take(&mut self, text: &mut String) {
+        if text.len() > self.left {
+            let mut end = self.left;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.shrink_to_fit();
+            self.cut.get_or_insert(Cut::Text(self.limit));
+        }
+        self.left -= text.len();
     }
 }
 

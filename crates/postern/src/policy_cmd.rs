@@ -147,7 +147,7 @@ fn test(
         .iter()
         .map(|d| d.to_ascii_lowercase())
         .collect();
-    let view = MessageView::parse(&raw);
+    let view = MessageView::parse_with(&raw, &loaded.gateway.scan_limits());
     let eval = compiled.evaluate(
         &view,
         &Facts {
@@ -171,6 +171,9 @@ fn test(
             ""
         }
     )?;
+    if let Some(cut) = eval.cut {
+        outln!("the scan was cut ({cut}); what follows was not read")?;
+    }
     let mut last = String::new();
     for step in &eval.trace {
         if step.recipient != last {
