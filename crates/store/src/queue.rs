@@ -772,7 +772,7 @@ impl Queue {
             let mut named = Vec::new();
             for k in &d.kept {
                 let id = new_id();
-                if let Err(e) = self.spool.place_kept(&k.file.path, &id) {
+                if let Err(e) = self.spool.place_kept(k.file.path(), &id) {
                     undo(&placed, &kept_placed);
                     discard_copies(&batch);
                     return Err(e.into());
@@ -790,7 +790,7 @@ impl Queue {
                     }
                     Some(file) => {
                         let child = new_id();
-                        if let Err(e) = self.spool.place(&file.path, &child) {
+                        if let Err(e) = self.spool.place(file.path(), &child) {
                             undo(&placed, &kept_placed);
                             discard_copies(&batch);
                             return Err(e.into());
@@ -1217,11 +1217,11 @@ pub enum Outcome {
 fn discard_copies(batch: &[Decision]) {
     for copy in batch.iter().flat_map(|d| &d.copies) {
         if let Some(f) = &copy.file {
-            let _ = std::fs::remove_file(&f.path);
+            let _ = std::fs::remove_file(f.path());
         }
     }
     for k in batch.iter().flat_map(|d| &d.kept) {
-        let _ = std::fs::remove_file(&k.file.path);
+        let _ = std::fs::remove_file(k.file.path());
     }
 }
 
@@ -1401,7 +1401,7 @@ async fn commit_batch(
     batch: &[Pending],
 ) -> Result<(), QueueError> {
     for p in batch {
-        spool.place(&p.file.path, &p.id)?;
+        spool.place(p.file.path(), &p.id)?;
     }
     spool.sync_dir()?;
     let messages: Vec<serde_json::Value> = batch
