@@ -95,8 +95,10 @@ impl Keys {
             &self.identity("alice@corp.example"),
             &mut rand::thread_rng(),
         );
-        let mut settings = MimeSettings::default();
-        settings.keep_above_bytes = 100 * 1024;
+        let settings = MimeSettings {
+            keep_above_bytes: 100 * 1024,
+            ..MimeSettings::default()
+        };
         Encrypt {
             original: Arc::new(Original::read(original).unwrap()),
             recipients: vec![Address::parse(to).unwrap()],

@@ -453,6 +453,7 @@ impl Queue {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| Box::pin(async move { Ok(still_usable(conn).await) }))
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
@@ -1345,6 +1346,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// False for a connection whose last transaction did not end cleanly; it is closed rather than
+/// reused. On a full disk SQLite rolls a transaction back by itself (SQLITE_FULL), the ROLLBACK
+/// that follows fails, and sqlx still counts the transaction as open: its next transaction on
+/// that connection becomes a savepoint, and a failure in it (ROLLBACK TO) leaves a write
+/// transaction open, locking the database for every other connection until the process ends.
+async fn still_usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    // The ping comes after the rollback that a dropped transaction queued.
+    conn.ping().await.is_ok() && !conn.is_in_transaction()
 }
 
 /// Removes message files with no row: copies placed by a transformation whose transaction never
