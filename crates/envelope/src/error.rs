@@ -4,6 +4,24 @@ use thiserror::Error;
 
 use crate::keys::KeyId;
 
+/// True when an I/O error says the system failed (a full disk, a quota, a device error, a file
+/// that could not be opened) rather than that the bytes are wrong: the same work may succeed
+/// later. Content is refused with `InvalidData`, `InvalidInput` or `UnexpectedEof` and no OS
+/// error code; an error that wraps another I/O error is judged by the one inside.
+pub fn io_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if e.raw_os_error().is_some() {
+        return true;
+    }
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<std::io::Error>()) {
+        return io_is_transient(inner);
+    }
+    !matches!(
+        e.kind(),
+        ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
+    )
+}
+
 /// Why a string is not an address Postern accepts.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AddressError {
@@ -127,6 +145,17 @@ pub enum SealError {
     Io(#[from] std::io::Error),
 }
 
+impl SealError {
+    /// True when sealing again later may succeed (the disk, not the message or the key): the
+    /// caller retries rather than treating the message as one that cannot be encrypted.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SealError::Io(e) => io_is_transient(e),
+            SealError::NoRecipients | SealError::TooManyRecipients(_) | SealError::Key(_) => false,
+        }
+    }
+}
+
 /// Why a sealed message could not be opened. No plaintext may be trusted after any of these.
 #[derive(Debug, Error)]
 pub enum OpenError {
@@ -174,4 +203,23 @@ pub enum OpenError {
     /// Reading the sealed message or writing the plaintext failed.
     #[error("I/O error while opening: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl OpenError {
+    /// True when opening again later may succeed (the disk failed); false when the message or
+    /// the key is wrong, which no retry changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OpenError::Io(e) => io_is_transient(e),
+            OpenError::NotSealed
+            | OpenError::UnsupportedVersion(_)
+            | OpenError::UnsupportedSuite(_)
+            | OpenError::Malformed(_)
+            | OpenError::NotARecipient { .. }
+            | OpenError::WrongMasterKey { .. }
+            | OpenError::KeyMismatch
+            | OpenError::Tampered(_)
+            | OpenError::Truncated => false,
+        }
+    }
 }

@@ -38,7 +38,9 @@ pub mod vault;
 mod wire;
 
 pub use cache::{DecapsCache, EncapsCache};
-pub use error::{AddressError, EpochError, KeyError, OpenError, SealError, VaultError};
+pub use error::{
+    AddressError, EpochError, KeyError, OpenError, SealError, VaultError, io_is_transient,
+};
 pub use header::{Header, MAX_RECIPIENTS, Recipient};
 pub use identity::{Address, Epoch, Identity};
 pub use keys::{

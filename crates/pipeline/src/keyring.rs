@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use envelope::{Address, DecryptionKey, Epoch, KeyId, PublicParams, SigningKey};
+use keys::cache::CacheError;
 use keys::{ClientError, KeyClient, KeyKind};
 use lru::LruCache;
 use zeroize::Zeroizing;
 
-/// Why a key could not be had. Every kind goes to the errored queue: an outage ends, a refusal
-/// may be lifted (a token's domains extended).
+/// Why a key could not be had; [`KeyFailure::is_transient`] says whether the pipeline waits for
+/// it in the errored queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFailure {
     /// The key server did not answer and the key is not cached.
@@ -21,9 +22,20 @@ pub enum KeyFailure {
     /// The key server refused the key.
     #[error("the key server refused the key: {0}")]
     Refused(String),
+    /// The gateway's own key cache failed (a full disk): the key may be had once it works.
+    #[error("the local key cache failed: {0}")]
+    Local(String),
     /// Anything else (a damaged key, a protocol error).
     #[error("{0}")]
     Broken(String),
+}
+
+impl KeyFailure {
+    /// True when asking again later may give the key: the key server was down or the local
+    /// cache failed. A refusal or a broken key is not retried by the pipeline.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, KeyFailure::Unreachable(_) | KeyFailure::Local(_))
+    }
 }
 
 impl From<ClientError> for KeyFailure {
@@ -35,6 +47,9 @@ impl From<ClientError> for KeyFailure {
             }
             ClientError::BadCredentials(why) => {
                 KeyFailure::Refused(format!("the gateway token was not accepted: {why}"))
+            }
+            ClientError::Cache(e @ (CacheError::Db(_) | CacheError::KeyFile { .. })) => {
+                KeyFailure::Local(e.to_string())
             }
             other => KeyFailure::Broken(other.to_string()),
         }

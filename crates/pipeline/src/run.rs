@@ -44,6 +44,18 @@ enum Failure {
     Decryption,
 }
 
+impl Failure {
+    /// How a failed transformation is handled: `permanent` when the message or its keys are at
+    /// fault, a retry when the disk is (whatever error type carried its I/O error).
+    fn of(e: &TransformError, permanent: Failure) -> Failure {
+        if e.is_transient() {
+            Failure::Retry
+        } else {
+            permanent
+        }
+    }
+}
+
 /// What processing one message produced.
 struct Work {
     decision: Decision,
@@ -83,7 +95,8 @@ struct Message<'a> {
 }
 
 impl Message<'_> {
-    async fn take_located(&self) -> Result<transform::Located, String> {
+    /// The sealed message, or why it cannot be had and whether a retry may help.
+    async fn take_located(&self) -> Result<transform::Located, (String, Failure)> {
         let taken = match self.located.lock() {
             Ok(mut slot) => slot.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -92,7 +105,11 @@ impl Message<'_> {
             return Ok(l);
         }
         let path = self.path.to_path_buf();
-        blocking(move || transform::locate(&path)).await
+        match tokio::task::spawn_blocking(move || transform::locate(&path)).await {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(e)) => Err((e.to_string(), Failure::of(&e, Failure::Decryption))),
+            Err(e) => Err((e.to_string(), Failure::Retry)),
+        }
     }
 }
 
@@ -538,6 +555,12 @@ impl Pipeline {
                     Some(Ok(()))
                 }
                 Ok(Err(TransformError::NotSealed(mime::ReadError::NotFound))) => None,
+                // The disk, not the message: nothing is decided until it can be read.
+                Ok(Err(e)) if e.is_transient() => {
+                    let why = reason("cannot read the message", &e);
+                    work.fail(&id, &envelope.recipients, why, Failure::Retry);
+                    return work;
+                }
                 Ok(Err(e)) => Some(Err(e.to_string())),
                 Err(e) => Some(Err(e.to_string())),
             }
@@ -730,7 +753,7 @@ impl Pipeline {
                     let first = work.decision.copies.len();
                     let located = match s {
                         Ok(()) => m.take_located().await,
-                        Err(e) => Err(e.clone()),
+                        Err(e) => Err((e.clone(), Failure::Decryption)),
                     };
                     let scan = group.terminal == policy::Action::DecryptScanReencrypt;
                     self.decrypt(m, located, recipients, (again, scan), work)
@@ -986,7 +1009,7 @@ impl Pipeline {
             },
             None => None,
         };
-        let retry_own = matches!(&own, Some((_, KeyFailure::Unreachable(_))));
+        let retry_own = matches!(&own, Some((_, e)) if e.is_transient());
         let own_problem = match &own {
             Some((s, e)) => format!("no signing key for the sender {s} ({e})"),
             None => "the sender is not one of this gateway's users".to_string(),
@@ -1010,7 +1033,7 @@ impl Pipeline {
         match self.keys.signing_key(default, epoch).await {
             Ok(k) => Ok((k, default.clone())),
             Err(e) => {
-                let retry = matches!(e, KeyFailure::Unreachable(_));
+                let retry = e.is_transient();
                 Err((
                     format!("{own_problem}; and none for the default sender {default} ({e})"),
                     kind(retry),
@@ -1165,10 +1188,7 @@ impl Pipeline {
                     });
                 }
                 Ok(Err(e)) => {
-                    let kind = match e {
-                        TransformError::Io(_) => Failure::Retry,
-                        _ => Failure::Encryption,
-                    };
+                    let kind = Failure::of(&e, Failure::Encryption);
                     work.fail(id, &names, reason("cannot encrypt", &e), kind);
                 }
                 Err(e) => work.fail(id, &names, reason("cannot encrypt", &e), Failure::Retry),
@@ -1183,7 +1203,7 @@ impl Pipeline {
     async fn decrypt(
         &self,
         m: &Message<'_>,
-        sealed: Result<transform::Located, String>,
+        sealed: Result<transform::Located, (String, Failure)>,
         recipients: &[String],
         (reencrypt, scan): (bool, bool),
         work: &mut Work,
@@ -1191,13 +1211,8 @@ impl Pipeline {
         let id = m.id;
         let located = match sealed {
             Ok(l) => l,
-            Err(e) => {
-                return work.fail(
-                    id,
-                    recipients,
-                    reason("cannot decrypt", &e),
-                    Failure::Decryption,
-                );
+            Err((e, kind)) => {
+                return work.fail(id, recipients, reason("cannot decrypt", &e), kind);
             }
         };
         let header = &located.header;
@@ -1237,9 +1252,10 @@ impl Pipeline {
         {
             Ok(k) => k,
             Err(e) => {
-                let kind = match e {
-                    KeyFailure::Unreachable(_) => Failure::Retry,
-                    _ => Failure::Decryption,
+                let kind = if e.is_transient() {
+                    Failure::Retry
+                } else {
+                    Failure::Decryption
                 };
                 return work.fail(id, &names, reason("cannot decrypt", &e), kind);
             }
@@ -1259,10 +1275,7 @@ impl Pipeline {
         let (file, signature) = match opened {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
-                let kind = match e {
-                    TransformError::Io(_) => Failure::Retry,
-                    _ => Failure::Decryption,
-                };
+                let kind = Failure::of(&e, Failure::Decryption);
                 return work.fail(id, &names, reason("cannot decrypt", &e), kind);
             }
             Err(e) => return work.fail(id, &names, reason("cannot decrypt", &e), Failure::Retry),
@@ -1669,5 +1682,56 @@ impl Pipeline {
                 tracing::debug!(address = %a, kind = ?kind, error = %e, "prefetch failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(28)
+    }
+
+    #[test]
+    fn a_full_disk_anywhere_in_a_transformation_is_a_retry() {
+        let sealing = TransformError::Seal(envelope::SealError::Io(enospc()));
+        assert_eq!(Failure::of(&sealing, Failure::Encryption), Failure::Retry);
+        let opening = TransformError::Open(envelope::OpenError::Io(enospc()));
+        assert_eq!(Failure::of(&opening, Failure::Decryption), Failure::Retry);
+        let reading =
+            TransformError::NotSealed(mime::ReadError::Io(std::io::Error::from_raw_os_error(5)));
+        assert_eq!(Failure::of(&reading, Failure::Decryption), Failure::Retry);
+        let spool = TransformError::Io(enospc());
+        assert_eq!(Failure::of(&spool, Failure::Encryption), Failure::Retry);
+    }
+
+    #[test]
+    fn a_fault_of_the_message_or_key_goes_to_the_exception_rules() {
+        let damaged = TransformError::Open(envelope::OpenError::Tampered(3));
+        assert_eq!(
+            Failure::of(&damaged, Failure::Decryption),
+            Failure::Decryption
+        );
+        let not_base64 = TransformError::Open(envelope::OpenError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not base64",
+        )));
+        assert_eq!(
+            Failure::of(&not_base64, Failure::Decryption),
+            Failure::Decryption
+        );
+        let nobody = TransformError::Seal(envelope::SealError::NoRecipients);
+        assert_eq!(
+            Failure::of(&nobody, Failure::Encryption),
+            Failure::Encryption
+        );
+    }
+
+    #[test]
+    fn a_key_cache_on_a_full_disk_is_waited_for() {
+        assert!(KeyFailure::Local("database or disk is full".into()).is_transient());
+        assert!(KeyFailure::Unreachable("timeout".into()).is_transient());
+        assert!(!KeyFailure::Refused("unknown domain".into()).is_transient());
     }
 }

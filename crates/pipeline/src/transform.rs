@@ -48,6 +48,27 @@ pub enum TransformError {
     TooLarge(u64),
 }
 
+impl TransformError {
+    /// True when the same transformation may succeed later: the disk failed (full, a quota, a
+    /// device error), wherever in the chain its error came up. Such a failure waits in the
+    /// errored queue; only a fault of the message or its keys goes to an exception rule.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransformError::Io(e) | TransformError::NotSealed(mime::ReadError::Io(e)) => {
+                envelope::io_is_transient(e)
+            }
+            TransformError::Seal(e) => e.is_transient(),
+            TransformError::Open(e) => e.is_transient(),
+            TransformError::NotSealed(
+                mime::ReadError::NotFound
+                | mime::ReadError::Truncated
+                | mime::ReadError::Damaged(_),
+            )
+            | TransformError::TooLarge(_) => false,
+        }
+    }
+}
+
 /// The header section at the start of a message file.
 pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
     let mut reader = BufReader::new(File::open(path)?);

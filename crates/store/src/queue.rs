@@ -453,6 +453,7 @@ impl Queue {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| Box::pin(async move { Ok(still_usable(conn).await) }))
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
@@ -772,7 +773,7 @@ impl Queue {
             let mut named = Vec::new();
             for k in &d.kept {
                 let id = new_id();
-                if let Err(e) = self.spool.place_kept(&k.file.path, &id) {
+                if let Err(e) = self.spool.place_kept(k.file.path(), &id) {
                     undo(&placed, &kept_placed);
                     discard_copies(&batch);
                     return Err(e.into());
@@ -790,7 +791,7 @@ impl Queue {
                     }
                     Some(file) => {
                         let child = new_id();
-                        if let Err(e) = self.spool.place(&file.path, &child) {
+                        if let Err(e) = self.spool.place(file.path(), &child) {
                             undo(&placed, &kept_placed);
                             discard_copies(&batch);
                             return Err(e.into());
@@ -1217,11 +1218,11 @@ pub enum Outcome {
 fn discard_copies(batch: &[Decision]) {
     for copy in batch.iter().flat_map(|d| &d.copies) {
         if let Some(f) = &copy.file {
-            let _ = std::fs::remove_file(&f.path);
+            let _ = std::fs::remove_file(f.path());
         }
     }
     for k in batch.iter().flat_map(|d| &d.kept) {
-        let _ = std::fs::remove_file(&k.file.path);
+        let _ = std::fs::remove_file(k.file.path());
     }
 }
 
@@ -1347,6 +1348,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// False for a connection whose last transaction did not end cleanly; it is closed rather than
+/// reused. On a full disk SQLite rolls a transaction back by itself (SQLITE_FULL), the ROLLBACK
+/// that follows fails, and sqlx still counts the transaction as open: its next transaction on
+/// that connection becomes a savepoint, and a failure in it (ROLLBACK TO) leaves a write
+/// transaction open, locking the database for every other connection until the process ends.
+async fn still_usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    // The ping comes after the rollback that a dropped transaction queued.
+    conn.ping().await.is_ok() && !conn.is_in_transaction()
+}
+
 /// Removes message files with no row: copies placed by a transformation whose transaction never
 /// committed (a crash between the two). They may hold decrypted text, so they must not linger.
 async fn remove_orphans(pool: &SqlitePool, spool: &Spool) -> Result<(), QueueError> {
@@ -1401,7 +1413,7 @@ async fn commit_batch(
     batch: &[Pending],
 ) -> Result<(), QueueError> {
     for p in batch {
-        spool.place(&p.file.path, &p.id)?;
+        spool.place(p.file.path(), &p.id)?;
     }
     spool.sync_dir()?;
     let messages: Vec<serde_json::Value> = batch

@@ -1,6 +1,10 @@
 //! Message files. A message is written to `incoming/` while it arrives, fsynced, and renamed into
 //! `messages/` when the queue accepts it; the rename is made durable by the committer's fsync of
 //! the directory, shared by every message of a commit group.
+//!
+//! A file in `incoming/` is removed as soon as its [`Incoming`] or [`Finished`] is dropped
+//! without having been placed: a message refused (a full disk, a client gone, a commit that
+//! failed) leaves nothing behind, not even until the next start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -15,12 +19,28 @@ pub struct Spool {
     root: PathBuf,
 }
 
-/// A message file being received.
+/// A message file being received. Dropped, it removes its file.
 #[derive(Debug)]
 pub struct Incoming {
-    path: PathBuf,
     file: BufWriter<File>,
+    path: Unplaced,
     len: u64,
+}
+
+/// A file in `incoming/`, removed when this is dropped. Once the file is placed (renamed out of
+/// `incoming/`), its name there is gone and the removal finds nothing.
+#[derive(Debug)]
+struct Unplaced(PathBuf);
+
+impl Drop for Unplaced {
+    fn drop(&mut self) {
+        match fs::remove_file(&self.0) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(file = %self.0.display(), error = %e, "cannot remove an unfinished spool file; it goes at the next start");
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Spool {
@@ -56,9 +76,10 @@ impl Spool {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
+        let path = Unplaced(path);
         Ok(Incoming {
-            path,
             file: BufWriter::with_capacity(128 * 1024, file),
+            path,
             len: 0,
         })
     }
@@ -160,29 +181,25 @@ impl Incoming {
         self.len == 0
     }
 
-    /// Flushes and fsyncs; the file is then complete on disk.
+    /// Flushes and fsyncs; the file is then complete on disk. On failure the file is removed.
     pub fn finish(self) -> io::Result<Finished> {
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        let Incoming { file, path, len } = self;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok(Finished {
-            path: self.path,
-            len: self.len,
-        })
+        Ok(Finished { path, len })
     }
 
-    /// Drops a message that will not be accepted.
+    /// Drops a message that will not be accepted (removing its file, as dropping it does).
     pub fn discard(self) {
-        let _ = fs::remove_file(&self.path);
+        drop(self);
     }
 
     /// Flushes without an fsync: for a scratch file that is read back and discarded (it is
-    /// cleared with `incoming/` after a crash).
+    /// cleared with `incoming/` after a crash). On failure the file is removed.
     pub fn finish_unsynced(self) -> io::Result<Finished> {
-        self.file.into_inner().map_err(|e| e.into_error())?;
-        Ok(Finished {
-            path: self.path,
-            len: self.len,
-        })
+        let Incoming { file, path, len } = self;
+        file.into_inner().map_err(|e| e.into_error())?;
+        Ok(Finished { path, len })
     }
 }
 
@@ -198,10 +215,11 @@ impl Write for Incoming {
     }
 }
 
-/// A complete, fsynced message file waiting for its queue row.
+/// A complete, fsynced message file waiting for its queue row. Dropped before it is placed, it
+/// removes its file.
 #[derive(Debug)]
 pub struct Finished {
-    pub(crate) path: PathBuf,
+    path: Unplaced,
     /// Its size in bytes.
     pub len: u64,
 }
@@ -209,11 +227,11 @@ pub struct Finished {
 impl Finished {
     /// Where the file is.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.path.0
     }
 
-    /// Drops a message that will not be accepted.
+    /// Drops a message that will not be accepted (removing its file, as dropping it does).
     pub fn discard(self) {
-        let _ = fs::remove_file(&self.path);
+        drop(self);
     }
 }

@@ -125,7 +125,7 @@ impl Pipeline {
         .await;
         let file = match copied {
             Ok(Ok(f)) => f,
-            Ok(Err(TransformError::Io(e))) if !damaged(&e) => {
+            Ok(Err(e)) if e.is_transient() => {
                 let why = reason("cannot keep the sealed message", &e);
                 return work.fail(id, to, why, Failure::Retry);
             }
@@ -204,9 +204,7 @@ impl Pipeline {
                 source: Source::Carried(located),
                 header: found.header,
             })),
-            Err(TransformError::Io(e)) if !damaged(&e) => {
-                Err(reason("cannot read the forward", &e))
-            }
+            Err(e) if e.is_transient() => Err(reason("cannot read the forward", &e)),
             Ok(false) | Err(_) => Ok(None),
         }
     }
@@ -225,7 +223,7 @@ impl Pipeline {
                     source: Source::Carried(l),
                 }));
             }
-            Err(TransformError::Io(e)) if !damaged(&e) => {
+            Err(e) if e.is_transient() => {
                 return Err(reason("cannot read the forward", &e));
             }
             // Damaged or absent: perhaps it carries a link instead.
@@ -262,18 +260,13 @@ impl Pipeline {
                     until: kept.expires_at,
                 },
             })),
-            // Expired and swept meanwhile, or damaged: nothing to link to.
+            // Expired and swept meanwhile: nothing to link to.
+            Err(TransformError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.is_transient() => Err(reason("cannot read the kept message", &e)),
+            // Damaged: nothing to link to.
             Err(_) => Ok(None),
         }
     }
-}
-
-/// True for a read error that says the sealed message is damaged, not that the disk failed.
-fn damaged(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-    )
 }
 
 /// The answer: a short text with the link, threaded under the forward.

@@ -1,0 +1,67 @@
+//! A message that is not accepted leaves no file in the spool, at once: a DATA refused with 451
+//! because the disk is full, a client gone mid-message, a scratch file given up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use store::Spool;
+
+fn incoming(root: &Path) -> usize {
+    std::fs::read_dir(root.join("incoming")).unwrap().count()
+}
+
+#[test]
+fn a_message_file_dropped_before_it_is_placed_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+
+    // The client went away in the middle of DATA.
+    let mut file = spool.create().unwrap();
+    file.append(b"Subject: half\r\n\r\nthe first ha").unwrap();
+    assert_eq!(incoming(dir.path()), 1);
+    drop(file);
+    assert_eq!(incoming(dir.path()), 0, "an abandoned message stayed");
+
+    // Complete on disk, but its queue row never came.
+    let mut file = spool.create().unwrap();
+    file.append(b"Subject: whole\r\n\r\nbody\r\n").unwrap();
+    let finished = file.finish().unwrap();
+    assert!(finished.path().exists());
+    drop(finished);
+    assert_eq!(incoming(dir.path()), 0, "a message never queued stayed");
+}
+
+#[test]
+fn a_message_that_cannot_be_finished_on_a_full_disk_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir.path())
+        .status();
+    assert!(
+        matches!(mounted, Ok(s) if s.success()),
+        "this test needs root and tmpfs: `mount -t tmpfs` on {} failed ({mounted:?})",
+        dir.path().display()
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            // Lazily if the queue's tasks still hold files open (a failed test).
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let root = dir.path().join("spool");
+    let spool = Spool::open(&root).unwrap();
+    let mut ballast = std::fs::File::create(dir.path().join("ballast")).unwrap();
+    while ballast.write_all(&[0u8; 4096]).is_ok() {}
+
+    // A small message sits in the write buffer until the end of DATA: finishing it fails.
+    let mut file = spool.create().unwrap();
+    file.append(&[b'x'; 10_000]).unwrap();
+    let e = file.finish().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(28), "{e}");
+    assert_eq!(incoming(&root), 0, "the refused message's file stayed");
+}
