@@ -64,6 +64,18 @@ enum Phase {
     Rcpt,
 }
 
+/// What a read waits for, which decides what may interrupt it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A command outside a transaction: a stop or another client's need of the slot ends it.
+    Idle,
+    /// A command inside a transaction: only another client's need of the slot ends it (a stop
+    /// lets the transaction finish).
+    Transaction,
+    /// A line of message text: nothing but its deadline ends it.
+    Text,
+}
+
 /// Why a session ended early.
 enum End {
     Quit,
@@ -180,7 +192,7 @@ pub async fn run(
             session.reply(
                 421,
                 "4.4.2",
-                "too many connections and this one is idle; closing it",
+                "too many connections and this one is waiting; closing it",
             );
         }
         End::BareNewline => {
@@ -222,13 +234,12 @@ impl Session {
 
     /// Reads one line (up to and including its LF) of at most `max` bytes, in full before
     /// `deadline` (or the session's end); `Ok(None)` at end of input. A longer line is consumed
-    /// and reported with the flag set. While `idle` (between commands), a gateway stop or
-    /// another client needing the slot ends the wait.
+    /// and reported with the flag set. What else may end the wait depends on `wait`.
     async fn read_line(
         &mut self,
         max: usize,
         deadline: Instant,
-        idle: bool,
+        wait: Wait,
     ) -> Result<Option<(Vec<u8>, bool)>, End> {
         // Flush replies only when no pipelined input is waiting: one write per batch.
         if self.io.buffer().is_empty() {
@@ -247,8 +258,8 @@ impl Session {
                 biased;
                 r = self.io.fill_buf() => r?,
                 _ = tokio::time::sleep_until(deadline) => return Err(timeout),
-                _ = self.slot.evicted(), if idle => return Err(End::Evicted),
-                _ = stop.wait_for(|s| *s), if idle => return Err(End::Shutdown),
+                _ = self.slot.evicted(), if wait != Wait::Text => return Err(End::Evicted),
+                _ = stop.wait_for(|s| *s), if wait == Wait::Idle => return Err(End::Shutdown),
             };
             if buf.is_empty() {
                 return if line.is_empty() {
@@ -279,14 +290,18 @@ impl Session {
 
     /// Reads the next command line, waiting at most `command_timeout_secs` for all of it.
     async fn read_command(&mut self) -> Result<Option<(Vec<u8>, bool)>, End> {
-        let idle = self.phase == Phase::Connected || self.phase == Phase::Ready;
-        if idle && *self.stop.borrow() {
+        let wait = if self.phase == Phase::Connected || self.phase == Phase::Ready {
+            Wait::Idle
+        } else {
+            Wait::Transaction
+        };
+        if wait == Wait::Idle && *self.stop.borrow() {
             return Err(End::Shutdown);
         }
         self.slot.waiting();
         let deadline =
             Instant::now() + Duration::from_secs(self.shared.config.command_timeout_secs);
-        let line = self.read_line(MAX_COMMAND_LINE, deadline, idle).await;
+        let line = self.read_line(MAX_COMMAND_LINE, deadline, wait).await;
         self.slot.working();
         line
     }
@@ -554,7 +569,10 @@ impl Session {
         let mut held: Vec<u8> = Vec::new();
         loop {
             let deadline = Instant::now() + line_timeout;
-            let (line, too_long) = match self.read_line(c.max_line_length, deadline, false).await {
+            let (line, too_long) = match self
+                .read_line(c.max_line_length, deadline, Wait::Text)
+                .await
+            {
                 Ok(Some(l)) => l,
                 Ok(None) => {
                     file.discard();
