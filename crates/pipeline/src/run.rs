@@ -465,8 +465,18 @@ impl Pipeline {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, messages = ids.len(), "cannot record processing; trying again");
-                        if let Err(e) = self.queue.release(&ids).await {
-                            tracing::error!(error = %e, "cannot release the messages; they are processed again at the next start");
+                        // Until they are released, nothing claims these messages again: keep
+                        // trying (a full disk fails both; it frees them together). A stop
+                        // leaves them to the next start, which releases what is processing.
+                        while let Err(e) = self.queue.release(&ids).await {
+                            tracing::error!(error = %e, messages = ids.len(), "cannot release the messages; trying again");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = stop.changed() => break,
+                            }
+                            if *stop.borrow() {
+                                break;
+                            }
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }

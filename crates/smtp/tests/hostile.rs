@@ -126,10 +126,17 @@ fn command_bytes() -> impl Strategy<Value = Vec<u8>> {
         "VRFY ",
         "MAIL ",
         "RCPT ",
+        // Every cut of the verbs' prefixes, where a multi-byte character may begin.
+        "MAIL F",
+        "MAIL FR",
+        "MAIL FRO",
+        "MAIL FROM",
+        "RCPT T",
+        "RCPT TO",
         "mail from:<a@",
         "RCPT TO:<postmaster",
     ]);
-    let tail = prop::collection::vec(
+    let bytes = prop::collection::vec(
         prop_oneof![
             any::<u8>(),
             // Bytes of multi-byte UTF-8 characters, whole or cut.
@@ -138,6 +145,9 @@ fn command_bytes() -> impl Strategy<Value = Vec<u8>> {
         ],
         0..80,
     );
+    // Valid UTF-8 too, or the parser stops at "not UTF-8" before reading any further.
+    let text = "[é€😀<>@: =a-zA-Z0-9]{0,40}".prop_map(String::into_bytes);
+    let tail = prop_oneof![bytes, text];
     (verbs, tail).prop_map(|(v, t)| {
         let mut line = v.as_bytes().to_vec();
         line.extend(t.into_iter().filter(|b| *b != b'\r' && *b != b'\n'));
