@@ -11,67 +11,8 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Gateway, outside_world, s, wait_for};
+use common::{Browser, Gateway, field, outside_world, s, wait_for};
 use mail_parser::MimeHeaders;
-use reqwest::blocking::Client;
-use reqwest::redirect::Policy;
-
-/// A browser's part: one cookie, redirects followed by hand so that the cookie is kept.
-struct Browser {
-    http: Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(web: u16) -> Browser {
-        Browser {
-            http: Client::builder().redirect(Policy::none()).build().unwrap(),
-            base: format!("http://127.0.0.1:{web}"),
-            cookie: None,
-        }
-    }
-
-    /// Sends `req`, keeps the session cookie, follows redirects; (status, final path, body).
-    fn go(&mut self, mut req: reqwest::blocking::RequestBuilder) -> (u16, String, String) {
-        let mut path = String::new();
-        loop {
-            if let Some(c) = &self.cookie {
-                req = req.header("Cookie", c.clone());
-            }
-            let resp = req.send().unwrap();
-            if let Some(c) = resp.headers().get("set-cookie") {
-                self.cookie = Some(c.to_str().unwrap().split(';').next().unwrap().to_string());
-            }
-            let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                path = resp.headers()["location"].to_str().unwrap().to_string();
-                req = self.http.get(format!("{}{path}", self.base));
-                continue;
-            }
-            return (status, path, resp.text().unwrap());
-        }
-    }
-
-    fn get(&mut self, path: &str) -> (u16, String, String) {
-        let req = self.http.get(format!("{}{path}", self.base));
-        self.go(req)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let req = self.http.post(format!("{}{path}", self.base)).form(form);
-        self.go(req)
-    }
-}
-
-/// The value of the hidden field `name` in a page.
-fn field(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no field {name} in:\n{page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
 
 /// Alice at corp.example writes to Bob outside; Bob opens `encrypted_message.htm` and clicks
 /// "Open my email", then asks for a code. Returns the answer to that request.

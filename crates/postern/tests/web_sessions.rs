@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Gateway, outside_world, s, wait_for};
+use common::{Gateway, field, outside_world, s, wait_for};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::redirect::Policy;
 use testkit::Recorded;
@@ -101,15 +101,6 @@ impl Browser {
         let req = self.http.post(format!("{}{path}", self.base)).form(form);
         self.go(req)
     }
-}
-
-/// The value of the hidden field `name` in a page.
-fn field(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no field {name} in:\n{page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 const PASSWORD: &str = "correct horse battery staple";

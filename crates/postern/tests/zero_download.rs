@@ -15,9 +15,7 @@ mod common;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Gateway, outside_world, wait_for};
-use reqwest::blocking::Client;
-use reqwest::redirect::Policy;
+use common::{Browser, Gateway, field, outside_world, wait_for};
 use testkit::Recorded;
 
 /// `email` forwarded to decrypt@ by `from`, attached as a phone attaches it.
@@ -68,68 +66,10 @@ fn link_in(mail: &Recorded) -> String {
     link
 }
 
-/// A browser's part: one cookie, redirects followed by hand so that the cookie is seen.
-struct Person {
-    http: Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Person {
-    fn new(web: u16) -> Person {
-        Person {
-            http: Client::builder().redirect(Policy::none()).build().unwrap(),
-            base: format!("http://127.0.0.1:{web}"),
-            cookie: None,
-        }
-    }
-
-    /// Sends `req`, keeps the session cookie, follows redirects; (status, final path, body).
-    fn go(&mut self, mut req: reqwest::blocking::RequestBuilder) -> (u16, String, String) {
-        let mut path = String::new();
-        loop {
-            if let Some(c) = &self.cookie {
-                req = req.header("Cookie", c.clone());
-            }
-            let resp = req.send().unwrap();
-            if let Some(c) = resp.headers().get("set-cookie") {
-                let c = c.to_str().unwrap();
-                self.cookie = Some(c.split(';').next().unwrap().to_string());
-            }
-            let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                path = resp.headers()["location"].to_str().unwrap().to_string();
-                req = self.http.get(format!("{}{path}", self.base));
-                continue;
-            }
-            return (status, path, resp.text().unwrap());
-        }
-    }
-
-    fn get(&mut self, url: &str) -> (u16, String, String) {
-        let req = self.http.get(url);
-        self.go(req)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let req = self.http.post(format!("{}{path}", self.base)).form(form);
-        self.go(req)
-    }
-}
-
-/// The value of the hidden field `name` in a page.
-fn field(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no field {name} in:\n{page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 /// Follows a link as `address`: the address choice, the code from the mail, the message.
 /// Returns the message page and its path.
 fn open_as(
-    person: &mut Person,
+    person: &mut Browser,
     link: &str,
     address: &str,
     rx: &Receiver<Recorded>,
@@ -275,13 +215,13 @@ fn a_recipient_who_forwards_to_decrypt_gets_a_link_and_a_stranger_gets_nothing()
     let link = link_in(&answer);
 
     // The link leads to the address choice, and the message opens only with the code.
-    let mut bob = Person::new(gw.web);
+    let mut bob = Browser::new(gw.web);
     let (page, _) = open_as(&mut bob, &link, "bob@partner.example", &rx, secret);
     assert!(page.contains(secret), "{page}");
     assert!(page.contains("Signed by alice@corp.example"));
 
     // Another browser with the same link still needs a code: a wrong one is refused.
-    let mut other = Person::new(gw.web);
+    let mut other = Browser::new(gw.web);
     let (status, path, page) = other.get(&link);
     assert_eq!(status, 200);
     let csrf = field(&page, "csrf");
@@ -357,7 +297,7 @@ fn a_large_message_stays_on_the_gateway_and_its_link_opens_it() {
     assert!(text.contains("X-PP-ENCRYPTED: TRUE"));
     let link = link_in(&encrypted);
 
-    let mut bob = Person::new(gw.web);
+    let mut bob = Browser::new(gw.web);
     let (page, path) = open_as(&mut bob, &link, "bob@partner.example", &rx, secret);
     assert!(page.contains(secret), "{page}");
     assert!(page.contains("Signed by alice@corp.example"));
@@ -387,7 +327,7 @@ fn a_large_message_stays_on_the_gateway_and_its_link_opens_it() {
     );
     let second = link_in(&answer);
     assert_ne!(second, link);
-    let mut phone = Person::new(gw.web);
+    let mut phone = Browser::new(gw.web);
     let (status, path, page) = phone.get(&second);
     assert_eq!(status, 200, "{page}");
     assert!(path.starts_with("/read/m/"));

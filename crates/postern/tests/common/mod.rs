@@ -289,3 +289,70 @@ pub fn save_attachment_page(mail: &[u8], to: &Path) {
     let end = start + text[start..].find("</html>").unwrap() + "</html>".len();
     fs::write(to, &text[start..end]).unwrap();
 }
+
+/// A browser's part for the web tests: one cookie, redirects followed by hand so that the
+/// cookie is kept.
+pub struct Browser {
+    pub http: reqwest::blocking::Client,
+    pub base: String,
+    pub cookie: Option<String>,
+}
+
+impl Browser {
+    pub fn new(web: u16) -> Browser {
+        Browser {
+            http: reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: format!("http://127.0.0.1:{web}"),
+            cookie: None,
+        }
+    }
+
+    /// Sends `req`, keeps the session cookie, follows redirects; (status, final path, body).
+    pub fn go(&mut self, mut req: reqwest::blocking::RequestBuilder) -> (u16, String, String) {
+        let mut path = String::new();
+        loop {
+            if let Some(c) = &self.cookie {
+                req = req.header("Cookie", c.clone());
+            }
+            let resp = req.send().unwrap();
+            if let Some(c) = resp.headers().get("set-cookie") {
+                self.cookie = Some(c.to_str().unwrap().split(';').next().unwrap().to_string());
+            }
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                path = resp.headers()["location"].to_str().unwrap().to_string();
+                req = self.http.get(format!("{}{path}", self.base));
+                continue;
+            }
+            return (status, path, resp.text().unwrap());
+        }
+    }
+
+    /// GET of a path on the gateway, or of a whole URL.
+    pub fn get(&mut self, path_or_url: &str) -> (u16, String, String) {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        let req = self.http.get(url);
+        self.go(req)
+    }
+
+    pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.go(req)
+    }
+}
+
+/// The value of the hidden field `name` in a page.
+pub fn field(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in:\n{page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
