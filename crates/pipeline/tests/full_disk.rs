@@ -6,9 +6,7 @@
 //! Needs root: the spool lies on a small tmpfs mounted for the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use envelope::{
@@ -19,52 +17,6 @@ use pipeline::mark::MarkKey;
 use pipeline::transform::{self, Decrypt, Encrypt, Original, TransformError};
 use store::Spool;
 use zeroize::Zeroizing;
-
-/// A tmpfs of `size` mounted on a new directory, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "this test needs root and tmpfs: `mount -t tmpfs` on {} failed ({status:?})",
-            dir.path().display()
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the disk: a ballast file written until the disk refuses more.
-    fn fill(&self) -> PathBuf {
-        let path = self.path().join("ballast");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            if let Err(e) = f.write_all(&chunk) {
-                assert_eq!(e.raw_os_error(), Some(28), "filling: {e}");
-                break;
-            }
-        }
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 struct Keys {
     master: MasterKeys,
@@ -167,7 +119,8 @@ fn assert_retry(what: &str, e: &TransformError) {
 fn a_full_spool_makes_every_transformation_a_failure_to_retry() {
     let keys = Keys::new();
     let outside = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount("1m");
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = testkit::SmallDisk::mount(tmp.path(), "1m");
     let root = disk.path().join("spool");
     let spool = Spool::open(&root).unwrap();
 

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{Browser, Gateway, field, outside_world, s, wait_for};
+use common::{Browser, Gateway, field, outside_world, wait_for};
 use mail_parser::MimeHeaders;
 
 /// Alice at corp.example writes to Bob outside; Bob opens `encrypted_message.htm` and clicks
@@ -60,30 +58,17 @@ fn metrics(gw: &Gateway) -> String {
 
 /// The console's status page, as an administrator made with `postern admin create` sees it.
 fn status_page(gw: &Gateway) -> String {
-    let password = "correct horse battery staple";
-    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["admin", "create", "root", "--config", s(&gw.config)])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = create.stdin.take().unwrap();
-        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-    }
-    let out = create.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::make_admin(gw);
     let mut admin = Browser::new(gw.web);
     let (_, _, page) = admin.get("/admin/login");
     let csrf = field(&page, "csrf");
     let (status, path, page) = admin.post(
         "/admin/login",
-        &[("csrf", &csrf), ("name", "root"), ("password", password)],
+        &[
+            ("csrf", &csrf),
+            ("name", "root"),
+            ("password", common::ADMIN_PASSWORD),
+        ],
     );
     assert_eq!((status, path.as_str()), (200, "/admin/status"), "{page}");
     page

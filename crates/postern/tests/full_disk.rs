@@ -10,60 +10,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, s};
-
-/// A tmpfs on `dir`, unmounted when dropped (a test that fails included).
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        assert!(
-            matches!(status, Ok(st) if st.success()),
-            "this test needs root and tmpfs: `mount -t tmpfs -o size={size}` on {} failed ({status:?})",
-            dir.display()
-        );
-        SmallDisk {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Writes a ballast file until the disk is full.
-    fn fill(&self) -> PathBuf {
-        let path = self.dir.join("ballast");
-        let mut f = std::fs::File::create(&path).unwrap();
-        for chunk in [1024 * 1024, 4096, 512] {
-            let bytes = vec![0u8; chunk];
-            while f.write_all(&bytes).is_ok() {}
-        }
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|st| st.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 /// How the gateway answered a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +82,7 @@ fn files_in(dir: &Path) -> usize {
 fn a_full_data_directory_delays_mail_but_quarantines_loses_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let disk = SmallDisk::mount(&data, "48m");
+    let disk = testkit::SmallDisk::mount(&data, "48m");
     let (sink, rx) = testkit::smtp_sink_thread();
     let seen = collect(rx);
     let gateway = Gateway::start_with(

@@ -11,11 +11,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Gateway, field, outside_world, s, wait_for};
+use common::{ADMIN_PASSWORD, Gateway, field, make_admin, outside_world, wait_for};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::redirect::Policy;
 use testkit::Recorded;
@@ -103,30 +102,6 @@ impl Browser {
     }
 }
 
-const PASSWORD: &str = "correct horse battery staple";
-
-/// Makes administrator `root` with `postern admin create`.
-fn make_admin(gw: &Gateway) {
-    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["admin", "create", "root", "--config", s(&gw.config)])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = create.stdin.take().unwrap();
-        stdin.write_all(PASSWORD.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-    }
-    let out = create.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Signs `b` in as root through the login page.
 fn sign_in(b: &mut Browser) -> Answer {
     let page = b.get("/admin/login");
@@ -134,7 +109,11 @@ fn sign_in(b: &mut Browser) -> Answer {
     let csrf = field(&page.body, "csrf");
     b.post(
         "/admin/login",
-        &[("csrf", &csrf), ("name", "root"), ("password", PASSWORD)],
+        &[
+            ("csrf", &csrf),
+            ("name", "root"),
+            ("password", ADMIN_PASSWORD),
+        ],
     )
 }
 

@@ -3,20 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::path::Path;
-use std::process::Command;
 
 use store::{Backoff, Decision, Envelope, Errored, Queue, Source};
 
 const BACKOFF: Backoff = Backoff { initial: 1, max: 2 };
-
-struct Unmount<'a>(&'a Path);
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        // Lazily if the queue's tasks still hold files open (a failed test).
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
 
 async fn accept(queue: &Queue, n: usize) -> Result<String, store::QueueError> {
     let mut file = queue.spool().create()?;
@@ -38,16 +28,7 @@ async fn accept(queue: &Queue, n: usize) -> Result<String, store::QueueError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_works_again_once_the_disk_has_room() {
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(dir.path())
-        .status();
-    assert!(
-        matches!(mounted, Ok(s) if s.success()),
-        "this test needs root and tmpfs: `mount -t tmpfs` on {} failed ({mounted:?})",
-        dir.path().display()
-    );
-    let _unmount = Unmount(dir.path());
+    let _disk = testkit::SmallDisk::mount(dir.path(), "16m");
     let queue = Queue::open(&dir.path().join("queue")).await.unwrap();
     // Enough mail that the database has pages and a WAL to reuse while the disk is full.
     for n in 0..400 {

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use store::Spool;
 
@@ -36,23 +35,7 @@ fn a_message_file_dropped_before_it_is_placed_is_removed() {
 #[test]
 fn a_message_that_cannot_be_finished_on_a_full_disk_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(dir.path())
-        .status();
-    assert!(
-        matches!(mounted, Ok(s) if s.success()),
-        "this test needs root and tmpfs: `mount -t tmpfs` on {} failed ({mounted:?})",
-        dir.path().display()
-    );
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            // Lazily if the queue's tasks still hold files open (a failed test).
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(dir.path());
+    let _disk = testkit::SmallDisk::mount(dir.path(), "256k");
     let root = dir.path().join("spool");
     let spool = Spool::open(&root).unwrap();
     let mut ballast = std::fs::File::create(dir.path().join("ballast")).unwrap();

@@ -1,6 +1,10 @@
 //! Test support shared by the integration tests of several crates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod disk;
+
+pub use disk::SmallDisk;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 

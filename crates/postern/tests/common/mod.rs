@@ -356,3 +356,28 @@ pub fn field(page: &str, name: &str) -> String {
     let rest = &page[at + name.len() + 15..];
     rest[..rest.find('"').unwrap()].to_string()
 }
+
+/// The password of the administrator [`make_admin`] makes.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Makes console administrator `root` (password [`ADMIN_PASSWORD`]) with `postern admin create`.
+pub fn make_admin(gw: &Gateway) {
+    use std::io::Write;
+    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["admin", "create", "root", "--config", s(&gw.config)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = create.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = create.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
