@@ -24,7 +24,7 @@ use crate::keys::{DecryptionKey, KeyId, MasterPublicKey};
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// Where a cache reads the current month; tests substitute their own clock.
-pub type Clock = fn() -> Epoch;
+type Clock = Box<dyn Fn() -> Epoch + Send + Sync>;
 
 struct Bounded<K: std::hash::Hash + Eq, V> {
     map: LruCache<K, V>,
@@ -35,10 +35,11 @@ struct Bounded<K: std::hash::Hash + Eq, V> {
 impl<K: std::hash::Hash + Eq, V> Bounded<K, V> {
     fn new(capacity: usize, clock: Clock) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        let current = clock();
         Bounded {
             map: LruCache::new(capacity),
             clock,
-            current: clock(),
+            current,
         }
     }
 
@@ -93,9 +94,9 @@ impl EncapsCache {
     }
 
     /// A cache with its own notion of the current month.
-    pub fn with_clock(capacity: usize, clock: Clock) -> Self {
+    pub fn with_clock(capacity: usize, clock: impl Fn() -> Epoch + Send + Sync + 'static) -> Self {
         EncapsCache {
-            inner: Mutex::new(Bounded::new(capacity, clock)),
+            inner: Mutex::new(Bounded::new(capacity, Box::new(clock))),
         }
     }
 
@@ -179,9 +180,9 @@ impl DecapsCache {
     }
 
     /// A cache with its own notion of the current month.
-    pub fn with_clock(capacity: usize, clock: Clock) -> Self {
+    pub fn with_clock(capacity: usize, clock: impl Fn() -> Epoch + Send + Sync + 'static) -> Self {
         DecapsCache {
-            inner: Mutex::new(Bounded::new(capacity, clock)),
+            inner: Mutex::new(Bounded::new(capacity, Box::new(clock))),
         }
     }
 

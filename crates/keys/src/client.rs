@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use clock::SharedClock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -116,12 +118,8 @@ pub struct KeyClient {
     retries: u32,
     /// The newest master key seen in the parameters: keys are asked for (and looked up) under it.
     newest: Mutex<Option<KeyId>>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    /// When a cached key was fetched.
+    clock: SharedClock,
 }
 
 impl KeyClient {
@@ -174,7 +172,14 @@ impl KeyClient {
             cache,
             retries: config.retries,
             newest: Mutex::new(None),
+            clock: clock::SystemClock::shared(),
         })
+    }
+
+    /// The same client, reading the time from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A client for one person's login: the same server and connection settings, but none of
@@ -187,6 +192,7 @@ impl KeyClient {
             cache: None,
             retries: self.retries,
             newest: Mutex::new(None),
+            clock: self.clock.clone(),
         }
     }
 
@@ -367,7 +373,7 @@ impl KeyClient {
                     kind,
                     &response.key_id,
                     &bytes,
-                    now(),
+                    self.clock.now(),
                 )
                 .await?;
         }

@@ -171,7 +171,14 @@ fn outer_head<'s>(
         }
     }
     match &settings.replace_subject {
-        Some(s) => head.extend_from_slice(headers::line("Subject", &encode_word(s)).as_bytes()),
+        Some(s) => {
+            let clean: String = s
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let value = crate::report::encoded_words(&clean, "Subject".len());
+            head.extend_from_slice(format!("Subject: {value}\r\n").as_bytes());
+        }
         None => {
             if let Some(f) = fields.iter().find(|f: &&Field<'_>| f.is("Subject")) {
                 head.extend_from_slice(f.raw);
@@ -210,15 +217,6 @@ fn outer_head<'s>(
 
 fn push(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
-}
-
-/// A header value as an RFC 2047 encoded word when it is not ASCII.
-fn encode_word(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_string()
-    } else {
-        format!("=?utf-8?b?{}?=", STANDARD.encode(s.as_bytes()))
-    }
 }
 
 /// A text/plain part: 7bit with wrapped lines when ASCII, else base64.

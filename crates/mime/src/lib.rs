@@ -15,6 +15,7 @@ mod build;
 mod guard;
 pub mod headers;
 mod read;
+pub mod report;
 mod settings;
 
 pub use build::{

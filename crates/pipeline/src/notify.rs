@@ -1,6 +1,7 @@
-//! Notifications from policy actions: a template rendered with the message's facts, sent from
-//! the null sender (so that a failed notification cannot bounce back and loop) through the
-//! normal delivery path.
+//! Notifications from policy actions (a template rendered with the message's facts) and
+//! delivery status notifications for mail the errored queue gives up on, built by
+//! [`mime::report`] and sent from the null sender (so that a failed notification cannot bounce
+//! back and loop) through the normal delivery path.
 
 use policy::templates::{Context, render};
 use policy::{Policy, Recipient};
@@ -45,32 +46,37 @@ pub async fn send(
         )));
     };
     let (subject, body) = render(&template, &notice.context).map_err(QueueError::Refused)?;
-    let date = smtp::session::rfc2822_now();
-    let id = format!("<notice.{:016x}@{hostname}>", rand::random::<u64>());
-    let mut text = format!(
-        "From: Postern <postmaster@{hostname}>\r\nTo: {}\r\nSubject: {}\r\nDate: {date}\r\n\
-Message-ID: {id}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-        notice.to.join(", "),
-        encode_subject(&subject),
-    );
-    for line in body.lines() {
-        text.push_str(line);
-        text.push_str("\r\n");
-    }
-    smtp::dsn::accept_local(queue, hostname, notice.to.clone(), text.as_bytes())
+    let text = mime::report::notification(&mime::report::Notification {
+        hostname,
+        to: &notice.to,
+        subject: &subject,
+        body: &body,
+        date: queue.clock().now(),
+    });
+    queue
+        .accept_local(hostname, notice.to.clone(), &text)
         .await
         .map(Some)
 }
 
-/// A subject as an RFC 2047 encoded word when it is not ASCII.
-fn encode_subject(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_string();
-    }
-    use base64::Engine;
-    format!(
-        "=?utf-8?b?{}?=",
-        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
-    )
+/// Builds a delivery status notification for `failed` recipients (address, reason) of `d` and
+/// queues it to `d`'s sender.
+pub async fn bounce(
+    queue: &Queue,
+    hostname: &str,
+    d: &store::Delivery,
+    failed: &[(String, String)],
+) -> Result<String, QueueError> {
+    let header = queue.quotable_header(d);
+    let text = mime::report::delivery_report(&mime::report::DeliveryReport {
+        hostname,
+        sender: &d.sender,
+        queue_id: &d.id,
+        original_header: &header,
+        failed,
+        date: queue.clock().now(),
+    });
+    queue
+        .accept_local(hostname, vec![d.sender.clone()], &text)
+        .await
 }

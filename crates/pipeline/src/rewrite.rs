@@ -9,7 +9,7 @@ use policy::limits::first_cut;
 use policy::{Cut, Limits, MessageView};
 use store::{Finished, Spool};
 
-use crate::transform::read_head;
+use transform::read_head;
 
 /// Header changes accumulated from matching rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

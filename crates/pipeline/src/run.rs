@@ -26,10 +26,9 @@ use store::{Backoff, Copy, Decision, Envelope, Errored, ErroredFilter, Outcome, 
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::GatewayConfig;
-use crate::keyring::{KeyFailure, KeyRing};
 use crate::notify::{self, Notice};
 use crate::rewrite;
-use crate::transform::{self, Decrypt, Encrypt, TransformError};
+use transform::{Decrypt, Encrypt, KeyFailure, KeyRing, MarkKey, TransformError};
 
 mod forward;
 
@@ -170,9 +169,9 @@ pub struct Pipeline {
     /// Where `notify admin` goes.
     admin: String,
     /// Forward-to-decrypt answers not recorded yet, for the hourly limit.
-    links: crate::hourly::Hourly,
+    links: store::RateLimit,
     /// The key of the gateway's mark on the encrypted email it makes.
-    mark: Arc<crate::mark::MarkKey>,
+    mark: Arc<MarkKey>,
     /// When this pipeline started (Unix seconds): `links` counts from then on.
     started: u64,
     /// When the policy loop last came round (Unix seconds), for the status page.
@@ -232,13 +231,13 @@ fn reason(context: &str, e: &dyn std::fmt::Display) -> String {
 impl Pipeline {
     /// A pipeline that wakes `delivery` when it has routed mail. It starts with the default
     /// policy and takes the stored one at its first round. `mark` marks the encrypted email it
-    /// makes ([`crate::mark`]).
+    /// makes ([`transform::mark`]).
     pub fn new(
         queue: Queue,
         settings: Settings,
         keys: Arc<KeyRing>,
         delivery: Arc<Notify>,
-        mark: Arc<crate::mark::MarkKey>,
+        mark: Arc<MarkKey>,
     ) -> Result<Arc<Self>, policy::PolicyError> {
         let compiled = policy::Compiled::new(policy::Policy::default_policy()?)?;
         let internal = settings
@@ -247,6 +246,9 @@ impl Pipeline {
             .map(|d| d.to_ascii_lowercase())
             .collect();
         let default_sender = default_sender(&settings);
+        let clock = queue.clock().clone();
+        let now = clock.now();
+        let epoch_clock = move || Epoch::from_unix(clock.now());
         let admin = settings.gateway.admin_address.clone().unwrap_or_else(|| {
             format!(
                 "postmaster@{}",
@@ -262,8 +264,8 @@ impl Pipeline {
             mime: Arc::new(settings.mime.clone()),
             keys,
             default_sender,
-            encaps: Arc::new(EncapsCache::with_clock(100_000, keys::clock::current_epoch)),
-            decaps: Arc::new(DecapsCache::with_clock(100_000, keys::clock::current_epoch)),
+            encaps: Arc::new(EncapsCache::with_clock(100_000, epoch_clock.clone())),
+            decaps: Arc::new(DecapsCache::with_clock(100_000, epoch_clock)),
             workers: Arc::new(Semaphore::new(settings.gateway.workers.max(1))),
             settings,
             counters: Counters::default(),
@@ -271,11 +273,11 @@ impl Pipeline {
             delivery,
             policy: std::sync::RwLock::new((0, Arc::new(compiled))),
             admin,
-            links: crate::hourly::Hourly::default(),
+            links: store::RateLimit::hourly(),
             mark,
-            started: store::queue::now(),
-            beat: Arc::new(store::queue::now().into()),
-            maintenance_beat: Arc::new(store::queue::now().into()),
+            started: now,
+            beat: Arc::new(now.into()),
+            maintenance_beat: Arc::new(now.into()),
             prefetching: false.into(),
         }))
     }
@@ -329,6 +331,11 @@ impl Pipeline {
                 tracing::error!(version, error = %e, "the stored policy is not valid; keeping the policy in force");
             }
         }
+    }
+
+    /// The time now, by the process's one clock.
+    fn now(&self) -> u64 {
+        self.queue.clock().now()
     }
 
     /// The keys in use.
@@ -385,7 +392,7 @@ impl Pipeline {
                 break;
             }
             self.beat
-                .store(store::queue::now(), std::sync::atomic::Ordering::Relaxed);
+                .store(self.now(), std::sync::atomic::Ordering::Relaxed);
             let claimed = match self.queue.claim_received(256).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -812,7 +819,7 @@ impl Pipeline {
                 reason: why.to_string(),
                 queue_id: m.id.to_string(),
                 hostname: self.settings.hostname.clone(),
-                date: smtp::session::rfc2822_now(),
+                date: self.queue.clock().rfc2822(),
             },
         });
     }
@@ -1132,8 +1139,7 @@ impl Pipeline {
         } else {
             Some(m.head.to_vec())
         };
-        let keep_until =
-            store::queue::now() + u64::from(self.mime.kept_days).saturating_mul(86_400);
+        let keep_until = self.now() + u64::from(self.mime.kept_days).saturating_mul(86_400);
         // Read once for all the sealed copies of this message.
         let read = blocking(move || match head {
             Some(h) => transform::Original::with_head(&source, h),
@@ -1480,12 +1486,12 @@ impl Pipeline {
         let mut was_down = false;
         let mut last_expiry = 0u64;
         let mut last_prefetch = 0u64;
-        let started = store::queue::now();
+        let started = self.now();
         loop {
             if *stop.borrow() {
                 return;
             }
-            let now = store::queue::now();
+            let now = self.now();
             self.maintenance_beat
                 .store(now, std::sync::atomic::Ordering::Relaxed);
             let down = self.keys.is_down();
@@ -1636,7 +1642,7 @@ impl Pipeline {
         d: &store::Delivery,
         failed: &[(String, String)],
     ) -> Result<(), store::QueueError> {
-        smtp::dsn::queue(&self.queue, &self.settings.hostname, d, failed).await?;
+        notify::bounce(&self.queue, &self.settings.hostname, d, failed).await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -1652,7 +1658,9 @@ impl Pipeline {
         if now + u64::from(g.prefetch_days) * 86_400 >= next.start_unix() {
             epochs.push(next);
         }
-        let since = store::queue::now().saturating_sub(u64::from(g.prefetch_seen_days) * 86_400);
+        let since = self
+            .now()
+            .saturating_sub(u64::from(g.prefetch_seen_days) * 86_400);
         let mut addresses: Vec<Address> = match self.queue.users_seen(since).await {
             Ok(list) => list.iter().filter_map(|a| Address::parse(a).ok()).collect(),
             Err(e) => {

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use envelope::{Address, Epoch, Identity, MasterKeys, MasterSecretKey};
-use keys::{ClientConfig, KeyClient, KeyKind, KeyServer, KeyServerConfig, Store, SystemClock};
+use keys::{ClientConfig, KeyClient, KeyKind};
+use keyserver::{KeyServer, KeyServerConfig};
 use rand::rngs::OsRng;
+use store::keyserver::Store;
 
 use crate::BenchKeyserverArgs;
 
@@ -79,12 +81,12 @@ async fn http_rate(master: MasterKeys, concurrency: usize, length: Duration) -> 
         master,
         store,
         KeyServerConfig::default(),
-        Arc::new(SystemClock),
+        clock::SystemClock::shared(),
         "bench.invalid",
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = keys::router(server).into_make_service_with_connect_info::<SocketAddr>();
+    let app = keyserver::router(server).into_make_service_with_connect_info::<SocketAddr>();
     let server_task = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let epoch = Epoch::current();

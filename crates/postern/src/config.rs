@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use keys::KeyServerConfig;
+use keyserver::KeyServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.

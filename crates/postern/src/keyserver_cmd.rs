@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use envelope::{Address, Epoch};
-use keys::{ClientConfig, KeyCache, KeyClient, KeyKind, Store};
+use keys::{ClientConfig, KeyCache, KeyClient, KeyKind};
+use store::keyserver::Store;
 use time::OffsetDateTime;
 use time::macros::format_description;
 

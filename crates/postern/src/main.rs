@@ -2,6 +2,7 @@
 
 mod admin_cmd;
 mod bench_cmd;
+mod code_relay;
 mod config;
 mod console_config;
 mod files;
@@ -14,6 +15,7 @@ mod policy_cmd;
 mod queue_cmd;
 mod seal_cmd;
 mod serve;
+mod supervise;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -602,7 +604,7 @@ fn hash_password() -> anyhow::Result<()> {
     }
     out::outln!(
         "{}",
-        smtp::auth::hash_password(password).map_err(anyhow::Error::msg)?
+        store::accounts::hash_password(password).map_err(anyhow::Error::msg)?
     )?;
     Ok(())
 }

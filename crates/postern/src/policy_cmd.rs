@@ -138,9 +138,9 @@ fn test(
     let compiled = Compiled::new(policy)?;
     let raw =
         std::fs::read(message).with_context(|| format!("cannot read {}", message.display()))?;
-    let head = pipeline::transform::read_head(message)?;
-    let encrypted = mime::is_encrypted(&mime::headers::fields(&head))
-        && pipeline::transform::locate(message).is_ok();
+    let head = transform::read_head(message)?;
+    let encrypted =
+        mime::is_encrypted(&mime::headers::fields(&head)) && transform::locate(message).is_ok();
     let internal: Vec<String> = loaded
         .smtp
         .internal_domains

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use clock::{SharedClock, SystemClock};
 use envelope::vault::{self, DEFAULT_KDF};
 use envelope::{MasterKeys, MasterSecretKey};
-use keys::{KeyServer, Store, SystemClock};
+use keyserver::KeyServer;
 use rand::RngCore;
 use rand::rngs::OsRng;
+use store::keyserver::Store;
 use tokio::net::TcpListener;
+use web::status::Status;
 use zeroize::Zeroizing;
 
 use crate::ServeArgs;
@@ -50,28 +53,32 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             );
         }
     }
-    if let Some(fake) = std::env::var_os("POSTERN_FAKE_NOW") {
-        let fake: u64 = fake
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .context("POSTERN_FAKE_NOW must be Unix seconds")?;
-        let real = keys::Clock::now(&SystemClock);
-        keys::clock::set_offset(fake as i64 - real as i64);
-        tracing::warn!(
-            "POSTERN_FAKE_NOW is set: this process runs at Unix time {fake} (for tests only)"
-        );
-    }
+    // The process's one clock: every part that reads the time is given it.
+    let clock: SharedClock = match std::env::var_os("POSTERN_FAKE_NOW") {
+        Some(fake) => {
+            let fake: u64 = fake
+                .to_str()
+                .and_then(|s| s.parse().ok())
+                .context("POSTERN_FAKE_NOW must be Unix seconds")?;
+            tracing::warn!(
+                "POSTERN_FAKE_NOW is set: this process runs at Unix time {fake} (for tests only)"
+            );
+            Arc::new(SystemClock::starting_at(fake))
+        }
+        None => SystemClock::shared(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, components, Arc::new(editor)))
+    runtime.block_on(run(config, components, Arc::new(editor), clock))
 }
 
 async fn run(
     config: Config,
     components: Vec<String>,
     editor: Arc<crate::console_config::Editor>,
+    clock: SharedClock,
 ) -> Result<()> {
     config.check_plain_http()?;
     create_private_dir(&config.data_dir)?;
@@ -91,11 +98,11 @@ async fn run(
     // The key server first, then the web listener (which serves it) bound, then SMTP: the
     // first message accepted finds its keys ready instead of waiting in the errored queue.
     let keyserver = match keyserver_store {
-        Some(store) => Some(start_keyserver(&config, store).await?),
+        Some(store) => Some(start_keyserver(&config, store, clock.clone()).await?),
         None => None,
     };
     if let Some(server) = &keyserver {
-        app = app.merge(keys::router(server.clone()));
+        app = app.merge(keyserver::router(server.clone()));
     }
     let tcp = TcpListener::bind(config.web.listen)
         .await
@@ -109,6 +116,7 @@ async fn run(
             keyserver.as_ref().map(|k| k.store()),
             keyserver.as_ref().map(|k| k.relay()),
             editor,
+            clock,
         )
         .await?;
         app = app.merge(router);
@@ -149,7 +157,7 @@ async fn run(
     let tls = match (&config.web.tls_cert, &config.web.tls_key) {
         (Some(cert), Some(key)) => {
             tracing::info!("web (reader, console, key server API, /metrics) on https://{local}");
-            Some(keys::tls::acceptor(cert, key)?)
+            Some(keyserver::tls::acceptor(cert, key)?)
         }
         _ => {
             tracing::info!("web (reader, console, key server API, /metrics) on http://{local}");
@@ -228,13 +236,18 @@ fn hostname(config: &Config) -> String {
 /// Opens the master keys and starts the key server over `store`, with its sweeper and the
 /// periodic check of the relay for code emails; checks that relay now and warns when it does
 /// not answer, since recipients then get no code.
-async fn start_keyserver(config: &Config, store: Store) -> Result<Arc<KeyServer>> {
-    let master = open_or_create_master_keys(config)?;
+async fn start_keyserver(
+    config: &Config,
+    store: Store,
+    clock: SharedClock,
+) -> Result<Arc<KeyServer>> {
+    let master = open_or_create_master_keys(config, clock.now())?;
     let sweeper = store.clone();
+    let sweep_clock = clock.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(600)).await;
-            let now = keys::Clock::now(&SystemClock);
+            let now = sweep_clock.now();
             if let Err(e) = sweeper.sweep(now).await {
                 tracing::warn!(error = %e, "cannot sweep expired codes and sessions");
             }
@@ -251,13 +264,7 @@ async fn start_keyserver(config: &Config, store: Store) -> Result<Arc<KeyServer>
             "code emails come from {from}, not a full domain name: spam filters may drop them; set smtp.hostname or keyserver.mail.from"
         );
     }
-    let server = KeyServer::new(
-        master,
-        store,
-        config.keyserver.clone(),
-        Arc::new(SystemClock),
-        &hostname,
-    )?;
+    let server = KeyServer::new(master, store, config.keyserver.clone(), clock, &hostname)?;
     let relay = mail.relay_address();
     match server.check_relay().await {
         Ok(()) => tracing::info!("sign-in code emails go through {relay} (keyserver.mail)"),
@@ -283,14 +290,15 @@ async fn start_mail(
     caps: &Caps,
     stop: tokio::sync::watch::Receiver<bool>,
     local_keyserver: Option<&Store>,
-    code_relay: Option<Arc<keys::relay::RelayHealth>>,
+    code_relay: Option<Arc<keyserver::relay::RelayHealth>>,
     editor: Arc<crate::console_config::Editor>,
+    clock: SharedClock,
 ) -> Result<(axum::Router, Vec<Task>)> {
     use smtp::session::Shared;
     use std::sync::atomic::Ordering;
 
     let hostname = hostname(config);
-    let queue = store::Queue::open(&config.queue_dir())
+    let queue = store::Queue::open_with_clock(&config.queue_dir(), clock.clone())
         .await
         .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
     let metrics = Arc::new(smtp::metrics::Metrics::default());
@@ -308,16 +316,16 @@ async fn start_mail(
         mime: config.mime.clone(),
         hostname: hostname.clone(),
     };
-    let keyring = gateway_keys(config, &settings, local_keyserver).await?;
-    let mark = Arc::new(pipeline::mark::MarkKey::new(
+    let keyring = gateway_keys(config, &settings, local_keyserver, clock.clone()).await?;
+    let mark = Arc::new(transform::MarkKey::new(
         queue
-            .secret(pipeline::mark::SECRET_NAME)
+            .secret(transform::mark::SECRET_NAME)
             .await
             .context("cannot read or make the gateway's mark key")?,
     ));
-    let components = Arc::new(web::components::Components::default());
+    let components = Arc::new(crate::supervise::Components::new(clock.clone()));
     if let Some(relay) = code_relay {
-        components.add_check(relay);
+        components.add_check(Arc::new(crate::code_relay::CodeRelay(relay)));
     }
     let web_gateway = web::Gateway {
         queue: queue.clone(),
@@ -379,10 +387,10 @@ async fn start_mail(
             _ => "policy",
         };
         tracing::info!("SMTP {which} listening on {addr}: send mail here");
-        let watched = components.add(web::components::Component::new(
+        let watched = components.add(
             format!("SMTP receiver, {which}"),
             format!("listening on {addr}"),
-        ));
+        );
         tasks.push(Box::pin(watched.watch(
             smtp::server::serve(listener, shared, stop.clone(), grace),
             stop.clone(),
@@ -397,7 +405,7 @@ async fn start_mail(
         wake: pipeline.wake.clone(),
         ..web_gateway
     };
-    use web::components::{DELIVERY, MAINTENANCE, POLICY};
+    use web::status::{DELIVERY, MAINTENANCE, POLICY};
     let (p, s) = (pipeline.clone(), stop.clone());
     tasks.push(supervised(
         &components,
@@ -426,14 +434,16 @@ async fn start_mail(
         &stop,
     ));
     let render_queue = queue.clone();
+    let metrics_clock = clock.clone();
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (queue, metrics, pipeline, components) = (
+            let (queue, metrics, pipeline, components, clock) = (
                 render_queue.clone(),
                 metrics.clone(),
                 pipeline.clone(),
                 components.clone(),
+                metrics_clock.clone(),
             );
             async move {
                 let depth = queue.depth().await.unwrap_or_default();
@@ -455,7 +465,7 @@ async fn start_mail(
                     c.errored.load(Ordering::Relaxed),
                     u8::from(!pipeline.keys().is_down()),
                 ));
-                text.push_str(&components.metrics(store::queue::now()));
+                text.push_str(&components.metrics(clock.now()));
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
@@ -474,9 +484,9 @@ async fn start_mail(
 }
 
 /// A loop `make` makes, listed in `components` under `name` with its heartbeat, and started
-/// again when it fails ([`web::components::Component::supervise`]).
+/// again when it fails ([`crate::supervise::Component::supervise`]).
 fn supervised<F, Fut>(
-    components: &web::components::Components,
+    components: &crate::supervise::Components,
     name: &str,
     detail: &str,
     beat: Arc<std::sync::atomic::AtomicU64>,
@@ -487,7 +497,7 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let component = components.add(web::components::Component::with_beat(name, detail, beat));
+    let component = components.add_with_beat(name, detail, beat);
     Box::pin(component.supervise(make, stop.clone()))
 }
 
@@ -497,7 +507,8 @@ async fn gateway_keys(
     config: &Config,
     settings: &pipeline::Settings,
     local: Option<&Store>,
-) -> Result<Arc<pipeline::KeyRing>> {
+    clock: SharedClock,
+) -> Result<Arc<transform::KeyRing>> {
     let g = &config.gateway;
     let configured_token = match &g.token_file {
         Some(path) => Some(Zeroizing::new(
@@ -524,7 +535,7 @@ async fn gateway_keys(
             };
             let token = match configured_token {
                 Some(t) => t,
-                None => local_token(config, settings, store).await?,
+                None => local_token(config, settings, store, clock.now()).await?,
             };
             let ca = g
                 .keyserver_ca_file
@@ -549,13 +560,11 @@ async fn gateway_keys(
     client.ca_file = ca_file;
     client.retries = 1;
     client.timeout = Duration::from_secs(10);
-    let client =
-        keys::KeyClient::new(client, Some(cache)).with_context(|| format!("key server {url}"))?;
+    let client = keys::KeyClient::new(client, Some(cache))
+        .with_context(|| format!("key server {url}"))?
+        .with_clock(clock.clone());
     tracing::info!("keys come from {url}");
-    Ok(Arc::new(pipeline::KeyRing::new(
-        client,
-        Arc::new(SystemClock),
-    )))
+    Ok(Arc::new(transform::KeyRing::new(client, clock)))
 }
 
 /// The token the gateway uses with the key server in its own process, kept in
@@ -564,6 +573,7 @@ async fn local_token(
     config: &Config,
     settings: &pipeline::Settings,
     store: &Store,
+    now: u64,
 ) -> Result<Zeroizing<String>> {
     let mut domains: Vec<String> = settings
         .internal_domains
@@ -584,7 +594,6 @@ async fn local_token(
             return Ok(token);
         }
     }
-    let now = keys::Clock::now(&SystemClock);
     let name = format!("local-gateway-{now}");
     let token = store.create_token(&name, &domains, now).await?;
     let _ = std::fs::remove_file(&path);
@@ -648,7 +657,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Opens the master keys with the passphrase; on a first run with no passphrase configured,
 /// makes keys and a random passphrase file beside them.
-fn open_or_create_master_keys(config: &Config) -> Result<MasterKeys> {
+fn open_or_create_master_keys(config: &Config, now: u64) -> Result<MasterKeys> {
     let dir = config.key_dir();
     let master_path = dir.join(MASTER_FILE);
     let generated = dir.join(GENERATED_PASSPHRASE);
@@ -672,7 +681,6 @@ fn open_or_create_master_keys(config: &Config) -> Result<MasterKeys> {
             );
             pass
         };
-        let now = keys::Clock::now(&SystemClock);
         let keys = MasterKeys::new(vec![MasterSecretKey::generate(&mut OsRng, now)])?;
         let sealed = vault::seal_master_keys(&keys, &pass, DEFAULT_KDF, &mut OsRng)?;
         files::write_new(&master_path, &sealed, 0o600, false)?;

@@ -50,6 +50,7 @@ impl Deliverer {
                 .clone();
             limits.insert(name.clone(), sem);
         }
+        let now = queue.clock().now();
         Arc::new(Deliverer {
             queue,
             config,
@@ -59,7 +60,7 @@ impl Deliverer {
             idle: Mutex::new(HashMap::new()),
             metrics,
             wake: Arc::new(Notify::new()),
-            beat: Arc::new(store::queue::now().into()),
+            beat: Arc::new(now.into()),
         })
     }
 
@@ -71,8 +72,10 @@ impl Deliverer {
             if *stop.borrow() {
                 break;
             }
-            self.beat
-                .store(store::queue::now(), std::sync::atomic::Ordering::Relaxed);
+            self.beat.store(
+                self.queue.clock().now(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let due = match self.queue.due(256, lease).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -192,7 +195,7 @@ impl Deliverer {
                 }
             }
         };
-        let now = store::queue::now();
+        let now = self.queue.clock().now();
         let expired = now.saturating_sub(d.received_at) >= self.config.queue_lifetime_secs;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut bounced = Vec::new();

@@ -549,7 +549,7 @@ impl Session {
             self.shared.hostname,
             if self.esmtp { "ESMTP" } else { "SMTP" },
             if self.tls { "S" } else { "" },
-            rfc2822_now(),
+            self.shared.queue.clock().rfc2822(),
         );
         let c = self.shared.config.clone();
         let line_timeout = Duration::from_secs(c.data_timeout_secs);
@@ -845,26 +845,4 @@ impl Session {
 
 fn sanitize(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(100).collect()
-}
-
-/// The current time as RFC 5322 wants it, in UTC.
-pub fn rfc2822_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_rfc_5322() {
-        let d = rfc2822_now();
-        let parsed =
-            time::OffsetDateTime::parse(&d, &time::format_description::well_known::Rfc2822)
-                .unwrap();
-        assert_eq!(parsed.offset(), time::UtcOffset::UTC);
-        assert!(d.ends_with(" +0000"), "{d}");
-    }
 }

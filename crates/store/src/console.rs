@@ -1,10 +1,10 @@
-//! What the administration console keeps beside the queue: administrator accounts (only their
-//! password hashes) and the audit log, where every change made from the console, the CLI or the
-//! REST API is written with who made it.
+//! What the administration console reads beside the queue: the audit log, where every change
+//! made from the console, the CLI or the REST API is written with who made it, and the rate of
+//! mail received. The administrators themselves are in [`crate::accounts`].
 
 use sqlx::Row;
 
-use crate::queue::{Queue, QueueError, now, to_i64, to_u64};
+use crate::queue::{Queue, QueueError, to_i64, to_u64};
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,58 +22,10 @@ pub struct AuditEntry {
 }
 
 impl Queue {
-    /// Adds an administrator with an already-hashed password; refused when the name is taken.
-    pub async fn create_admin(&self, name: &str, hash: &str) -> Result<(), QueueError> {
-        let done = sqlx::query(
-            "INSERT INTO admins (name, hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(to_i64(now()))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(QueueError::Refused(format!(
-                "an administrator named {name:?} exists"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Replaces an administrator's password hash.
-    pub async fn set_admin_password(&self, name: &str, hash: &str) -> Result<(), QueueError> {
-        let done = sqlx::query("UPDATE admins SET hash = ?2 WHERE name = ?1")
-            .bind(name)
-            .bind(hash)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(QueueError::NotFound(format!("administrator {name:?}")));
-        }
-        Ok(())
-    }
-
-    /// The password hash of administrator `name`.
-    pub async fn admin_hash(&self, name: &str) -> Result<Option<String>, QueueError> {
-        Ok(
-            sqlx::query_scalar("SELECT hash FROM admins WHERE name = ?1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    /// Administrator names, in order.
-    pub async fn admins(&self) -> Result<Vec<String>, QueueError> {
-        Ok(sqlx::query_scalar("SELECT name FROM admins ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
     /// Writes a line to the audit log.
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), QueueError> {
         sqlx::query("INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")
-            .bind(to_i64(now()))
+            .bind(to_i64(self.clock.now()))
             .bind(actor)
             .bind(action)
             .bind(detail)

@@ -1,10 +1,14 @@
 //! Postern's durable mail queue: message files in a spool directory and their states in a
 //! database. See [`queue`] for the life of a message and the durability rules.
 
+pub mod accounts;
 pub mod console;
 pub mod kept;
+pub mod keyserver;
+pub mod local;
 pub mod quarantine;
 pub mod queue;
+pub mod rate;
 pub mod secrets;
 pub mod spool;
 
@@ -15,4 +19,5 @@ pub use queue::{
     Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,
     Outcome, Queue, QueueError, RecipientInfo, Source,
 };
+pub use rate::{RateLimit, client_key};
 pub use spool::{Finished, Incoming, Spool};

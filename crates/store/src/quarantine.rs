@@ -7,7 +7,7 @@
 
 use sqlx::Row;
 
-use crate::queue::{Queue, QueueError, finish_done, json_ids, now, to_i64, to_u64};
+use crate::queue::{Queue, QueueError, finish_done, json_ids, to_i64, to_u64};
 
 /// Retention of an area made on the fly (by a policy naming it), in seconds: 30 days.
 pub const DEFAULT_RETENTION_SECS: u64 = 30 * 86_400;
@@ -221,7 +221,7 @@ impl Queue {
         )
         .bind(name)
         .bind(to_i64(retention_secs))
-        .bind(to_i64(now()))
+        .bind(to_i64(self.clock.now()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -370,7 +370,7 @@ impl Queue {
             )
             .bind(&message)
             .bind(skip.then_some(rule))
-            .bind(to_i64(now()))
+            .bind(to_i64(self.clock.now()))
             .execute(&mut *tx)
             .await?;
         }
@@ -402,7 +402,12 @@ impl Queue {
         .bind(why)
         .execute(&mut *tx)
         .await?;
-        let finished = finish_done(&mut tx, &json_ids(messages.iter().map(String::as_str))).await?;
+        let finished = finish_done(
+            &mut tx,
+            &json_ids(messages.iter().map(String::as_str)),
+            self.clock.now(),
+        )
+        .await?;
         tx.commit().await?;
         for id in finished {
             self.spool.remove(&id)?;
@@ -443,7 +448,7 @@ impl Queue {
         author: &str,
         areas: &[&str],
     ) -> Result<i64, QueueError> {
-        let at = to_i64(now());
+        let at = to_i64(self.clock.now());
         let mut tx = self.pool.begin().await?;
         let version = sqlx::query_scalar(
             "INSERT INTO policies (text, created_at, author) VALUES (?1, ?2, ?3) RETURNING version",

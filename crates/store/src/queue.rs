@@ -15,6 +15,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clock::{SharedClock, SystemClock};
 use rand::Rng;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -257,13 +258,6 @@ pub struct ErroredFilter {
     pub until: Option<u64>,
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -399,6 +393,7 @@ pub struct Queue {
     pub(crate) spool: Spool,
     commits: mpsc::Sender<Pending>,
     records: mpsc::Sender<Record>,
+    pub(crate) clock: SharedClock,
 }
 
 impl std::fmt::Debug for Record {
@@ -421,7 +416,12 @@ impl Queue {
     /// Opens the queue in `dir` (database `queue.db`, spool beside it) and recovers from a crash.
     /// Only the process that delivers may open it so; tools use [`Queue::open_admin`].
     pub async fn open(dir: &Path) -> Result<Self, QueueError> {
-        Queue::open_with(dir, true).await
+        Queue::open_with_clock(dir, SystemClock::shared()).await
+    }
+
+    /// [`Queue::open`], with the time read from `clock` (the process's one clock).
+    pub async fn open_with_clock(dir: &Path, clock: SharedClock) -> Result<Self, QueueError> {
+        Queue::open_with(dir, true, clock).await
     }
 
     /// Opens the queue of a running (or stopped) gateway for inspection and changes, without
@@ -433,10 +433,10 @@ impl Queue {
                 dir.display()
             )));
         }
-        Queue::open_with(dir, false).await
+        Queue::open_with(dir, false, SystemClock::shared()).await
     }
 
-    async fn open_with(dir: &Path, recover: bool) -> Result<Self, QueueError> {
+    async fn open_with(dir: &Path, recover: bool, clock: SharedClock) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir)?;
         let spool = if recover {
             Spool::open(&dir.join("spool"))?
@@ -471,13 +471,19 @@ impl Queue {
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
         let (records, rx) = mpsc::channel(1024);
-        tokio::spawn(recorder(pool.clone(), spool.clone(), rx));
+        tokio::spawn(recorder(pool.clone(), spool.clone(), rx, clock.clone()));
         Ok(Queue {
             pool,
             spool,
             commits,
             records,
+            clock,
         })
+    }
+
+    /// The clock the queue's times are read from.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// The spool, for writing incoming messages and reading queued ones.
@@ -495,7 +501,7 @@ impl Queue {
                 id: id.clone(),
                 envelope,
                 file,
-                at: now(),
+                at: self.clock.now(),
                 done,
             })
             .await
@@ -517,7 +523,7 @@ impl Queue {
                           ORDER BY received_at LIMIT ?2)
              RETURNING id, sender, client, helo, source, message_id, skip_rule",
         )
-        .bind(to_i64(now()))
+        .bind(to_i64(self.clock.now()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -587,7 +593,7 @@ impl Queue {
     /// Claims recipients due now, grouped by message and next hop, leasing them for `lease`
     /// so that no other worker takes them meanwhile.
     pub async fn due(&self, limit: u32, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
-        let at = now();
+        let at = self.clock.now();
         let until = to_i64(at + lease.as_secs());
         let rows = sqlx::query(
             "UPDATE recipients SET leased_until = ?1
@@ -750,7 +756,7 @@ impl Queue {
         if batch.is_empty() {
             return Ok(());
         }
-        let at = now();
+        let at = self.clock.now();
         let mut children = Vec::new();
         let mut child_rcpts = Vec::new();
         let mut routes = Vec::new();
@@ -1006,7 +1012,7 @@ impl Queue {
                 .map(|d| d.id.as_str())
                 .chain(child_ids.iter().map(String::as_str)),
         );
-        let finished = finish_done(&mut tx, &all).await?;
+        let finished = finish_done(&mut tx, &all, self.clock.now()).await?;
         tx.commit().await?;
         Ok(finished)
     }
@@ -1063,7 +1069,7 @@ impl Queue {
                  WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
             )
             .bind(json_ids(ids.iter().map(String::as_str)))
-            .bind(to_i64(now()))
+            .bind(to_i64(self.clock.now()))
             .execute(&mut *tx)
             .await?;
         }
@@ -1159,7 +1165,7 @@ impl Queue {
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE messages SET state = 'deleted', updated_at = ?1 WHERE id = ?2")
-            .bind(to_i64(now()))
+            .bind(to_i64(self.clock.now()))
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -1231,6 +1237,7 @@ fn discard_copies(batch: &[Decision]) {
 pub(crate) async fn finish_done(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &str,
+    at: u64,
 ) -> Result<Vec<String>, QueueError> {
     let finished = sqlx::query_scalar(
         "UPDATE messages SET updated_at = ?2, state = CASE
@@ -1247,7 +1254,7 @@ pub(crate) async fn finish_done(
          RETURNING id",
     )
     .bind(ids)
-    .bind(to_i64(now()))
+    .bind(to_i64(at))
     .fetch_all(&mut **tx)
     .await?;
     Ok(finished)
@@ -1259,7 +1266,12 @@ pub(crate) fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Records delivery outcomes in groups: whatever is waiting when a commit starts goes into it.
-async fn recorder(pool: SqlitePool, spool: Spool, mut rx: mpsc::Receiver<Record>) {
+async fn recorder(
+    pool: SqlitePool,
+    spool: Spool,
+    mut rx: mpsc::Receiver<Record>,
+    clock: SharedClock,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -1268,7 +1280,7 @@ async fn recorder(pool: SqlitePool, spool: Spool, mut rx: mpsc::Receiver<Record>
                 Err(_) => break,
             }
         }
-        match record_batch(&pool, &batch).await {
+        match record_batch(&pool, &batch, clock.now()).await {
             Ok(finished) => {
                 for id in finished {
                     if let Err(e) = spool.remove(&id) {
@@ -1291,7 +1303,11 @@ async fn recorder(pool: SqlitePool, spool: Spool, mut rx: mpsc::Receiver<Record>
     }
 }
 
-async fn record_batch(pool: &SqlitePool, batch: &[Record]) -> Result<Vec<String>, QueueError> {
+async fn record_batch(
+    pool: &SqlitePool,
+    batch: &[Record],
+    at: u64,
+) -> Result<Vec<String>, QueueError> {
     let rows: Vec<serde_json::Value> = batch
         .iter()
         .flat_map(|r| r.outcome.iter())
@@ -1315,7 +1331,7 @@ async fn record_batch(pool: &SqlitePool, batch: &[Record]) -> Result<Vec<String>
     .bind(serde_json::Value::Array(rows).to_string())
     .execute(&mut *tx)
     .await?;
-    let finished = finish_done(&mut tx, &ids).await?;
+    let finished = finish_done(&mut tx, &ids, at).await?;
     tx.commit().await?;
     Ok(finished)
 }

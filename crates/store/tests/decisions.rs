@@ -93,7 +93,7 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
         .find(|r| r.address == "later@partner.example")
         .unwrap();
     assert!(
-        later.next_attempt >= store::queue::now() + 29,
+        later.next_attempt >= clock::Clock::now(&clock::SystemClock::new()) + 29,
         "the first retry waits the initial backoff"
     );
 
@@ -115,7 +115,10 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
 
     // Not due yet: an automatic round leaves it; the administrator's resend takes it.
     let none = queue
-        .requeue_errored(store::queue::now(), &ErroredFilter::default())
+        .requeue_errored(
+            clock::Clock::now(&clock::SystemClock::new()),
+            &ErroredFilter::default(),
+        )
         .await
         .unwrap();
     assert_eq!(none, 0);

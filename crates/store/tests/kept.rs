@@ -39,7 +39,7 @@ async fn a_kept_message_is_found_by_its_token_until_it_expires() {
     let queue = Queue::open(dir.path()).await.unwrap();
     let id = accept(&queue, &["decrypt@corp.example"]).await;
     queue.claim_received(10).await.unwrap();
-    let now = store::queue::now();
+    let now = clock::Clock::now(&clock::SystemClock::new());
     let token = new_token();
     let decision = Decision {
         id: id.clone(),
@@ -129,7 +129,7 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
         file: file(q, b"sealed"),
         kind: KeptKind::Large,
         forwarder: None,
-        expires_at: store::queue::now() + 60,
+        expires_at: clock::Clock::now(&clock::SystemClock::new()) + 60,
     };
     // Two rows with one token: the unique index refuses the transaction, and no file stays.
     let decision = Decision {
@@ -147,7 +147,7 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
     assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
     assert!(
         queue
-            .kept(&token, store::queue::now())
+            .kept(&token, clock::Clock::now(&clock::SystemClock::new()))
             .await
             .unwrap()
             .is_none()
@@ -165,7 +165,7 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
     queue.apply(vec![decision], BACKOFF).await.unwrap();
     assert!(
         queue
-            .kept(&token, store::queue::now())
+            .kept(&token, clock::Clock::now(&clock::SystemClock::new()))
             .await
             .unwrap()
             .is_some()

@@ -114,7 +114,7 @@ async fn held_messages_are_found_released_and_reprocessed() {
         let queue = queue.clone();
         async move { queue.quarantined(&f, 10).await.unwrap().len() }
     };
-    let now = store::queue::now();
+    let now = clock::Clock::now(&clock::SystemClock::new());
     for (f, want) in [
         (
             QuarantineFilter {
@@ -265,7 +265,7 @@ async fn deleted_and_expired_messages_end_and_lose_their_file() {
 
     // Retention: one day in this area; nothing expires before, everything after.
     queue.create_area("Finance", 86_400).await.unwrap();
-    let now = store::queue::now();
+    let now = clock::Clock::now(&clock::SystemClock::new());
     assert_eq!(queue.expire_quarantine(now).await.unwrap(), 0);
     assert_eq!(queue.expire_quarantine(now + 86_400 + 1).await.unwrap(), 1);
     assert_eq!(queue.show(&b).await.unwrap().state, "deleted");

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use store::{QuarantineFilter, QuarantineOp};
 
 use crate::Gateway;
-use crate::components::{self, Report};
 use crate::config_form::{SaveError, Section, refill};
 use crate::page::{PageError, Posted, render, render_with};
 use crate::rule_form::{self, RuleForm};
 use crate::security::{self, CookieRules, FormKey, same_secret};
 use crate::sessions::{Sessions, Standing};
+use crate::status::{self, Report};
 
 /// The console's session cookie.
 pub const COOKIE: &str = "postern_admin";
@@ -43,7 +43,7 @@ const MAX_SIGNED_IN: usize = 1000;
 pub const MIN_PASSWORD: usize = 12;
 
 /// An Argon2id hash (PHC string) of `password`, as SMTP AUTH users have.
-pub use smtp::auth::hash_password;
+pub use store::accounts::hash_password;
 
 struct AdminSession {
     name: String,
@@ -57,7 +57,7 @@ struct Console {
     login_key: FormKey,
     cookies: CookieRules,
     /// Failed logins in the last hour, per name and per name from one address.
-    failures: pipeline::hourly::Hourly,
+    failures: store::RateLimit,
     /// Keys the failure counts by hash, with a key of this process's own.
     failure_hasher: std::collections::hash_map::RandomState,
 }
@@ -149,7 +149,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             secure: gateway.settings.secure_cookies,
         },
         gateway,
-        failures: pipeline::hourly::Hourly::default(),
+        failures: store::RateLimit::hourly(),
         failure_hasher: std::collections::hash_map::RandomState::new(),
     });
     Router::new()
@@ -245,16 +245,20 @@ async fn login(
     // keyed hashes, not names: a guesser cycling through names costs little memory.
     let now = c.now();
     let key = name.to_lowercase();
-    let from_here = c.failures.take(
-        &c.failure_key(&["from", &keys::limiter::client_key(peer.ip()), &key]),
-        now,
-        FAILURES_PER_ADDRESS,
-        0,
-    );
+    let from_here = c
+        .failures
+        .take(
+            &c.failure_key(&["from", &store::client_key(peer.ip()), &key]),
+            now,
+            FAILURES_PER_ADDRESS,
+            0,
+        )
+        .await;
     let anywhere = c
         .failures
-        .take(&c.failure_key(&["name", &key]), now, FAILURES_PER_NAME, 0);
-    let (Some(from_here), Some(anywhere)) = (from_here, anywhere) else {
+        .take(&c.failure_key(&["name", &key]), now, FAILURES_PER_NAME, 0)
+        .await;
+    let (Ok(from_here), Ok(anywhere)) = (from_here, anywhere) else {
         tracing::warn!(name = %name, client = %peer.ip(), "console: a login refused: too many failed logins for this name in the last hour");
         return render_with(
             StatusCode::TOO_MANY_REQUESTS,
@@ -272,18 +276,10 @@ async fn login(
         Ok(h) => h,
         Err(e) => return PageError::internal("cannot read the administrators", e).into_response(),
     };
-    // smtp::auth::verify hashes against a decoy for an unknown name, so that it costs the same
-    // as a wrong password.
-    let (password, who) = (form.password.clone(), name.clone());
+    // An unknown name is checked against a decoy, so that it costs the same as a wrong password.
+    let password = form.password.clone();
     let ok = tokio::task::spawn_blocking(move || {
-        let users: Vec<smtp::config::SmtpUser> = hash
-            .map(|password_hash| smtp::config::SmtpUser {
-                name: who.clone(),
-                password_hash,
-            })
-            .into_iter()
-            .collect();
-        smtp::auth::verify(&users, &who, password.as_bytes())
+        store::accounts::verify_password(hash.as_deref(), password.as_bytes())
     })
     .await
     .unwrap_or(false);
@@ -420,14 +416,14 @@ async fn status(
     let now = c.now();
     let per_minute = q.received_per_minute(now, 60).await.unwrap_or_default();
     // The tasks' own state, with what the queue says about each one's work.
-    let mut components = c.gateway.components.reports(store::queue::now());
+    let mut components = c.gateway.components.reports(now);
     for r in &mut components {
-        if r.state != components::State::Running {
+        if r.state != status::State::Running {
             continue;
         }
         let work = match r.name.as_str() {
-            components::POLICY => format!("{} message(s) waiting", depth.received),
-            components::DELIVERY => {
+            status::POLICY => format!("{} message(s) waiting", depth.received),
+            status::DELIVERY => {
                 format!("{} to send, {} to retry", depth.pending, depth.deferred)
             }
             _ => continue,
@@ -437,9 +433,9 @@ async fn status(
     components.push(Report {
         name: "Key server".into(),
         state: if reachable {
-            components::State::Running
+            status::State::Running
         } else {
-            components::State::Down
+            status::State::Down
         },
         detail: if reachable {
             "reachable".into()
@@ -449,7 +445,7 @@ async fn status(
     });
     components.push(Report {
         name: "Web reader and console".into(),
-        state: components::State::Running,
+        state: status::State::Running,
         detail: "serving this page".into(),
     });
     let total_hour = per_minute.iter().sum();
@@ -1565,7 +1561,7 @@ async fn token_act(
             };
             let token = match ks.create_token(&name, &domains, c.now()).await {
                 Ok(t) => t,
-                Err(keys::store::StoreError::NameTaken(_)) => {
+                Err(store::keyserver::StoreError::NameTaken(_)) => {
                     return again(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         format!("name: a token named {name:?} exists; choose another name"),

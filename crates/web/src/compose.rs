@@ -313,9 +313,10 @@ pub(crate) async fn send(
     // A proven address can send; the limit keeps a stolen session or a careless script from
     // sending without end.
     let limit = reader.gateway.settings.replies_per_hour as u64;
-    let Some(slot) = reader
+    let Ok(slot) = reader
         .sent
         .take(opened.address.as_str(), reader.now(), limit, 0)
+        .await
     else {
         return Ok(again(format!(
             "{} has sent {limit} messages from the reader in the last hour, the most the gateway allows. Try again later",
@@ -394,9 +395,8 @@ pub(crate) async fn send(
         draft.append(&bytes).map_err(|e| e.to_string())?;
         let draft = draft.finish_unsynced().map_err(|e| e.to_string())?;
         let result = (|| {
-            let original =
-                pipeline::transform::Original::read(draft.path()).map_err(|e| e.to_string())?;
-            let job = pipeline::transform::Encrypt {
+            let original = transform::Original::read(draft.path()).map_err(|e| e.to_string())?;
+            let job = transform::Encrypt {
                 original: Arc::new(original),
                 recipients,
                 epoch,
@@ -410,7 +410,7 @@ pub(crate) async fn send(
                 // A reply is recorded by `queue.accept`, which keeps no sealed message aside.
                 keep_until: None,
             };
-            pipeline::transform::encrypt(&job, spool)
+            transform::encrypt(&job, spool)
                 .map(|made| made.email)
                 .map_err(|e| e.to_string())
         })();

@@ -12,8 +12,6 @@
 
 pub mod admin;
 pub mod api;
-pub mod code_relay;
-pub mod components;
 pub mod compose;
 pub mod config_form;
 pub mod listener;
@@ -23,14 +21,15 @@ pub mod render;
 pub mod rule_form;
 pub mod security;
 pub mod sessions;
+pub mod status;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use mime::MimeSettings;
-use pipeline::KeyRing;
 use store::Queue;
+use transform::KeyRing;
 
 /// Settings of the web pages.
 #[derive(Debug, Clone)]
@@ -85,15 +84,15 @@ pub struct Gateway {
     /// Wakes the pipeline when a reply is queued.
     pub wake: Arc<tokio::sync::Notify>,
     /// The key server's store, when the key server runs in this process (tokens, audit log).
-    pub keyserver: Option<keys::Store>,
+    pub keyserver: Option<store::keyserver::Store>,
     /// The SMTP and MIMEBuilder settings the console edits.
     pub config: Arc<dyn config_form::ConfigEditor>,
     /// Page settings.
     pub settings: WebSettings,
     /// The key of the gateway's mark on the encrypted email it makes (replies too).
-    pub mark: Arc<pipeline::mark::MarkKey>,
+    pub mark: Arc<transform::MarkKey>,
     /// The background tasks, as the status page shows them.
-    pub components: Arc<components::Components>,
+    pub components: Arc<dyn status::Status>,
 }
 
 /// The reader and the console, with the security headers on every answer.

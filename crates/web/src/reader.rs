@@ -147,7 +147,7 @@ pub(crate) struct Reader {
     pub(crate) cookies: CookieRules,
     budget: Arc<Budget>,
     /// Messages each person sent from the reader in the last hour.
-    pub(crate) sent: pipeline::hourly::Hourly,
+    pub(crate) sent: store::RateLimit,
 }
 
 impl Reader {
@@ -179,7 +179,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             used: AtomicUsize::new(0),
             limit: gateway.settings.reader_memory_bytes,
         }),
-        sent: pipeline::hourly::Hourly::default(),
+        sent: store::RateLimit::hourly(),
         gateway,
     });
     Router::new()
@@ -287,7 +287,7 @@ async fn kept(
     let found = reader
         .gateway
         .queue
-        .kept(&token.to_ascii_lowercase(), store::queue::now())
+        .kept(&token.to_ascii_lowercase(), reader.now())
         .await
         .map_err(|e| PageError::internal("cannot look up the message", e))?
         .ok_or_else(gone)?;
@@ -819,7 +819,7 @@ async fn open_with(
             ),
         )
     })?;
-    let signature = pipeline::transform::signature(&opened.verdict);
+    let signature = transform::signature(&opened.verdict);
     let mut s = lock(session)?;
     if let Some(l) = s.letters.get_mut(mid) {
         l.opened = Some(Arc::new(Opened {

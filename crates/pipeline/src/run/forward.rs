@@ -2,7 +2,7 @@
 //! forward the encrypted email to `decrypt@` one of the gateway's domains.
 //!
 //! When the forwarder (the envelope sender) is one of the sealed message's recipients, and the
-//! encrypted email carries this gateway's mark ([`crate::mark`]: it made it), the gateway keeps
+//! encrypted email carries this gateway's mark ([`transform::mark`]: it made it), the gateway keeps
 //! a copy of the sealed message for `decrypt_link_hours` (no longer than the large message it
 //! came from, if it did) and answers, from the null sender, with a link to the reader; the
 //! reader still asks for the one-time code sent to the address before anything opens. The
@@ -20,7 +20,7 @@ use envelope::{Address, Header};
 use store::{Copy, Envelope, Errored, Keep, KeptKind};
 
 use super::{Failure, Pipeline, Work, blocking, reason};
-use crate::transform::{self, TransformError};
+use transform::TransformError;
 
 /// Where the sealed message of a forward is.
 enum Source {
@@ -75,7 +75,7 @@ impl Pipeline {
             return silent(work, "the sender is not an address");
         };
         let g = &self.settings.gateway;
-        let now = store::queue::now();
+        let now = self.now();
         let found = match self.find_forwarded(path, now).await {
             Ok(Some(f)) => f,
             Ok(None) => return silent(work, "no encrypted message or live link in it"),
@@ -110,7 +110,11 @@ impl Pipeline {
         // or not yet (a burst of forwards in one batch). A slot given up (no answer made after
         // all) is given back when it drops.
         let limit = u64::from(g.decrypt_links_per_hour);
-        let Some(slot) = self.links.take(forwarder.as_str(), now, limit, recorded) else {
+        let Ok(slot) = self
+            .links
+            .take(forwarder.as_str(), now, limit, recorded)
+            .await
+        else {
             return silent(work, "the sender had as many links as an hour allows");
         };
         let mut until = now + u64::from(g.decrypt_link_hours) * 3600;
@@ -137,19 +141,23 @@ impl Pipeline {
         };
         let token = store::kept::new_token();
         let link = transform::kept_link(&self.mime.reader_url, &token);
-        let text = answer(
-            &to[0],
-            &forwarder,
-            &found.header.sender,
-            head,
-            &link,
-            &transform::day_text(until),
-            &self.settings.hostname,
-        );
+        let in_reply_to = mail_parser::MessageParser::default()
+            .parse_headers(head)
+            .and_then(|m| m.message_id().map(str::to_string));
+        let text = mime::report::decrypt_answer(&mime::report::DecryptAnswer {
+            hostname: &self.settings.hostname,
+            from: &to[0],
+            to: forwarder.as_str(),
+            sender: found.header.sender.as_str(),
+            in_reply_to: in_reply_to.as_deref(),
+            link: &link,
+            until: &transform::day_text(until),
+            date: self.now(),
+        });
         let spool = self.queue.spool().clone();
         let written = blocking(move || {
             let mut f = spool.create()?;
-            match f.append(text.as_bytes()) {
+            match f.append(&text) {
                 Ok(()) => f.finish(),
                 Err(e) => {
                     f.discard();
@@ -187,7 +195,7 @@ impl Pipeline {
     }
 
     /// `found`, when this gateway made it: a kept one, or one carrying this gateway's mark
-    /// ([`crate::mark`]). A damaged one counts as not made here.
+    /// ([`transform::mark`]). A damaged one counts as not made here.
     async fn made_here(&self, found: Found) -> Result<Option<Found>, String> {
         let Source::Carried(located) = found.source else {
             return Ok(Some(found));
@@ -267,37 +275,4 @@ impl Pipeline {
             Err(_) => Ok(None),
         }
     }
-}
-
-/// The answer: a short text with the link, threaded under the forward.
-fn answer(
-    from: &str,
-    to: &Address,
-    sender: &Address,
-    forward_head: &[u8],
-    link: &str,
-    until: &str,
-    hostname: &str,
-) -> String {
-    let date = smtp::session::rfc2822_now();
-    let id = format!("<decrypt.{:016x}@{hostname}>", rand::random::<u64>());
-    let mut thread = String::new();
-    let parsed = mail_parser::MessageParser::default().parse_headers(forward_head);
-    if let Some(mid) = parsed.as_ref().and_then(|m| m.message_id())
-        && mid.len() <= 250
-        && mid.chars().all(|c| c.is_ascii_graphic())
-    {
-        thread = format!("In-Reply-To: <{mid}>\r\nReferences: <{mid}>\r\n");
-    }
-    format!(
-        "From: Postern <{from}>\r\nTo: <{to}>\r\nSubject: Your encrypted message is ready to read\r\n\
-Date: {date}\r\nMessage-ID: {id}\r\n{thread}Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
-You forwarded an encrypted message from {sender} to be read in a browser.\r\n\r\n\
-Open it here:\r\n\r\n{link}\r\n\r\n\
-The link works until {until}. Before the message opens, a one-time code is sent to\r\n\
-{to} to prove that it is you.\r\n\r\n\
-If you did not forward this message, ignore this email: nobody can read the message\r\n\
-without that code.\r\n"
-    )
 }

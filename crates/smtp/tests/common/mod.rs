@@ -40,7 +40,7 @@ pub async fn start_with(
         internal_domains: vec!["corp.example".into()],
         users: vec![SmtpUser {
             name: "relay".into(),
-            password_hash: smtp::auth::hash_password(PASSWORD).unwrap(),
+            password_hash: store::accounts::hash_password(PASSWORD).unwrap(),
         }],
         ..SmtpConfig::default()
     };

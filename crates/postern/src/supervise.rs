@@ -1,16 +1,18 @@
-//! The gateway's background tasks as the status page and `/metrics` see them: running,
-//! stopped (and why), or stalled (its loop has not come round for too long).
+//! Supervision of the gateway's background tasks, and their state as the status page and
+//! `/metrics` see them: running, stopped (and why), or stalled (its loop has not come round for
+//! too long).
 //!
 //! `serve` runs each task under [`Component::watch`] (the SMTP listeners) or
 //! [`Component::supervise`] (the loops, restarted when they fail) and hands its loop's
 //! heartbeat, so that the console reports what the process is doing rather than what it was
-//! told to do.
+//! told to do. The pages see them through [`web::status::Status`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use clock::SharedClock;
+use web::status::{Report, State, Status};
 
 /// A loop that has not come round for this long (seconds) is reported as stalled. Long enough
 /// for a large batch behind a slow key server; short enough to be seen before users complain.
@@ -20,15 +22,6 @@ pub const STALL_SECS: u64 = 300;
 /// Failures in a row (each run shorter than [`STALL_SECS`]) after which a supervised loop is
 /// left stopped: a fault that comes back at once is not retried for ever.
 pub const FAILURES_IN_A_ROW: u32 = 5;
-
-/// The component the status page adds the policy queue's depth to.
-pub const POLICY: &str = "Policy and encryption";
-/// The component the status page adds the delivery queue's depth to.
-pub const DELIVERY: &str = "Delivery";
-/// The maintenance loop (errored retries, expiry, prefetch).
-pub const MAINTENANCE: &str = "Maintenance";
-/// The SMTP relay that carries sign-in code emails ([`crate::code_relay`]).
-pub const CODE_RELAY: &str = "Code email relay";
 
 /// A lock that outlives a panic elsewhere: what it guards stays meaningful (counts, text).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,55 +41,25 @@ pub struct Component {
     restarts: Mutex<(u64, Option<(u64, String)>)>,
     /// When its loop last came round (Unix seconds), if it has a loop.
     beat: Option<Arc<AtomicU64>>,
-}
-
-/// What a component is doing now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Its task runs and its loop comes round.
-    Running,
-    /// Its task runs, but its loop has not come round for [`STALL_SECS`].
-    Stalled,
-    /// Its task has ended.
-    Stopped,
-    /// A service outside the process it depends on does not answer.
-    Down,
-}
-
-/// A component's state with words for the administrator.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// E.g. "Delivery".
-    pub name: String,
-    /// Running, stalled or stopped.
-    pub state: State,
-    /// What it does, or why it stopped.
-    pub detail: String,
+    clock: SharedClock,
 }
 
 impl Component {
-    /// A component named for the administrator, with what it does ("listening on ...").
-    pub fn new(name: impl Into<String>, detail: impl Into<String>) -> Arc<Self> {
-        Self::make(name.into(), detail.into(), None)
-    }
-
-    /// The same, with the heartbeat its loop writes at each pass.
-    pub fn with_beat(
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        beat: Arc<AtomicU64>,
+    /// A component named for the administrator, with what it does ("listening on ...") and
+    /// the heartbeat its loop writes at each pass, if it has a loop.
+    fn make(
+        name: String,
+        detail: String,
+        beat: Option<Arc<AtomicU64>>,
+        clock: SharedClock,
     ) -> Arc<Self> {
-        Self::make(name.into(), detail.into(), Some(beat))
-    }
-
-    fn make(name: String, detail: String, beat: Option<Arc<AtomicU64>>) -> Arc<Self> {
         Arc::new(Component {
             name,
             detail,
             ended: Mutex::new(None),
             restarts: Mutex::new((0, None)),
             beat,
+            clock,
         })
     }
 
@@ -142,7 +105,7 @@ impl Component {
         let mut backoff = 1u64;
         let mut in_a_row = 0u32;
         loop {
-            let started = store::queue::now();
+            let started = self.clock.now();
             let outcome = tokio::spawn(make()).await;
             if *stop.borrow() {
                 self.end("shut down".into());
@@ -153,7 +116,7 @@ impl Component {
                 Err(e) if e.is_panic() => "an internal error",
                 Err(_) => "it was cancelled",
             };
-            let now = store::queue::now();
+            let now = self.clock.now();
             // A run that lasted a while starts the count and the backoff again.
             if now.saturating_sub(started) >= STALL_SECS {
                 backoff = 1;
@@ -239,8 +202,8 @@ impl Component {
     }
 }
 
-/// A part the gateway depends on but does not run (the relay for code emails): checked, and
-/// reported from its last check, after the tasks.
+/// A part the gateway depends on but does not run (the relay for code emails,
+/// [`crate::code_relay`]): checked, and reported from its last check, after the tasks.
 pub trait Check: Send + Sync {
     /// Its state at `now` (Unix seconds).
     fn report(&self, now: u64) -> Report;
@@ -249,15 +212,49 @@ pub trait Check: Send + Sync {
 }
 
 /// The components of this process, in the order the status page lists them.
-#[derive(Default)]
 pub struct Components {
     list: Mutex<Vec<Arc<Component>>>,
     checks: Mutex<Vec<Arc<dyn Check>>>,
+    clock: SharedClock,
 }
 
 impl Components {
-    /// Adds a component and gives it back, to be watched.
-    pub fn add(&self, c: Arc<Component>) -> Arc<Component> {
+    /// No components yet; their restarts are timed by `clock`.
+    pub fn new(clock: SharedClock) -> Self {
+        Components {
+            list: Mutex::new(Vec::new()),
+            checks: Mutex::new(Vec::new()),
+            clock,
+        }
+    }
+
+    /// Adds a component named for the administrator, with what it does ("listening on ..."),
+    /// and gives it back, to be watched.
+    pub fn add(&self, name: impl Into<String>, detail: impl Into<String>) -> Arc<Component> {
+        self.push(Component::make(
+            name.into(),
+            detail.into(),
+            None,
+            self.clock.clone(),
+        ))
+    }
+
+    /// The same, with the heartbeat its loop writes at each pass.
+    pub fn add_with_beat(
+        &self,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        beat: Arc<AtomicU64>,
+    ) -> Arc<Component> {
+        self.push(Component::make(
+            name.into(),
+            detail.into(),
+            Some(beat),
+            self.clock.clone(),
+        ))
+    }
+
+    fn push(&self, c: Arc<Component>) -> Arc<Component> {
         lock(&self.list).push(c.clone());
         c
     }
@@ -274,16 +271,18 @@ impl Components {
     fn checks(&self) -> Vec<Arc<dyn Check>> {
         lock(&self.checks).clone()
     }
+}
 
+impl Status for Components {
     /// Every component's state at `now`.
-    pub fn reports(&self, now: u64) -> Vec<Report> {
+    fn reports(&self, now: u64) -> Vec<Report> {
         let mut reports: Vec<Report> = self.list().iter().map(|c| c.report(now)).collect();
         reports.extend(self.checks().iter().map(|c| c.report(now)));
         reports
     }
 
     /// The components as Prometheus gauges (1 running, 0 stalled or stopped).
-    pub fn metrics(&self, now: u64) -> String {
+    fn metrics(&self, now: u64) -> String {
         let mut text = String::from(
             "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
         );
@@ -330,6 +329,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    fn now() -> u64 {
+        clock::Clock::now(&clock::SystemClock::new())
+    }
+
     fn state_of(all: &Components, name: &str, now: u64) -> Report {
         all.reports(now)
             .into_iter()
@@ -339,25 +342,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_ends_panics_or_shuts_down_is_reported_as_it_happened() {
-        let all = Components::default();
+        let all = Components::new(clock::SystemClock::shared());
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
 
-        let running = all.add(Component::new("Waiting", "listening on 127.0.0.1:25"));
+        let running = all.add("Waiting", "listening on 127.0.0.1:25");
         let waiting = tokio::spawn(running.watch(
             async move {
                 let _ = release.await;
             },
             stop.clone(),
         ));
-        let ends = all.add(Component::new("Ends", "x"));
+        let ends = all.add("Ends", "x");
         ends.watch(async {}, stop.clone()).await;
-        let panics = all.add(Component::new("Panics", "x"));
+        let panics = all.add("Panics", "x");
         panics
             .watch(async { panic!("a bug in the loop") }, stop.clone())
             .await;
 
-        let now = store::queue::now();
+        let now = now();
         let r = state_of(&all, "Waiting", now);
         assert_eq!(r.state, State::Running);
         assert_eq!(r.detail, "listening on 127.0.0.1:25");
@@ -381,10 +384,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_supervised_task_that_fails_is_started_again_and_says_so() {
-        let all = Components::default();
+        let all = Components::new(clock::SystemClock::shared());
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let runs = Arc::new(AtomicU64::new(0));
-        let c = all.add(Component::new("Delivery", "delivers"));
+        let c = all.add("Delivery", "delivers");
         let counted = runs.clone();
         let task_stop = stop.clone();
         let supervisor = tokio::spawn(c.clone().supervise(
@@ -407,30 +410,27 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         // Running again, but shown as not healthy while the failure is recent.
-        let r = state_of(&all, "Delivery", store::queue::now());
+        let r = state_of(&all, "Delivery", now());
         assert_eq!(r.state, State::Stalled);
         assert!(r.detail.contains("restarted 1 time(s)"), "{}", r.detail);
         assert!(r.detail.contains("an internal error"), "{}", r.detail);
-        let later = state_of(&all, "Delivery", store::queue::now() + STALL_SECS);
+        let later = state_of(&all, "Delivery", now() + STALL_SECS);
         assert_eq!(later.state, State::Running, "{}", later.detail);
         assert!(
-            all.metrics(store::queue::now())
+            all.metrics(now())
                 .contains("postern_component_restarts_total{component=\"Delivery\"} 1")
         );
         stop_tx.send(true).unwrap();
         supervisor.await.unwrap();
-        assert_eq!(
-            state_of(&all, "Delivery", store::queue::now()).state,
-            State::Stopped
-        );
+        assert_eq!(state_of(&all, "Delivery", now()).state, State::Stopped);
     }
 
     #[tokio::test]
     async fn a_supervised_task_that_keeps_failing_is_left_stopped() {
-        let all = Components::default();
+        let all = Components::new(clock::SystemClock::shared());
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
         let runs = Arc::new(AtomicU64::new(0));
-        let c = all.add(Component::new("Policy", "decides"));
+        let c = all.add("Policy", "decides");
         let counted = runs.clone();
         // Backoffs 1 + 2 + 4 + 8 s before the fifth failure.
         tokio::time::timeout(
@@ -446,16 +446,16 @@ mod tests {
         .await
         .expect("gives up");
         assert_eq!(runs.load(Ordering::SeqCst), u64::from(FAILURES_IN_A_ROW));
-        let r = state_of(&all, "Policy", store::queue::now());
+        let r = state_of(&all, "Policy", now());
         assert_eq!(r.state, State::Stopped);
         assert!(r.detail.contains("failed 5 times in a row"), "{}", r.detail);
     }
 
     #[test]
     fn a_loop_that_stops_coming_round_is_stalled_then_running_again() {
-        let all = Components::default();
+        let all = Components::new(clock::SystemClock::shared());
         let beat = Arc::new(AtomicU64::new(1_000));
-        all.add(Component::with_beat("Delivery", "sending", beat.clone()));
+        all.add_with_beat("Delivery", "sending", beat.clone());
         assert_eq!(state_of(&all, "Delivery", 1_010).state, State::Running);
         let r = state_of(&all, "Delivery", 1_000 + STALL_SECS + 60);
         assert_eq!(r.state, State::Stalled);

@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clock::ManualClock;
 use envelope::{Epoch, MasterKeys, MasterSecretKey};
-use keys::mailer::{MailConfig, StartTls};
-use keys::{ClientConfig, KeyClient, KeyServer, KeyServerConfig, ManualClock, Store};
+use keys::{ClientConfig, KeyClient};
+use keyserver::mailer::{MailConfig, StartTls};
+use keyserver::{KeyServer, KeyServerConfig};
+use store::keyserver::Store;
 use testkit::smtp_sink;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,7 +33,7 @@ pub struct Harness {
     pub addr: SocketAddr,
     pub clock: Arc<ManualClock>,
     pub store: Store,
-    pub relay: Arc<keys::relay::RelayHealth>,
+    pub relay: Arc<keyserver::relay::RelayHealth>,
     pub mail: mpsc::UnboundedReceiver<String>,
     pub task: JoinHandle<()>,
     pub dir: tempfile::TempDir,
@@ -77,7 +80,7 @@ impl Harness {
         let relay = server.relay();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = keys::router(server).into_make_service_with_connect_info::<SocketAddr>();
+        let app = keyserver::router(server).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });

@@ -2,9 +2,12 @@
 //! its last check or send, when that was, and how many codes could not be sent. Without it a
 //! relay that is down shows only as recipients who never get their code.
 
-use keys::relay::{RelayHealth, RelayState};
+use std::sync::Arc;
 
-use crate::components::{CODE_RELAY, Check, Report, State};
+use keyserver::relay::{RelayHealth, RelayState};
+use web::status::{CODE_RELAY, Report, State};
+
+use crate::supervise::Check;
 
 /// "just now", "4 min ago".
 fn ago(now: u64, at: u64) -> String {
@@ -14,18 +17,21 @@ fn ago(now: u64, at: u64) -> String {
     }
 }
 
-impl Check for RelayHealth {
+/// The relay's health as the key server last found it.
+pub struct CodeRelay(pub Arc<RelayHealth>);
+
+impl Check for CodeRelay {
     fn report(&self, now: u64) -> Report {
-        let last = self.last();
+        let last = self.0.last();
         let checked = last
             .at
             .map(|at| format!("last checked {}", ago(now, at)))
             .unwrap_or_default();
-        let failed = match self.failed_sends() {
+        let failed = match self.0.failed_sends() {
             0 => String::new(),
             n => format!("; {n} code email(s) not sent since the start"),
         };
-        let address = self.address();
+        let address = self.0.address();
         let (state, detail) = match last.state {
             RelayState::Unchecked => (
                 State::Stalled,
@@ -57,8 +63,8 @@ impl Check for RelayHealth {
              # HELP postern_code_sends_failed_total Sign-in code emails that could not be sent.\n\
              # TYPE postern_code_sends_failed_total counter\n\
              postern_code_sends_failed_total {}\n",
-            u8::from(self.last().state == RelayState::Reachable),
-            self.failed_sends()
+            u8::from(self.0.last().state == RelayState::Reachable),
+            self.0.failed_sends()
         )
     }
 }

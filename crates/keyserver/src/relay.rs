@@ -3,7 +3,8 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use clock::SharedClock;
 
 /// What the last check or send said about the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,18 +33,14 @@ pub struct RelayHealth {
     address: String,
     last: Mutex<RelayCheck>,
     failed_sends: AtomicU64,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    clock: SharedClock,
 }
 
 impl RelayHealth {
     /// The health of the relay at `address` (`host:port`), not checked yet.
-    pub fn new(address: String) -> Self {
+    pub fn new(address: String, clock: SharedClock) -> Self {
         RelayHealth {
+            clock,
             address,
             last: Mutex::new(RelayCheck {
                 state: RelayState::Unchecked,
@@ -95,7 +92,7 @@ impl RelayHealth {
         }
         *last = RelayCheck {
             state,
-            at: Some(now()),
+            at: Some(self.clock.now()),
         };
     }
 }

@@ -140,7 +140,11 @@ impl std::fmt::Debug for Mailer {
 impl Mailer {
     /// A mailer for `config` on the gateway called `hostname` (its EHLO name, the right side of
     /// Message-IDs, and the default From's domain); connects lazily.
-    pub fn new(config: &MailConfig, hostname: &str) -> Result<Self, MailError> {
+    pub fn new(
+        config: &MailConfig,
+        hostname: &str,
+        clock: clock::SharedClock,
+    ) -> Result<Self, MailError> {
         config.validate()?;
         let from_text = config.from_for(hostname);
         let from: Mailbox = from_text.parse().map_err(|e| {
@@ -171,7 +175,7 @@ impl Mailer {
             transport,
             from,
             hostname: hostname.to_string(),
-            health: Arc::new(RelayHealth::new(config.relay_address())),
+            health: Arc::new(RelayHealth::new(config.relay_address(), clock)),
             check_timeout: CHECK_TIMEOUT.min(timeout),
         })
     }

@@ -204,7 +204,7 @@ async fn a_code_that_cannot_be_sent_is_refused_at_once_as_the_servers_fault() {
     assert_eq!(refused_code(&e), "no_code");
     let last = h.relay.last();
     assert!(
-        matches!(last.state, keys::relay::RelayState::Unreachable(_)),
+        matches!(last.state, keyserver::relay::RelayState::Unreachable(_)),
         "{last:?}"
     );
     assert!(last.at.is_some());
@@ -419,28 +419,30 @@ async fn the_client_speaks_https_to_a_pinned_ca() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
 
-    let store = keys::Store::open(&dir.path().join("ks.db")).await.unwrap();
+    let store = store::keyserver::Store::open(&dir.path().join("ks.db"))
+        .await
+        .unwrap();
     let master = envelope::MasterKeys::new(vec![envelope::MasterSecretKey::generate(
         &mut rand::rngs::OsRng,
         1,
     )])
     .unwrap();
-    let server = keys::KeyServer::new(
+    let server = keyserver::KeyServer::new(
         master,
         store,
-        keys::KeyServerConfig::default(),
-        keys::ManualClock::at(common::mid_november()),
+        keyserver::KeyServerConfig::default(),
+        clock::ManualClock::at(common::mid_november()),
         "keys.corp.example",
     )
     .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let acceptor = keys::tls::acceptor(&cert_path, &key_path).unwrap();
+    let acceptor = keyserver::tls::acceptor(&cert_path, &key_path).unwrap();
     let listener = axum::serve::ListenerExt::tap_io(
-        keys::tls::TlsListener::new(tcp, acceptor).unwrap(),
+        keyserver::tls::TlsListener::new(tcp, acceptor).unwrap(),
         |_| {},
     );
-    let app = keys::router(server).into_make_service_with_connect_info::<SocketAddr>();
+    let app = keyserver::router(server).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let url = format!("https://localhost:{port}");

@@ -19,17 +19,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::{
+use crate::grant::{self, Requester};
+use crate::mailer::{MailConfig, Mailer};
+use clock::SharedClock;
+use keys::api::{
     ErrorBody, KeyKind, KeyRequest, KeyResponse, LoginStart, LoginStarted, LoginVerify,
     MAIL_UNAVAILABLE, MasterKeyInfo, PREFIX, ParamsResponse, Session,
 };
-use crate::clock::Clock;
-use crate::grant::{self, Requester};
-use crate::limiter::{Limiter, client_key};
-use crate::mailer::{MailConfig, Mailer};
-use crate::store::{
+use store::keyserver::{
     AuditEntry, CodeRow, GATEWAY_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, Store, StoreError,
 };
+use store::rate::{RateLimit, client_key};
 
 /// The key server's settings (`[keyserver]` in `postern.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,12 +86,12 @@ pub struct KeyServer {
     master: Arc<MasterKeys>,
     params: ParamsResponse,
     store: Store,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     config: KeyServerConfig,
     mailer: Mailer,
-    login_per_ip: Limiter,
-    codes_per_address: Limiter,
-    keys_per_ip: Limiter,
+    login_per_ip: RateLimit,
+    codes_per_address: RateLimit,
+    keys_per_ip: RateLimit,
 }
 
 impl std::fmt::Debug for KeyServer {
@@ -115,7 +115,7 @@ impl KeyServer {
         master: MasterKeys,
         store: Store,
         config: KeyServerConfig,
-        clock: Arc<dyn Clock>,
+        clock: SharedClock,
         hostname: &str,
     ) -> Result<Arc<Self>, StartError> {
         let public = master.public_params();
@@ -132,16 +132,16 @@ impl KeyServer {
                 .collect(),
             params: STANDARD.encode(public.to_bytes()),
         };
-        let mailer = Mailer::new(&config.mail, hostname)?;
+        let mailer = Mailer::new(&config.mail, hostname, clock.clone())?;
         Ok(Arc::new(KeyServer {
             master: Arc::new(master),
             params,
             store,
             clock,
             mailer,
-            login_per_ip: Limiter::new(config.login_requests_per_ip_per_minute, 60),
-            codes_per_address: Limiter::new(config.codes_per_address_per_hour, 3600),
-            keys_per_ip: Limiter::new(config.session_key_requests_per_ip_per_minute, 60),
+            login_per_ip: RateLimit::new(60),
+            codes_per_address: RateLimit::hourly(),
+            keys_per_ip: RateLimit::new(60),
             config,
         }))
     }
@@ -344,7 +344,14 @@ async fn key(
     let who = s.requester(&headers).await?;
     // Unauthenticated and session requests are limited per network before anything is written.
     if !matches!(who, Some(Requester::Gateway { .. }))
-        && let Err(wait) = s.keys_per_ip.check(&client_key(client.ip()), now)
+        && let Err(wait) = s
+            .keys_per_ip
+            .check(
+                &client_key(client.ip()),
+                now,
+                u64::from(s.config.session_key_requests_per_ip_per_minute),
+            )
+            .await
     {
         return Err(Refused::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -510,9 +517,14 @@ impl KeyServer {
 
     /// The per-network limit on login requests, checked before anything is parsed or written,
     /// so that a flood cannot grow the audit log.
-    fn login_flood_check(&self, client: SocketAddr) -> Result<(), Refused> {
+    async fn login_flood_check(&self, client: SocketAddr) -> Result<(), Refused> {
         self.login_per_ip
-            .check(&client_key(client.ip()), self.clock.now())
+            .check(
+                &client_key(client.ip()),
+                self.clock.now(),
+                u64::from(self.config.login_requests_per_ip_per_minute),
+            )
+            .await
             .map_err(|wait| {
                 Refused::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -556,7 +568,7 @@ async fn login_start(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<LoginStarted>), Refused> {
-    s.login_flood_check(client)?;
+    s.login_flood_check(client).await?;
     let req: LoginStart = match parse_body(&body) {
         Ok(r) => r,
         Err(r) => return Err(s.refuse(&login_event(client, None), r).await),
@@ -601,7 +613,11 @@ async fn login_start(
         );
         return Err(s.refuse(&event, r).await);
     }
-    if let Err(wait) = s.codes_per_address.check(addr, now) {
+    if let Err(wait) = s
+        .codes_per_address
+        .check(addr, now, u64::from(s.config.codes_per_address_per_hour))
+        .await
+    {
         let r = Refused::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -656,7 +672,7 @@ async fn login_verify(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<Json<Session>, Refused> {
-    s.login_flood_check(client)?;
+    s.login_flood_check(client).await?;
     let req: LoginVerify = match parse_body(&body) {
         Ok(r) => r,
         Err(r) => return Err(s.refuse(&login_event(client, None), r).await),

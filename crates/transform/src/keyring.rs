@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use clock::SharedClock;
 use envelope::{Address, DecryptionKey, Epoch, KeyId, PublicParams, SigningKey};
 use keys::cache::CacheError;
 use keys::{ClientError, KeyClient, KeyKind};
@@ -72,7 +73,7 @@ type DecryptionCache = LruCache<(Address, Epoch, KeyId), Arc<DecryptionKey>>;
 /// Keys for the mail path.
 pub struct KeyRing {
     client: KeyClient,
-    clock: Arc<dyn keys::Clock>,
+    clock: SharedClock,
     params: Mutex<Option<(Arc<PublicParams>, u64)>>,
     signing: Mutex<SigningCache>,
     decryption: Mutex<DecryptionCache>,
@@ -94,7 +95,7 @@ fn cache<K: std::hash::Hash + Eq, V>() -> LruCache<K, V> {
 
 impl KeyRing {
     /// Keys from `client`, with time from `clock`.
-    pub fn new(client: KeyClient, clock: Arc<dyn keys::Clock>) -> Self {
+    pub fn new(client: KeyClient, clock: SharedClock) -> Self {
         KeyRing {
             client,
             clock,
@@ -109,6 +110,11 @@ impl KeyRing {
     /// The key client.
     pub fn client(&self) -> &KeyClient {
         &self.client
+    }
+
+    /// The clock the ring reads (the process's one clock).
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// The time now.

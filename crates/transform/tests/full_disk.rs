@@ -13,9 +13,9 @@ use envelope::{
     Address, DecapsCache, EncapsCache, Epoch, Identity, MasterKeys, MasterSecretKey, PublicParams,
 };
 use mime::MimeSettings;
-use pipeline::mark::MarkKey;
-use pipeline::transform::{self, Decrypt, Encrypt, Original, TransformError};
 use store::Spool;
+use transform::MarkKey;
+use transform::{Decrypt, Encrypt, Original, TransformError};
 use zeroize::Zeroizing;
 
 struct Keys {
