@@ -16,4 +16,4 @@ pub mod rewrite;
 pub mod run;
 
 pub use config::{ConfigError, GatewayConfig};
-pub use run::{Pipeline, Settings};
+pub use run::{Maintenance, Pipeline, Settings};

@@ -450,7 +450,8 @@ impl Compiled {
     }
 }
 
-/// Whether `address` is in one of `domains` (lower case).
+/// Whether `address` is in one of the internal `domains`: the one test of "internal" that the
+/// SMTP server (relaying), the pipeline (direction, signing keys) and the rules share.
 pub fn is_internal(address: &str, domains: &[String]) -> bool {
     let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
     domains.iter().any(|d| d.eq_ignore_ascii_case(domain))

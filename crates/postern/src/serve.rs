@@ -415,13 +415,13 @@ async fn start_mail(
         move || p.clone().run(s.clone()),
         &stop,
     ));
-    let (p, s) = (pipeline.clone(), stop.clone());
+    let (m, s) = (pipeline::Maintenance::new(pipeline.clone()), stop.clone());
     tasks.push(supervised(
         &components,
         MAINTENANCE,
         "retries the errored queue, expires quarantine and kept messages, prefetches keys",
-        pipeline.maintenance_beat.clone(),
-        move || p.clone().maintain(s.clone()),
+        m.beat.clone(),
+        move || m.clone().run(s.clone()),
         &stop,
     ));
     let (d, s) = (deliverer.clone(), stop.clone());

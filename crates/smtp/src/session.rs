@@ -438,12 +438,7 @@ impl Session {
         if self.trusted() {
             return true;
         }
-        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        self.shared
-            .config
-            .internal_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
+        policy::is_internal(recipient, &self.shared.config.internal_domains)
     }
 
     fn mail(&mut self, sender: String, params: MailParams) -> Result<(), End> {

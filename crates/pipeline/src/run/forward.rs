@@ -19,7 +19,8 @@ use std::path::Path;
 use envelope::{Address, Header};
 use store::{Copy, Envelope, Errored, Keep, KeptKind};
 
-use super::{Failure, Pipeline, Work, blocking, reason};
+use super::failure::{Failed, blocking};
+use super::{Pipeline, Work};
 use transform::TransformError;
 
 /// Where the sealed message of a forward is.
@@ -79,7 +80,7 @@ impl Pipeline {
         let found = match self.find_forwarded(path, now).await {
             Ok(Some(f)) => f,
             Ok(None) => return silent(work, "no encrypted message or live link in it"),
-            Err(why) => return work.fail(id, to, why, Failure::Retry),
+            Err(failed) => return work.fail(id, to, failed),
         };
         if !found
             .header
@@ -93,7 +94,7 @@ impl Pipeline {
         let found = match self.made_here(found).await {
             Ok(Some(found)) => found,
             Ok(None) => return silent(work, "the encrypted message was not made by this gateway"),
-            Err(why) => return work.fail(id, to, why, Failure::Retry),
+            Err(failed) => return work.fail(id, to, failed),
         };
         let recorded = match self
             .queue
@@ -102,8 +103,7 @@ impl Pipeline {
         {
             Ok(n) => n,
             Err(e) => {
-                let why = reason("cannot count the links sent", &e);
-                return work.fail(id, to, why, Failure::Retry);
+                return work.fail(id, to, Failed::retry("cannot count the links sent", e));
             }
         };
         // The database counts the answers of earlier runs; `links` those of this one, recorded
@@ -130,13 +130,11 @@ impl Pipeline {
         let file = match copied {
             Ok(Ok(f)) => f,
             Ok(Err(e)) if e.is_transient() => {
-                let why = reason("cannot keep the sealed message", &e);
-                return work.fail(id, to, why, Failure::Retry);
+                return work.fail(id, to, Failed::retry("cannot keep the sealed message", e));
             }
             Ok(Err(_)) => return silent(work, "the encrypted message in it is damaged"),
             Err(e) => {
-                let why = reason("cannot keep the sealed message", &e);
-                return work.fail(id, to, why, Failure::Retry);
+                return work.fail(id, to, Failed::retry("cannot keep the sealed message", e));
             }
         };
         let token = store::kept::new_token();
@@ -170,8 +168,7 @@ impl Pipeline {
             Ok(f) => f,
             Err(e) => {
                 file.discard();
-                let why = reason("cannot write the answer", &e);
-                return work.fail(id, to, why, Failure::Retry);
+                return work.fail(id, to, Failed::retry("cannot write the answer", e));
             }
         };
         tracing::info!(queue_id = %id, forwarder = %forwarder, "forward to decrypt: a link was sent");
@@ -196,7 +193,7 @@ impl Pipeline {
 
     /// `found`, when this gateway made it: a kept one, or one carrying this gateway's mark
     /// ([`transform::mark`]). A damaged one counts as not made here.
-    async fn made_here(&self, found: Found) -> Result<Option<Found>, String> {
+    async fn made_here(&self, found: Found) -> Result<Option<Found>, Failed> {
         let Source::Carried(located) = found.source else {
             return Ok(Some(found));
         };
@@ -206,24 +203,28 @@ impl Pipeline {
             (located, made)
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::retry("cannot read the forward", e))?;
         match made {
             Ok(true) => Ok(Some(Found {
                 source: Source::Carried(located),
                 header: found.header,
             })),
-            Err(e) if e.is_transient() => Err(reason("cannot read the forward", &e)),
+            Err(e) if e.is_transient() => Err(Failed::retry("cannot read the forward", e)),
             Ok(false) | Err(_) => Ok(None),
         }
     }
 
     /// The sealed message in a forward (attached, or inside an attached message), or the one
     /// kept on this gateway that a large message's link names. A damaged one counts as none.
-    async fn find_forwarded(&self, path: &Path, now: u64) -> Result<Option<Found>, String> {
+    async fn find_forwarded(
+        &self,
+        path: &Path,
+        now: u64,
+    ) -> Result<Option<Found>, Failed> {
         let p = path.to_path_buf();
         let located = tokio::task::spawn_blocking(move || transform::locate(&p))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failed::retry("cannot read the forward", e))?;
         match located {
             Ok(l) => {
                 return Ok(Some(Found {
@@ -232,7 +233,7 @@ impl Pipeline {
                 }));
             }
             Err(e) if e.is_transient() => {
-                return Err(reason("cannot read the forward", &e));
+                return Err(Failed::retry("cannot read the forward", e));
             }
             // Damaged or absent: perhaps it carries a link instead.
             Err(_) => {}
@@ -243,14 +244,14 @@ impl Pipeline {
             Ok::<_, std::io::Error>(mime::kept_token(&bytes))
         })
         .await
-        .map_err(|e| reason("cannot read the forward", &e))?;
+        .map_err(|e| Failed::retry("cannot read the forward", e))?;
         let Some(token) = token else {
             return Ok(None);
         };
         let kept = match self.queue.kept(&token, now).await {
             Ok(Some(k)) => k,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(reason("cannot look up the link", &e)),
+            Err(e) => return Err(Failed::retry("cannot look up the link", e)),
         };
         let p = kept.path.clone();
         let header = tokio::task::spawn_blocking(move || {
@@ -259,7 +260,7 @@ impl Pipeline {
                 .and_then(|f| Ok(envelope::read_header(std::io::BufReader::new(f))?))
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::retry("cannot read the kept message", e))?;
         match header {
             Ok(header) => Ok(Some(Found {
                 header,
@@ -270,7 +271,7 @@ impl Pipeline {
             })),
             // Expired and swept meanwhile: nothing to link to.
             Err(TransformError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.is_transient() => Err(reason("cannot read the kept message", &e)),
+            Err(e) if e.is_transient() => Err(Failed::retry("cannot read the kept message", e)),
             // Damaged: nothing to link to.
             Err(_) => Ok(None),
         }
