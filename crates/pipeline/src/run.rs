@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use envelope::{Address, DecapsCache, EncapsCache, Epoch};
 use mime::MimeSettings;
-use store::{Backoff, Copy, Decision, Envelope, Errored, Queue};
+use store::{Backoff, Decision, Envelope, Errored, MessageCopy, Queue, Route};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::GatewayConfig;
@@ -141,8 +141,8 @@ pub fn default_sender(settings: &Settings) -> Option<Address> {
 }
 
 /// A copy of the message as received for `recipients`.
-fn pass_as_is(pipeline: &Pipeline, recipients: &[String]) -> Copy {
-    Copy {
+fn pass_as_is(pipeline: &Pipeline, recipients: &[String]) -> MessageCopy {
+    MessageCopy {
         file: None,
         routes: pipeline.routes(recipients),
         note: None,
@@ -280,19 +280,19 @@ impl Pipeline {
     }
 
     /// The next hop for a recipient.
-    pub fn hop_for(&self, recipient: &str) -> &'static str {
+    pub fn hop_for(&self, recipient: &str) -> Route {
         if self.is_internal(recipient) {
-            "internal"
+            Route::Internal
         } else {
-            "external"
+            Route::External
         }
     }
 
     /// Each recipient with its next hop.
-    fn routes(&self, recipients: &[String]) -> Vec<(String, String)> {
+    fn routes(&self, recipients: &[String]) -> Vec<(String, Route)> {
         recipients
             .iter()
-            .map(|r| (r.clone(), self.hop_for(r).to_string()))
+            .map(|r| (r.clone(), self.hop_for(r)))
             .collect()
     }
 

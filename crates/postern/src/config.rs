@@ -334,8 +334,8 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
-    /// The next hops by name: `internal` and `external`.
-    pub fn next_hops(&self) -> Result<std::collections::HashMap<String, smtp::NextHop>> {
+    /// Where internal and external recipients are delivered.
+    pub fn next_hops(&self) -> Result<smtp::Hops> {
         let default = format!("maildir:{}", self.data_dir.join("maildir").display());
         let internal = self.delivery.internal.clone().unwrap_or(default);
         let external = self
@@ -343,14 +343,14 @@ impl Config {
             .external
             .clone()
             .unwrap_or_else(|| internal.clone());
-        let mut hops = std::collections::HashMap::new();
-        for (name, text) in [("internal", internal), ("external", external)] {
-            let hop = text
-                .parse::<smtp::NextHop>()
-                .map_err(|e| anyhow::anyhow!("delivery.{name}: {e}"))?;
-            hops.insert(name.to_string(), hop);
-        }
-        Ok(hops)
+        let parse = |name: &str, text: &str| {
+            text.parse::<smtp::NextHop>()
+                .map_err(|e| anyhow::anyhow!("delivery.{name}: {e}"))
+        };
+        Ok(smtp::Hops {
+            internal: parse("internal", &internal)?,
+            external: parse("external", &external)?,
+        })
     }
 
     /// The queue's directory.

@@ -97,7 +97,8 @@ enum AdminCommand {
 enum QueueCommand {
     /// List messages, newest first.
     List {
-        /// Only messages in this state (received, processing, queued, delivered, bounced, deleted).
+        /// Only messages in this state (received, processing, queued, transformed, delivered,
+        /// bounced, deleted).
         #[arg(long)]
         state: Option<String>,
         /// At most this many.

@@ -40,7 +40,9 @@ fn print_message(m: &MessageInfo, detail: bool) -> std::io::Result<()> {
                 "  {}  {}  hop={}  attempts={}{}",
                 r.address,
                 r.state,
-                r.hop.as_deref().unwrap_or("-"),
+                r.hop
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ToString::to_string),
                 r.attempts,
                 r.last_reply
                     .as_deref()
@@ -60,8 +62,16 @@ pub fn run(cmd: QueueCommand) -> Result<()> {
                 limit,
                 config,
             } => {
+                let state = state
+                    .map(|s| s.parse::<store::MessageState>())
+                    .transpose()
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "--state: {e} (one of received, processing, queued, transformed, delivered, bounced, deleted)"
+                        )
+                    })?;
                 let queue = open(&config).await?;
-                for m in queue.list(state.as_deref(), limit).await? {
+                for m in queue.list(state, limit).await? {
                     print_message(&m, false)?;
                 }
             }

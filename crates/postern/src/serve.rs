@@ -396,11 +396,8 @@ async fn start_mail(
             stop.clone(),
         )));
     }
-    let mut hop_names: Vec<_> = hops.iter().collect();
-    hop_names.sort_by_key(|(name, _)| name.as_str());
-    for (name, hop) in hop_names {
-        tracing::info!("{name} recipients are delivered to {hop}");
-    }
+    tracing::info!("external recipients are delivered to {}", hops.external);
+    tracing::info!("internal recipients are delivered to {}", hops.internal);
     let web_gateway = web::Gateway {
         wake: pipeline.wake.clone(),
         ..web_gateway

@@ -238,13 +238,36 @@ impl Default for DeliveryConfig {
 
 impl DeliveryConfig {
     /// The STARTTLS mode towards the next hop named `hop` (`internal` or `external`).
-    pub fn starttls_for(&self, hop: &str) -> TlsMode {
+    pub fn starttls_for(&self, hop: &store::Route) -> TlsMode {
         let specific = match hop {
-            "internal" => self.internal_starttls,
-            "external" => self.external_starttls,
-            _ => None,
+            store::Route::Internal => self.internal_starttls,
+            store::Route::External => self.external_starttls,
+            store::Route::Handoff { .. } => None,
         };
         specific.unwrap_or(self.starttls)
+    }
+}
+
+/// Where the two routes go: the internal mail server and the way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hops {
+    /// `delivery.internal`.
+    pub internal: NextHop,
+    /// `delivery.external`.
+    pub external: NextHop,
+}
+
+impl Hops {
+    /// The next hop of `route`: a configured one, or the host a policy hands off to.
+    pub fn of(&self, route: &store::Route) -> NextHop {
+        match route {
+            store::Route::Internal => self.internal.clone(),
+            store::Route::External => self.external.clone(),
+            store::Route::Handoff { host, port } => NextHop::Smtp {
+                host: host.clone(),
+                port: *port,
+            },
+        }
     }
 }
 

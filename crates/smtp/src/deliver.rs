@@ -6,19 +6,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use store::{Delivery, Outcome, Queue};
+use store::{Delivery, Outcome, Queue, Route};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::client::{ClientError, Connection};
-use crate::config::{DeliveryConfig, NextHop};
+use crate::config::{DeliveryConfig, Hops, NextHop};
 use crate::metrics::Metrics;
 
 /// The delivery side of the gateway.
 pub struct Deliverer {
     queue: Queue,
     config: DeliveryConfig,
-    hops: HashMap<String, NextHop>,
+    hops: Hops,
     hostname: String,
+    /// Concurrency per next hop: one for each distinct destination.
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     idle: Mutex<HashMap<String, Vec<Connection>>>,
     metrics: Arc<Metrics>,
@@ -28,35 +29,36 @@ pub struct Deliverer {
     pub beat: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// What one attempt for one recipient came to, with the next hop's reply (or why there was
+/// none).
+enum Attempt {
+    /// The next hop took it.
+    Delivered(String),
+    /// A failure that may pass: tried again until the queue lifetime ends.
+    Temporary(String),
+    /// Refused for good.
+    Permanent(String),
+}
+
 /// Idle connections kept per next hop.
 const MAX_IDLE: usize = 32;
 
 impl Deliverer {
-    /// A deliverer for named next hops (`internal`, `external`).
+    /// A deliverer to `hops` and the hosts policies hand off to.
     pub fn new(
         queue: Queue,
         config: DeliveryConfig,
-        hops: HashMap<String, NextHop>,
+        hops: Hops,
         hostname: String,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        // Hops that name the same destination share one concurrency limit.
-        let mut by_target: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let mut limits = HashMap::new();
-        for (name, hop) in &hops {
-            let sem = by_target
-                .entry(hop.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(config.concurrency_per_hop.max(1))))
-                .clone();
-            limits.insert(name.clone(), sem);
-        }
         let now = queue.clock().now();
         Arc::new(Deliverer {
             queue,
             config,
             hops,
             hostname,
-            limits: Mutex::new(limits),
+            limits: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             metrics,
             wake: Arc::new(Notify::new()),
@@ -86,10 +88,11 @@ impl Deliverer {
             let busy = !due.is_empty();
             for d in due {
                 let me = self.clone();
-                let Some(limit) = self.limit(&d.hop) else {
-                    tracing::error!(queue_id = %d.id, hop = %d.hop, "no such next hop configured");
+                let Some(route) = &d.hop else {
+                    tracing::error!(queue_id = %d.id, "due for delivery without a next hop");
                     continue;
                 };
+                let limit = self.limit(&self.hops.of(route));
                 tasks.spawn(async move {
                     let Ok(_permit) = limit.acquire_owned().await else {
                         return;
@@ -116,32 +119,17 @@ impl Deliverer {
         tasks.abort_all();
     }
 
-    /// The next hop called `name`: a configured one, or `handoff:host:port` (a policy's
-    /// hand-off action).
-    fn hop(&self, name: &str) -> Option<NextHop> {
-        if let Some(h) = self.hops.get(name) {
-            return Some(h.clone());
-        }
-        let target = name.strip_prefix("handoff:")?;
-        match target.parse::<NextHop>() {
-            Ok(h @ NextHop::Smtp { .. }) => Some(h),
-            _ => None,
-        }
-    }
-
-    /// The concurrency limit of a next hop; hand-off hops get theirs when first used.
-    fn limit(&self, name: &str) -> Option<Arc<Semaphore>> {
+    /// The concurrency limit of the destination `hop` leads to: routes that lead to the same
+    /// destination (both to one smarthost, a hand-off to it) share one.
+    fn limit(&self, hop: &NextHop) -> Arc<Semaphore> {
         let mut limits = match self.limits.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(l) = limits.get(name) {
-            return Some(l.clone());
-        }
-        self.hop(name)?;
-        let l = Arc::new(Semaphore::new(self.config.concurrency_per_hop.max(1)));
-        limits.insert(name.to_string(), l.clone());
-        Some(l)
+        limits
+            .entry(hop.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrency_per_hop.max(1))))
+            .clone()
     }
 
     fn backoff(&self, attempts: u32) -> u64 {
@@ -153,12 +141,13 @@ impl Deliverer {
     }
 
     async fn deliver(&self, d: Delivery) {
-        let Some(hop) = self.hop(&d.hop) else {
+        let Some(route) = d.hop.clone() else {
             return;
         };
+        let hop = self.hops.of(&route);
         let path = self.queue.spool().path(&d.id);
         let addresses: Vec<String> = d.recipients.iter().map(|(_, a)| a.clone()).collect();
-        let results: Vec<Result<String, (bool, String)>> = match &hop {
+        let results: Vec<Attempt> = match &hop {
             NextHop::Maildir(root) => {
                 let mut out = Vec::new();
                 for a in &addresses {
@@ -169,28 +158,38 @@ impl Deliverer {
                     })
                     .await;
                     out.push(match r {
-                        Ok(Ok(name)) => Ok(format!("delivered to maildir as {name}")),
-                        Ok(Err(e)) => Err((true, format!("maildir: {e}"))),
-                        Err(e) => Err((true, format!("maildir: {e}"))),
+                        Ok(Ok(name)) => {
+                            Attempt::Delivered(format!("delivered to maildir as {name}"))
+                        }
+                        Ok(Err(e)) => Attempt::Temporary(format!("maildir: {e}")),
+                        Err(e) => Attempt::Temporary(format!("maildir: {e}")),
                     });
                 }
                 out
             }
             NextHop::Smtp { host, port } => {
-                match self.smtp(&d, host, *port, &addresses, &path).await {
+                match self.smtp(&d, &route, host, *port, &addresses, &path).await {
                     Ok(replies) => replies
                         .into_iter()
                         .map(|r| {
                             if r.is_ok() {
-                                Ok(r.to_string())
+                                Attempt::Delivered(r.to_string())
+                            } else if r.is_permanent() {
+                                Attempt::Permanent(r.to_string())
                             } else {
-                                Err((!r.is_permanent(), r.to_string()))
+                                Attempt::Temporary(r.to_string())
                             }
                         })
                         .collect(),
                     Err(e) => addresses
                         .iter()
-                        .map(|_| Err((e.is_transient(), e.to_string())))
+                        .map(|_| {
+                            if e.is_transient() {
+                                Attempt::Temporary(e.to_string())
+                            } else {
+                                Attempt::Permanent(e.to_string())
+                            }
+                        })
                         .collect(),
                 }
             }
@@ -201,7 +200,7 @@ impl Deliverer {
         let mut bounced = Vec::new();
         for ((rid, address), result) in d.recipients.iter().zip(results) {
             let outcome = match result {
-                Ok(reply) => {
+                Attempt::Delivered(reply) => {
                     self.metrics
                         .delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -210,7 +209,7 @@ impl Deliverer {
                     tracing::info!(queue_id = %d.id, recipient = %address, hop = %hop, "delivered: {reply}");
                     Outcome::Delivered(reply)
                 }
-                Err((true, reply)) if !expired => {
+                Attempt::Temporary(reply) if !expired => {
                     let retry_at = now + self.backoff(d.attempts);
                     self.metrics
                         .deferred
@@ -218,11 +217,12 @@ impl Deliverer {
                     tracing::warn!(queue_id = %d.id, recipient = %address, hop = %hop, retry_in = retry_at - now, "deferred: {reply}");
                     Outcome::Deferred { retry_at, reply }
                 }
-                Err((transient, reply)) => {
-                    let reply = if transient {
-                        format!("gave up after the queue lifetime; last error: {reply}")
-                    } else {
-                        reply
+                failed => {
+                    let reply = match failed {
+                        Attempt::Temporary(reply) => {
+                            format!("gave up after the queue lifetime; last error: {reply}")
+                        }
+                        Attempt::Permanent(reply) | Attempt::Delivered(reply) => reply,
                     };
                     self.metrics
                         .bounced
@@ -249,12 +249,13 @@ impl Deliverer {
     async fn smtp(
         &self,
         d: &Delivery,
+        route: &Route,
         host: &str,
         port: u16,
         recipients: &[String],
         path: &std::path::Path,
     ) -> Result<Vec<crate::client::Reply>, ClientError> {
-        let tls = self.config.starttls_for(&d.hop);
+        let tls = self.config.starttls_for(route);
         let key = format!("{host}:{port}:{tls:?}");
         let reused = self
             .idle

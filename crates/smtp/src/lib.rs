@@ -15,4 +15,4 @@ pub mod server;
 pub mod session;
 mod stream;
 
-pub use config::{DeliveryConfig, NextHop, SmtpConfig, TlsMode};
+pub use config::{DeliveryConfig, Hops, NextHop, SmtpConfig, TlsMode};

@@ -16,8 +16,9 @@ pub use console::AuditEntry;
 pub use kept::{Keep, Kept, KeptKind};
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{
-    Backoff, Copy, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageInfo,
-    Outcome, Queue, QueueError, RecipientInfo, Source,
+    Backoff, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageCopy,
+    MessageInfo, MessageState, Outcome, Queue, QueueError, RecipientInfo, RecipientState, Route,
+    Source, UnknownRoute, UnknownState,
 };
 pub use rate::{RateLimit, client_key};
 pub use spool::{Finished, Incoming, Spool};

@@ -2,7 +2,7 @@
 //! errored and retried; and what a crash or a deletion in the middle leaves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use store::{Backoff, Copy, Decision, Envelope, Errored, ErroredFilter, Queue, Source};
+use store::{Backoff, Decision, Envelope, Errored, ErroredFilter, MessageCopy, Queue, Source};
 
 const BACKOFF: Backoff = Backoff {
     initial: 30,
@@ -58,14 +58,14 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
     let decision = Decision {
         id: id.clone(),
         copies: vec![
-            Copy {
+            MessageCopy {
                 file: None,
                 routes: vec![("in@corp.example".into(), "internal".into())],
                 note: None,
                 replaces: None,
                 sender: None,
             },
-            Copy {
+            MessageCopy {
                 file: Some(copy_file(&queue, b"encrypted\r\n")),
                 routes: vec![("out@partner.example".into(), "external".into())],
                 note: Some("encrypted for out@partner.example".into()),
@@ -144,7 +144,7 @@ async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
     queue.delete(&id).await.unwrap();
     let decision = Decision {
         id: id.clone(),
-        copies: vec![Copy {
+        copies: vec![MessageCopy {
             file: Some(copy_file(&queue, b"encrypted\r\n")),
             routes: vec![("out@partner.example".into(), "external".into())],
             note: None,

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use store::kept::{new_token, token_hash};
-use store::{Backoff, Copy, Decision, Envelope, Errored, Keep, KeptKind, Queue, Source};
+use store::{Backoff, Decision, Envelope, Errored, Keep, KeptKind, MessageCopy, Queue, Source};
 
 const BACKOFF: Backoff = Backoff {
     initial: 30,
@@ -44,7 +44,7 @@ async fn a_kept_message_is_found_by_its_token_until_it_expires() {
     let decision = Decision {
         id: id.clone(),
         // The answer goes from the null sender, in place of the decrypt@ recipient.
-        copies: vec![Copy {
+        copies: vec![MessageCopy {
             file: Some(file(&queue, b"Subject: your link\r\n\r\nlink\r\n")),
             routes: vec![("bob@partner.example".into(), "external".into())],
             note: Some("forward to decrypt: link sent".into()),

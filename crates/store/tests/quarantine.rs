@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use store::{
-    Backoff, Copy, Decision, Envelope, Errored, Hold, QuarantineFilter, Queue, QueueError, Source,
+    Backoff, Decision, Envelope, Errored, Hold, MessageCopy, QuarantineFilter, Queue, QueueError,
+    Source,
 };
 
 const BACKOFF: Backoff = Backoff {
@@ -42,7 +43,7 @@ async fn hold(queue: &Queue, id: &str, held: &[&str], passed: &[&str], deleted: 
     queue.claim_received(10).await.unwrap();
     let decision = Decision {
         id: id.to_string(),
-        copies: vec![Copy {
+        copies: vec![MessageCopy {
             file: None,
             routes: passed
                 .iter()

@@ -1238,7 +1238,7 @@ async fn errored(
             let errored: Vec<_> = m
                 .recipients
                 .iter()
-                .filter(|r| r.state == "errored")
+                .filter(|r| r.state == store::RecipientState::Errored)
                 .collect();
             ErroredRow {
                 id: m.id,

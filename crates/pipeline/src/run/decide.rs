@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use store::{Copy, Errored};
+use store::{Errored, MessageCopy, Route};
 
 use super::failure::{Cause, Failed, Failure, blocking};
 use super::{Message, Pipeline, Work};
@@ -58,7 +58,10 @@ impl Pipeline {
         match &group.terminal {
             policy::Action::Pass => self.deliver(m, recipients, &changes, None, work).await,
             policy::Action::Handoff { host, port } => {
-                let hop = format!("handoff:{host}:{port}");
+                let hop = Route::Handoff {
+                    host: host.clone(),
+                    port: *port,
+                };
                 self.deliver(m, recipients, &changes, Some(hop), work).await;
             }
             policy::Action::ChangeRecipient { to } => {
@@ -181,7 +184,7 @@ impl Pipeline {
         m: &Message<'_>,
         recipients: &[String],
         changes: &rewrite::Changes,
-        hop: Option<String>,
+        hop: Option<Route>,
         work: &mut Work,
     ) {
         let routes = match &hop {
@@ -189,20 +192,22 @@ impl Pipeline {
             None => self.routes(recipients),
         };
         if changes.is_empty() {
-            work.decision.copies.push(Copy {
+            work.decision.copies.push(MessageCopy {
                 file: None,
                 routes,
-                note: hop
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("handoff:"))
-                    .map(|target| format!("handed off to {target}")),
+                note: match &hop {
+                    Some(Route::Handoff { host, port }) => {
+                        Some(format!("handed off to {host}:{port}"))
+                    }
+                    _ => None,
+                },
                 replaces: None,
                 sender: None,
             });
             return;
         }
         match self.changed_copy(m.path, changes).await {
-            Ok(file) => work.decision.copies.push(Copy {
+            Ok(file) => work.decision.copies.push(MessageCopy {
                 file: Some(file),
                 routes,
                 note: Some("header changed by policy".into()),
@@ -228,7 +233,7 @@ impl Pipeline {
         work: &mut Work,
     ) {
         match self.changed_copy(m.path, changes).await {
-            Ok(file) => work.decision.copies.push(Copy {
+            Ok(file) => work.decision.copies.push(MessageCopy {
                 file: Some(file),
                 routes: self.routes(to),
                 note: Some(if instead_of.is_empty() {

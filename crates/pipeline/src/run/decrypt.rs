@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use envelope::{Address, Epoch, KeyId};
-use store::Copy;
+use store::MessageCopy;
 use transform::{Decrypt, Encrypt, KeyFailure};
 
 use super::failure::{Cause, Failed, Failure, NoSigner, blocking};
@@ -152,7 +152,7 @@ impl Pipeline {
         } else {
             file
         };
-        work.decision.copies.push(Copy {
+        work.decision.copies.push(MessageCopy {
             file: Some(file),
             routes: self.routes(&names),
             note: Some(note),

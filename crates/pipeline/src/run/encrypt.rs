@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use envelope::{Address, Epoch};
-use store::Copy;
+use store::MessageCopy;
 use transform::Encrypt;
 
 use super::failure::{Failed, Failure, NoSigner, blocking};
@@ -183,7 +183,7 @@ impl Pipeline {
                     {
                         work.decision.users.push(signed_as.to_string());
                     }
-                    work.decision.copies.push(Copy {
+                    work.decision.copies.push(MessageCopy {
                         file: Some(file),
                         routes: self.routes(&names),
                         note: Some(note),

@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use envelope::{Address, Header};
-use store::{Copy, Envelope, Errored, Keep, KeptKind};
+use store::{Envelope, Errored, Keep, KeptKind, MessageCopy};
 
 use super::failure::{Failed, blocking};
 use super::{Pipeline, Work};
@@ -172,7 +172,7 @@ impl Pipeline {
             }
         };
         tracing::info!(queue_id = %id, forwarder = %forwarder, "forward to decrypt: a link was sent");
-        work.decision.copies.push(Copy {
+        work.decision.copies.push(MessageCopy {
             file: Some(answer_file),
             routes: self.routes(&[forwarder.to_string()]),
             note: Some(format!(
@@ -216,11 +216,7 @@ impl Pipeline {
 
     /// The sealed message in a forward (attached, or inside an attached message), or the one
     /// kept on this gateway that a large message's link names. A damaged one counts as none.
-    async fn find_forwarded(
-        &self,
-        path: &Path,
-        now: u64,
-    ) -> Result<Option<Found>, Failed> {
+    async fn find_forwarded(&self, path: &Path, now: u64) -> Result<Option<Found>, Failed> {
         let p = path.to_path_buf();
         let located = tokio::task::spawn_blocking(move || transform::locate(&p))
             .await

@@ -2,7 +2,6 @@
 //! pipeline, delivery) on loopback with an SMTP listener as its next hop, and a raw SMTP peer.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,11 +49,10 @@ pub async fn start_with(
         host: "127.0.0.1".into(),
         port: sink_port,
     };
-    let hops: HashMap<String, NextHop> = [
-        ("internal".to_string(), hop.clone()),
-        ("external".to_string(), hop),
-    ]
-    .into();
+    let hops = smtp::Hops {
+        internal: hop.clone(),
+        external: hop,
+    };
     let metrics = Arc::new(smtp::metrics::Metrics::default());
     let mut delivery = DeliveryConfig {
         retry_initial_secs: 1,
@@ -126,7 +124,7 @@ impl PassThrough {
     async fn run(self: Arc<Self>, _stop: watch::Receiver<bool>) {
         loop {
             let claimed = self.queue.claim_received(256).await.unwrap();
-            let batch: Vec<(String, Vec<(String, String)>)> = claimed
+            let batch: Vec<(String, Vec<(String, store::Route)>)> = claimed
                 .into_iter()
                 .map(|(id, e, _)| {
                     let routes = e
@@ -135,11 +133,11 @@ impl PassThrough {
                         .map(|r| {
                             let domain = r.rsplit_once('@').map_or("", |(_, d)| d);
                             let hop = if self.internal.iter().any(|d| d == domain) {
-                                "internal"
+                                store::Route::Internal
                             } else {
-                                "external"
+                                store::Route::External
                             };
-                            (r.clone(), hop.to_string())
+                            (r.clone(), hop)
                         })
                         .collect();
                     (id, routes)
