@@ -1,5 +1,5 @@
 //! Browser tests: a real gateway process, real SMTP in and out, and Debian's chromium driven
-//! by playwright-core (the scripts in `web-tests/`). `.ci/run` installs both; without them this
+//! by playwright-core (the scripts in `web-tests/`). `scripts/test` installs both; without them this
 //! test fails and says how to install them.
 //!
 //! - The reader: a recipient opens the gateway's `encrypted_message.htm` from a file, proves an
@@ -8,16 +8,18 @@
 //!   sealed, opened there by the gateway with a valid signature.
 //! - Hostile HTML: no script runs, no dialog opens, nothing remote loads until asked.
 //!
-//! The scripts save screenshots into `docs/screenshots/`.
+//! The scripts save screenshots into `screenshots/` of the target directory, so that a test run
+//! leaves the work tree as it was; `POSTERN_SHOTS` names another directory (`scripts/screenshots`
+//! sets it to `docs/screenshots/` to refresh the README's pictures).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use common::{Gateway, outside_world, repo, s, save_attachment_page, wait_for};
+use common::{Gateway, make_admin, outside_world, repo, s, save_attachment_page, wait_for};
 
 /// One browser test at a time: each starts a gateway (master keys, Argon2) and a chromium, and
 /// the machines these run on have two cores.
@@ -33,16 +35,25 @@ fn browser_ready() -> std::sync::MutexGuard<'static, ()> {
     assert!(
         node_modules.exists() && Path::new(&chromium).exists(),
         "the browser tests need Debian's chromium ({chromium}) and playwright-core \
-         (`apt-get install chromium` and `npm ci --prefix web-tests`); .ci/run installs both"
+         (`apt-get install chromium` and `npm ci --prefix web-tests`); scripts/test installs both"
     );
     guard
+}
+
+/// Where the scripts save their screenshots: `POSTERN_SHOTS`, or `screenshots/` beside this
+/// test's scratch directory in the target directory (which follows `CARGO_TARGET_DIR`).
+fn shots() -> PathBuf {
+    std::env::var_os("POSTERN_SHOTS").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("../screenshots"),
+        PathBuf::from,
+    )
 }
 
 /// Runs a script of `web-tests/` with `env`; fails the test with its output if it fails.
 fn script(name: &str, env: &[(&str, String)]) {
     let mut cmd = Command::new("node");
     cmd.arg(repo().join("web-tests").join(name))
-        .env("SHOTS", s(&repo().join("docs/screenshots")));
+        .env("SHOTS", s(&shots()));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -187,27 +198,7 @@ fn an_administrator_adds_a_rule_finds_the_held_message_and_releases_it() {
     let mail_dir = dir.path().join("outside");
     let (port, rx) = outside_world(&mail_dir);
     let mut gw = Gateway::start(dir.path(), port);
-    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["admin", "create", "root", "--config", s(&gw.config)])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        create
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"correct horse battery staple\n")
-            .unwrap();
-    }
-    let out = create.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_admin(&gw);
 
     script(
         "admin.mjs",

@@ -2,91 +2,23 @@
 //! tokens, the code login of `keys fetch`, and `open` from the local cache with the server down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
-    c.env_remove("POSTERN_PASSPHRASE")
-        .env_remove("POSTERN_CONFIG");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "postern {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Kills the server if the test fails before stopping it.
-struct Server(Option<Child>);
-
-impl Server {
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let child = self.0.as_mut().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = child.wait().unwrap();
-        self.0 = None;
-        status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use common::{KeyServer, postern, run, s};
 
 #[test]
 fn fetch_by_code_then_open_offline_and_administer_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let (smtp_port, mail) = testkit::smtp_sink_thread();
-    let web_port = testkit::free_port();
-    let data = dir.path().join("data");
-    let config = dir.path().join("postern.toml");
-    fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n[keyserver.mail]\nrelay_port = {smtp_port}\nstarttls = \"off\"\n",
-            s(&data)
-        ),
-    )
-    .unwrap();
-    run(&["config", "check", s(&config)]);
-
-    let log = fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut server = Server(Some(
-        bin()
-            .args(["serve", "--config", s(&config), "--components", "keyserver"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
-    let addr = SocketAddr::from(([127, 0, 0, 1], web_port));
-    assert!(
-        testkit::wait_for_port(addr, Duration::from_secs(30)),
-        "the key server did not start"
-    );
-    let serve_log = fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let mut server = KeyServer::start(dir.path(), Some(smtp_port), None);
+    let (web_port, data, config) = (server.port, server.data.clone(), server.proc.config.clone());
+    let serve_log = server.proc.log();
     assert!(
         serve_log.contains("generated a random master key passphrase"),
         "{serve_log}"
@@ -123,7 +55,7 @@ fn fetch_by_code_then_open_offline_and_administer_tokens() {
     // Bob proves his address with the emailed code.
     let cache = dir.path().join("bob-cache");
     let url = format!("http://127.0.0.1:{web_port}");
-    let mut fetch = bin()
+    let mut fetch = postern()
         .args([
             "keys",
             "fetch",
@@ -191,7 +123,7 @@ fn fetch_by_code_then_open_offline_and_administer_tokens() {
     ]);
 
     // The key server goes away (cleanly, on SIGTERM); Bob still opens it from his cache.
-    assert!(server.stop().success());
+    assert!(server.proc.stop().success());
     let opened = run(&["open", "--in", s(&sealed), "--cache", s(&cache)]);
     assert_eq!(opened.stdout, fs::read(&message).unwrap());
     assert_eq!(
@@ -214,7 +146,7 @@ fn fetch_by_code_then_open_offline_and_administer_tokens() {
         "--out",
         s(&carol_sealed),
     ]);
-    let out = bin()
+    let out = postern()
         .args(["open", "--in", s(&carol_sealed), "--cache", s(&cache)])
         .output()
         .unwrap();
@@ -261,7 +193,7 @@ fn fetch_by_code_then_open_offline_and_administer_tokens() {
     let listed =
         String::from_utf8(run(&["keys", "token", "list", "--config", s(&config)]).stdout).unwrap();
     assert!(listed.contains("revoked"), "{listed}");
-    let out = bin()
+    let out = postern()
         .args([
             "keys",
             "token",
@@ -281,13 +213,13 @@ fn serve_refuses_without_the_passphrase_once_keys_exist() {
     let dir = tempfile::tempdir().unwrap();
     let data: PathBuf = dir.path().join("data");
     let keys = data.join("keys");
-    let out = bin()
+    let out = postern()
         .args(["keys", "init", "--dir", s(&keys)])
         .env("POSTERN_PASSPHRASE", "operator passphrase here")
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = bin()
+    let out = postern()
         .args(["serve", "--data-dir", s(&data), "--components", "keyserver"])
         .stdin(Stdio::null())
         .output()
@@ -296,7 +228,7 @@ fn serve_refuses_without_the_passphrase_once_keys_exist() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs the master key passphrase"), "{err}");
 
-    let out = bin()
+    let out = postern()
         .args([
             "serve",
             "--data-dir",
@@ -332,7 +264,7 @@ fn config_check_reads_the_consoles_changes_over_the_file_and_names_a_bad_one() {
     assert!(said.contains(": ok"), "{said}");
 
     let refused = || {
-        let out = bin()
+        let out = postern()
             .args(["config", "check", s(&config)])
             .output()
             .unwrap();

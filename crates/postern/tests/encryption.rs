@@ -3,220 +3,47 @@
 //! receiver (so the test sees exactly what crossed the network) and is passed on to B.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::{Gateway, KeyServer, Setup, postern, run, s, wait_until};
 use testkit::Recorded;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
-    c.env_remove("POSTERN_PASSPHRASE")
-        .env_remove("POSTERN_CONFIG")
-        .env_remove("POSTERN_GATEWAY_TOKEN")
-        .env_remove("POSTERN_FAKE_NOW");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "postern {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A `postern serve` process, killed if the test fails first.
-struct Proc {
-    child: Option<Child>,
-    config: PathBuf,
-    log: PathBuf,
-    components: &'static str,
-    fake_now: Option<u64>,
-}
-
-impl Proc {
-    fn start(config: PathBuf, components: &'static str, fake_now: Option<u64>) -> Proc {
-        let log = config.with_extension("log");
-        let mut p = Proc {
-            child: None,
-            config,
-            log,
-            components,
-            fake_now,
-        };
-        p.spawn();
-        p
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut cmd = bin();
-        cmd.args([
-            "serve",
-            "--components",
-            self.components,
-            "--config",
-            s(&self.config),
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log);
-        if let Some(t) = self.fake_now {
-            cmd.env("POSTERN_FAKE_NOW", t.to_string());
-        }
-        self.child = Some(cmd.spawn().unwrap());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn proc_config(&self) -> PathBuf {
-        self.config.clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_port(port: u16) {
-    assert!(
-        testkit::wait_for_port(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(30)
-        ),
-        "nothing listens on {port}"
-    );
-}
-
-/// A key server process and its web port.
-fn key_server(dir: &Path, fake_now: Option<u64>) -> (Proc, u16) {
-    let port = testkit::free_port();
-    let config = dir.join("keyserver.toml");
-    fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
-            s(&dir.join("keyserver"))
-        ),
-    )
-    .unwrap();
-    let p = Proc::start(config, "keyserver", fake_now);
-    wait_port(port);
-    (p, port)
-}
-
-fn token(keyserver: &Proc, name: &str, domain: &str, dir: &Path) -> PathBuf {
-    let out = run(&[
-        "keys",
-        "token",
-        "create",
-        "--name",
-        name,
-        "--domain",
-        domain,
-        "--config",
-        s(&keyserver.config),
-    ]);
-    let path = dir.join(format!("{name}.token"));
-    fs::write(&path, out.stdout).unwrap();
-    path
-}
-
-struct Gateway {
-    proc: Proc,
-    smtp: SocketAddr,
-    maildir: PathBuf,
-}
-
-impl Gateway {
-    fn config(&self) -> &str {
-        s(&self.proc.config)
-    }
-
-    /// Messages delivered to the internal Maildir so far.
-    fn delivered(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
-            let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-            paths.sort();
-            for p in paths {
-                out.push(fs::read(p).unwrap());
-            }
-        }
-        out
-    }
-}
-
-/// A gateway for `domain`: internal mail to a Maildir, external mail to `external`.
+/// A gateway for `domain` with the key server at URL `keyserver`: internal mail to a Maildir,
+/// external mail to `external`.
 #[allow(clippy::too_many_arguments)]
 fn gateway(
     dir: &Path,
     name: &str,
     domain: &str,
-    keyserver_port: u16,
+    keyserver: &str,
     token: &Path,
     external: &str,
     extra: &str,
     fake_now: Option<u64>,
 ) -> Gateway {
-    let smtp = testkit::free_port();
-    let root = dir.join(name);
-    fs::create_dir_all(&root).unwrap();
-    let maildir = root.join("maildir");
-    let config = root.join("postern.toml");
-    fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n\
-             [web]\nlisten = \"127.0.0.1:{web}\"\n\
-             [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nbypass_listen = \"127.0.0.1:{bypass}\"\nhostname = \"gw.{domain}\"\ninternal_domains = [\"{domain}\"]\n\
-             [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
-             [gateway]\nkeyserver_url = \"http://127.0.0.1:{keyserver_port}\"\ntoken_file = {token:?}\n{extra}",
-            data = s(&root.join("data")),
-            web = testkit::free_port(),
-            bypass = testkit::free_port(),
-            maildir = s(&maildir),
-            token = s(token),
-        ),
+    Gateway::start_setup(
+        &dir.join(name),
+        Setup {
+            domain: domain.into(),
+            external: external.into(),
+            relay: None,
+            mime: String::new(),
+            gateway: format!(
+                "keyserver_url = \"{keyserver}\"\ntoken_file = {:?}\n{extra}",
+                s(token)
+            ),
+            components: Some("smtp"),
+            files: None,
+            fake_now,
+        },
     )
-    .unwrap();
-    run(&["config", "check", s(&config)]);
-    let proc = Proc::start(config, "smtp", fake_now);
-    wait_port(smtp);
-    Gateway {
-        proc,
-        smtp: SocketAddr::from(([127, 0, 0, 1], smtp)),
-        maildir,
-    }
 }
 
 /// A message as SMTP carries it: CRLF line ends, a final line end, no bare CR.
@@ -257,10 +84,6 @@ fn send(to: SocketAddr, from: &str, rcpts: &[&str], message: &[u8]) {
     conn.send(from, rcpts, &dot_stuff(message)).unwrap();
 }
 
-fn corpus() -> Vec<PathBuf> {
-    testkit::corpus()
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -299,14 +122,6 @@ fn sealed_of(email: &[u8]) -> Vec<u8> {
         .unwrap()
 }
 
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn meeting_request() -> Vec<u8> {
     crlf(
         b"From: alice@corp.example\n\
@@ -342,7 +157,6 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
     let Pair {
         dir: _dir,
         keyserver,
-        ks_port: _,
         a,
         b,
         wire,
@@ -350,9 +164,9 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
 
     // Every corpus message, each tagged so that it can be found again, plus a meeting request.
     let mut sent: Vec<Vec<u8>> = Vec::new();
-    for (i, path) in corpus().iter().enumerate() {
+    for (i, sample) in testkit::corpus().iter().enumerate() {
         let mut m = format!("X-Test-Id: corpus-{i}\r\n").into_bytes();
-        m.extend_from_slice(&crlf(&fs::read(path).unwrap()));
+        m.extend_from_slice(&crlf(&sample.bytes));
         sent.push(m);
     }
     let mut meeting = b"X-Test-Id: meeting\r\n".to_vec();
@@ -399,6 +213,20 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
         .find(|r| contains(&r.data, b"Subject: Quarterly review"))
         .unwrap();
     assert!(contains(&meeting_out.data, b"encrypted meeting request"));
+    // So does every other message with a calendar (the generated invitation among them).
+    let calendars = sent
+        .iter()
+        .filter(|m| contains(&m.to_ascii_lowercase(), b"content-type: text/calendar"))
+        .count();
+    let notices = crossed
+        .iter()
+        .filter(|r| contains(&r.data, b"encrypted meeting request"))
+        .count();
+    assert!(
+        calendars >= 2,
+        "only {calendars} meeting requests were sent"
+    );
+    assert_eq!(notices, calendars);
 
     // B opens each and delivers the original.
     for r in &crossed {
@@ -501,13 +329,11 @@ fn two_gateways_carry_the_corpus_encrypted_and_restore_it_byte_for_byte() {
     drop(keyserver);
 }
 
-/// `queue show` of the newest transformed copy at `g`.
 /// A key server, gateway A (`corp.example`, its external mail to the recorder `wire`) and
 /// gateway B (`partner.example`), with `[gateway]` extras for each.
 struct Pair {
     dir: tempfile::TempDir,
-    keyserver: Proc,
-    ks_port: u16,
+    keyserver: KeyServer,
     a: Gateway,
     b: Gateway,
     wire: Receiver<Recorded>,
@@ -515,15 +341,15 @@ struct Pair {
 
 fn pair(extra_a: &str, extra_b: &str, fake_now: Option<u64>) -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let (keyserver, ks_port) = key_server(dir.path(), fake_now);
-    let token_a = token(&keyserver, "gw-a", "corp.example", dir.path());
-    let token_b = token(&keyserver, "gw-b", "partner.example", dir.path());
+    let keyserver = KeyServer::start(dir.path(), None, fake_now);
+    let token_a = keyserver.token("gw-a", "corp.example", dir.path());
+    let token_b = keyserver.token("gw-b", "partner.example", dir.path());
     let (wire_port, wire) = testkit::smtp_recorder_thread();
     let a = gateway(
         dir.path(),
         "a",
         "corp.example",
-        ks_port,
+        &keyserver.url(),
         &token_a,
         &format!("127.0.0.1:{wire_port}"),
         extra_a,
@@ -533,7 +359,7 @@ fn pair(extra_a: &str, extra_b: &str, fake_now: Option<u64>) -> Pair {
         dir.path(),
         "b",
         "partner.example",
-        ks_port,
+        &keyserver.url(),
         &token_b,
         "maildir:/nonexistent",
         extra_b,
@@ -542,15 +368,16 @@ fn pair(extra_a: &str, extra_b: &str, fake_now: Option<u64>) -> Pair {
     Pair {
         dir,
         keyserver,
-        ks_port,
         a,
         b,
         wire,
     }
 }
 
+/// `queue show` of the newest transformed copy at `g`.
 fn newest_copy(g: &Gateway) -> String {
-    let listed = String::from_utf8(run(&["queue", "list", "--config", g.config()]).stdout).unwrap();
+    let listed =
+        String::from_utf8(run(&["queue", "list", "--config", s(&g.config)]).stdout).unwrap();
     let child = listed
         .lines()
         .find(|l| l.contains("Derived"))
@@ -559,11 +386,11 @@ fn newest_copy(g: &Gateway) -> String {
         .next()
         .unwrap()
         .to_string();
-    String::from_utf8(run(&["queue", "show", &child, "--config", g.config()]).stdout).unwrap()
+    String::from_utf8(run(&["queue", "show", &child, "--config", s(&g.config)]).stdout).unwrap()
 }
 
 fn errored_list(g: &Gateway) -> String {
-    String::from_utf8(run(&["errored", "list", "--config", g.config()]).stdout).unwrap()
+    String::from_utf8(run(&["errored", "list", "--config", s(&g.config)]).stdout).unwrap()
 }
 
 #[test]
@@ -573,7 +400,6 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
     let Pair {
         dir: _dir,
         mut keyserver,
-        ks_port,
         a,
         mut b,
         wire,
@@ -602,7 +428,7 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
         b.delivered().len() == 1
     });
 
-    keyserver.stop();
+    keyserver.proc.stop();
 
     // Cached keys keep mail moving.
     send(
@@ -652,8 +478,7 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
     assert_eq!(b.delivered().len(), 2);
 
     // The key server returns: both are delivered with no manual step, within a minute.
-    keyserver.spawn();
-    wait_port(ks_port);
+    keyserver.proc.start();
     let from_dave = collect(&wire, 1, Duration::from_secs(60));
     assert!(contains(&from_dave[0].data, b"X-PP-ENCRYPTED: TRUE"));
     assert!(!contains(&from_dave[0].data, b"The body of from dave"));
@@ -677,9 +502,8 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
         "[gateway]\nerrored_retry_initial_secs = 3600\nerrored_retry_max_secs = 3600\nkeyserver_probe_secs = 3600\n",
     );
     fs::write(&b.proc.config, config).unwrap();
-    keyserver.stop();
-    b.proc.spawn();
-    wait_port(b.smtp.port());
+    keyserver.proc.stop();
+    b.proc.start();
     send(
         a.smtp,
         "alice@corp.example",
@@ -691,14 +515,13 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
     wait_until(Duration::from_secs(30), "erin's message errored", || {
         errored_list(&b).contains("erin@partner.example")
     });
-    keyserver.spawn();
-    wait_port(ks_port);
+    keyserver.proc.start();
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         errored_list(&b).contains("erin@partner.example"),
         "retried before it was due"
     );
-    let out = run(&["errored", "resend", "--all", "--config", b.config()]);
+    let out = run(&["errored", "resend", "--all", "--config", s(&b.config)]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 message(s), 1 recipient(s)"));
     wait_until(
         Duration::from_secs(30),
@@ -709,14 +532,14 @@ fn a_key_server_outage_errors_only_what_needs_an_uncached_key_and_it_flows_when_
                 .any(|d| contains(d, b"The body of to erin."))
         },
     );
-    let none = bin()
+    let none = postern()
         .args([
             "errored",
             "resend",
             "--id",
             "nosuchid",
             "--config",
-            b.config(),
+            s(&b.config),
         ])
         .output()
         .unwrap();
@@ -734,7 +557,6 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
     let Pair {
         dir: _dir,
         mut keyserver,
-        ks_port: _,
         mut a,
         mut b,
         wire,
@@ -760,10 +582,9 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
     });
     // Both gateways fetch February's keys for them inside the prefetch window.
     wait_until(Duration::from_secs(60), "February keys prefetched", || {
-        let issued = String::from_utf8(
-            run(&["keys", "audit", "--config", s(&keyserver.proc_config())]).stdout,
-        )
-        .unwrap();
+        let issued =
+            String::from_utf8(run(&["keys", "audit", "--config", keyserver.config()]).stdout)
+                .unwrap();
         issued.lines().any(|l| {
             l.contains("alice@corp.example")
                 && l.contains("2027-02")
@@ -776,15 +597,13 @@ fn keys_prefetched_on_the_28th_carry_mail_over_the_turn_of_the_month_with_the_ke
     });
 
     // The 1st of February: the key server is down; mail still flows both ways.
-    keyserver.stop();
+    keyserver.proc.stop();
     a.proc.stop();
     b.proc.stop();
     a.proc.fake_now = Some(FEB_1);
     b.proc.fake_now = Some(FEB_1);
-    a.proc.spawn();
-    b.proc.spawn();
-    wait_port(a.smtp.port());
-    wait_port(b.smtp.port());
+    a.proc.start();
+    b.proc.start();
     send(
         a.smtp,
         "alice@corp.example",
@@ -827,7 +646,7 @@ fn mail_that_waits_past_the_errored_lifetime_is_bounced_to_its_sender_with_the_r
         dir.path(),
         "a",
         "corp.example",
-        dead,
+        &format!("http://127.0.0.1:{dead}"),
         &token,
         &format!("127.0.0.1:{wire_port}"),
         "errored_retry_initial_secs = 1\nerrored_retry_max_secs = 1\nerrored_lifetime_secs = 3\n",
@@ -872,7 +691,6 @@ fn decrypted_mail_can_be_encrypted_again_for_internal_delivery() {
     let Pair {
         dir: _dir,
         keyserver: _keyserver,
-        ks_port: _,
         a,
         b,
         wire,
@@ -909,7 +727,6 @@ fn decrypt_scan_reencrypt_holds_what_the_plain_text_trips_and_seals_the_rest_aga
     let Pair {
         dir,
         keyserver: _keyserver,
-        ks_port: _,
         a,
         b,
         wire,
@@ -926,7 +743,7 @@ actions = [{ do = \"quarantine\", area = \"HR\" }]\n\n\
 [[rule]]\norder = 3\nname = \"Rest\"\nactions = [{ do = \"pass\" }]\n",
     )
     .unwrap();
-    run(&["policy", "import", s(&policy), "--config", b.config()]);
+    run(&["policy", "import", s(&policy), "--config", s(&b.config)]);
     for (subject, body) in [
         ("numbers", "The payroll for March is attached."),
         ("lunch", "Lunch at noon?"),
@@ -960,7 +777,7 @@ actions = [{ do = \"quarantine\", area = \"HR\" }]\n\n\
                 "--area",
                 "HR",
                 "--config",
-                b.config(),
+                s(&b.config),
             ]);
             let q = String::from_utf8_lossy(&q.stdout).to_string();
             q.contains("Hold payroll") && q.contains("in the decrypted message")
@@ -980,13 +797,20 @@ actions = [{ do = \"quarantine\", area = \"HR\" }]\n\n\
         "--area",
         "HR",
         "--config",
-        b.config(),
+        s(&b.config),
     ]);
     let q = String::from_utf8_lossy(&q.stdout).to_string();
     assert!(q.contains("numbers"), "{q}");
     // Released, it is opened and sealed again without being held by the same rule twice.
     let id = q.split_whitespace().next().unwrap().to_string();
-    run(&["quarantine", "release", "--id", &id, "--config", b.config()]);
+    run(&[
+        "quarantine",
+        "release",
+        "--id",
+        &id,
+        "--config",
+        s(&b.config),
+    ]);
     wait_until(
         Duration::from_secs(30),
         "B delivers the released message",

@@ -90,7 +90,7 @@ fn after_sigterm_no_transaction_starts_and_nothing_accepted_is_lost() {
     std::thread::sleep(Duration::from_secs(2));
     let signalled = Instant::now();
     Command::new("kill")
-        .args(["-TERM", &gw.child.id().to_string()])
+        .args(["-TERM", &gw.proc.id().to_string()])
         .status()
         .unwrap();
     for c in clients {

@@ -5,150 +5,32 @@
 //! its host:port; a delete rule drops and logs; a bad import changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::fs;
+use std::process::Command;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use common::{Gateway, postern, s, text, wait_until};
 use testkit::Recorded;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
-    c.env_remove("POSTERN_PASSPHRASE")
-        .env_remove("POSTERN_CONFIG")
-        .env_remove("POSTERN_GATEWAY_TOKEN")
-        .env_remove("POSTERN_FAKE_NOW");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "postern {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-struct Gateway {
-    child: Child,
-    config: PathBuf,
-    log: PathBuf,
-    data: PathBuf,
-    smtp: SocketAddr,
-    web: u16,
-    maildir: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A call to the quarantine's REST API with curl, with the admin token when `token`.
+fn api(gw: &Gateway, method: &str, path: &str, body: Option<&str>, token: bool) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{}{path}", gw.web);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url]);
+    if token {
+        let t = fs::read_to_string(gw.data.join("admin.token")).unwrap();
+        cmd.args(["-H", &format!("Authorization: Bearer {}", t.trim())]);
     }
-}
-
-impl Gateway {
-    fn start(dir: &Path, external: u16) -> Gateway {
-        let smtp = testkit::free_port();
-        let web = testkit::free_port();
-        let data = dir.join("data");
-        let maildir = dir.join("maildir");
-        let config = dir.join("postern.toml");
-        fs::write(
-            &config,
-            format!(
-                "data_dir = {data:?}\n\
-                 [web]\nlisten = \"127.0.0.1:{web}\"\n\
-                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nhostname = \"gw.corp.example\"\ninternal_domains = [\"corp.example\"]\n\
-                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n",
-                data = s(&data),
-                maildir = s(&maildir),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("gateway.log");
-        let child = bin()
-            .args(["serve", "--config", s(&config)])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
-        assert!(
-            testkit::wait_for_port(addr, Duration::from_secs(30)),
-            "the gateway did not start"
-        );
-        Gateway {
-            child,
-            config,
-            log,
-            data,
-            smtp: addr,
-            web,
-            maildir,
-        }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", b]);
     }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--config", s(&self.config)]);
-        run(&all)
-    }
-
-    fn send(&self, from: &str, rcpts: &[&str], message: &str) {
-        let mut conn = testkit::SmtpConn::open(self.smtp).unwrap();
-        let data = message.replace('\n', "\r\n");
-        conn.send(from, rcpts, data.as_bytes()).unwrap();
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Messages delivered to the internal Maildir so far.
-    fn delivered(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
-            for e in entries {
-                out.push(fs::read_to_string(e.unwrap().path()).unwrap());
-            }
-        }
-        out
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>, token: bool) -> (u16, String) {
-        let url = format!("http://127.0.0.1:{}{path}", self.web);
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url]);
-        if token {
-            let t = fs::read_to_string(self.data.join("admin.token")).unwrap();
-            cmd.args(["-H", &format!("Authorization: Bearer {}", t.trim())]);
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "-d", b]);
-        }
-        let out = cmd.output().unwrap();
-        let all = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = all.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
-    }
+    let out = cmd.output().unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = all.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
 }
 
 fn message(subject: &str, body: &str, extra: &str) -> String {
@@ -167,14 +49,6 @@ fn next(rx: &Receiver<Recorded>, what: &str) -> Recorded {
 fn nothing(rx: &Receiver<Recorded>, within: Duration, what: &str) {
     if let Ok(m) = rx.recv_timeout(within) {
         panic!("{what}: but {:?} arrived", String::from_utf8_lossy(&m.data));
-    }
-}
-
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -248,7 +122,7 @@ fn policy_rules_decide_in_the_mail_path() {
             .replace("builtin = [\"card_number\"]", "builtin = [\"passport\"]"),
     )
     .unwrap();
-    let refused = bin()
+    let refused = postern()
         .args(["policy", "import", s(&bad), "--config", s(&gw.config)])
         .output()
         .unwrap();
@@ -344,15 +218,16 @@ fn policy_rules_decide_in_the_mail_path() {
         Duration::from_secs(30),
         "the administrator is notified",
         || {
-            gw.delivered()
+            gw.delivered_text()
                 .iter()
                 .any(|n| n.contains("To: postmaster@corp.example") && n.contains("Area:       HR"))
         },
     );
     // The REST API sees the same, and refuses a request without the token.
-    let (code, _) = gw.api("GET", "/api/v1/quarantine?area=HR", None, false);
+    let (code, _) = api(&gw, "GET", "/api/v1/quarantine?area=HR", None, false);
     assert_eq!(code, 401);
-    let (code, body) = gw.api(
+    let (code, body) = api(
+        &gw,
         "GET",
         "/api/v1/quarantine?area=HR&subject=payroll",
         None,
@@ -360,7 +235,8 @@ fn policy_rules_decide_in_the_mail_path() {
     );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("March payroll"), "{body}");
-    let (code, body) = gw.api(
+    let (code, body) = api(
+        &gw,
         "POST",
         "/api/v1/quarantine/release",
         Some("{\"ids\": \"x\"}"),
@@ -417,7 +293,8 @@ fn policy_rules_decide_in_the_mail_path() {
     fs::write(&file, changed).unwrap();
     gw.cli(&["policy", "import", s(&file)]);
     // Through the REST API this time, on all results of a query at once.
-    let (code, body) = gw.api(
+    let (code, body) = api(
+        &gw,
         "POST",
         "/api/v1/quarantine/reprocess",
         Some("{\"filter\": {\"area\": \"HR\"}}"),
@@ -456,13 +333,13 @@ X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
         },
     );
     wait_until(Duration::from_secs(30), "the recipient is told", || {
-        gw.delivered().iter().any(|n| {
+        gw.delivered_text().iter().any(|n| {
             n.contains("To: carol@corp.example")
                 && n.contains("Encrypted message held: Sealed for carol")
         })
     });
     assert!(
-        !gw.delivered()
+        !gw.delivered_text()
             .iter()
             .any(|n| n.contains("BEGIN POSTERN SEALED")),
         "the damaged message itself was delivered"
@@ -497,7 +374,7 @@ X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
         Duration::from_secs(30),
         "the archive gets the original",
         || {
-            gw.delivered().iter().any(|m| {
+            gw.delivered_text().iter().any(|m| {
                 m.contains("Delivered-To: archive@corp.example")
                     && m.contains("Subject: Moving")
                     && !m.contains("[FWD]")
@@ -514,10 +391,14 @@ Please wire it today.\n";
     wait_until(
         Duration::from_secs(30),
         "the forged message is delivered",
-        || gw.delivered().iter().any(|m| m.contains("Wire the money")),
+        || {
+            gw.delivered_text()
+                .iter()
+                .any(|m| m.contains("Wire the money"))
+        },
     );
     let got = gw
-        .delivered()
+        .delivered_text()
         .into_iter()
         .find(|m| m.contains("Wire the money"))
         .unwrap();

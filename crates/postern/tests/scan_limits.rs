@@ -82,7 +82,7 @@ fn sixteen_messages_of_100000_parts_are_held_within_the_scan_limits() {
     fs::write(&policy, POLICY).unwrap();
     postern(&["policy", "import", s(&policy), "--config", s(&gw.config)]);
 
-    let before = peak_mib(gw.child.id());
+    let before = peak_mib(gw.proc.id());
     let senders: Vec<_> = (0..16)
         .map(|n| {
             let addr = gw.smtp;
@@ -137,7 +137,7 @@ fn sixteen_messages_of_100000_parts_are_held_within_the_scan_limits() {
         "{}",
         gw.log()
     );
-    let peak = peak_mib(gw.child.id());
+    let peak = peak_mib(gw.proc.id());
     eprintln!("peak {peak} MiB, before the burst {before} MiB");
     // Measured: without the limits the gateway peaked at about 1 GB here; with them, near
     // what it uses idle.

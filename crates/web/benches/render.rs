@@ -1,32 +1,14 @@
 //! The reader's cost of showing a message: `render::view` (parse, ammonia on the HTML, the
-//! attachment list) against parsing alone, over the shared corpus (`POSTERN_CORPUS` or
-//! `../shared/corpus/eml`), in the same run. The ratio is the result: these machines are noisy.
+//! attachment list) against parsing alone, over testkit's generated messages (and the `.eml`
+//! files below `POSTERN_CORPUS`, when set), in the same run. The ratio is the result: these
+//! machines are noisy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// The generated messages, and with them those of `POSTERN_CORPUS` when it names a directory.
 fn corpus() -> Vec<Vec<u8>> {
-    let root = std::env::var("POSTERN_CORPUS").map_or_else(
-        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/eml"),
-        PathBuf::from,
-    );
-    let mut files = Vec::new();
-    let mut dirs = vec![root.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "eml") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    assert!(!files.is_empty(), "no .eml files under {}", root.display());
-    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    testkit::corpus().into_iter().map(|m| m.bytes).collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -1,39 +1,65 @@
-//! What the gateway tests share: a real `postern serve` process for corp.example, and an SMTP
-//! listener standing for the outside world.
+//! What the gateway tests share: real `postern serve` processes (a gateway, by default for
+//! corp.example, and a key server alone), the CLI, and an SMTP listener standing for the
+//! outside world.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+mod serve;
+
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use serve::{KeyServer, Serve, postern, repo, run, s, text, wait_until};
 
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// How a test gateway is set up; [`Setup::corp`] is the usual one.
+pub struct Setup {
+    /// Its internal domain (and `gw.<domain>` its host name).
+    pub domain: String,
+    /// `delivery.external`: where outside mail goes.
+    pub external: String,
+    /// The SMTP relay for the code emails of the key server in the same process, if any.
+    pub relay: Option<u16>,
+    /// More `[mime]` settings (TOML lines).
+    pub mime: String,
+    /// More `[gateway]` settings (TOML lines).
+    pub gateway: String,
+    /// `--components`, when not all.
+    pub components: Option<&'static str>,
+    /// An open-file limit for the process.
+    pub files: Option<u64>,
+    /// `POSTERN_FAKE_NOW`.
+    pub fake_now: Option<u64>,
 }
 
-/// A path as text.
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+impl Setup {
+    /// A gateway for corp.example with its key server in the same process, outside mail and
+    /// the code emails going to port `external`.
+    pub fn corp(external: u16) -> Setup {
+        Setup {
+            domain: "corp.example".into(),
+            external: format!("127.0.0.1:{external}"),
+            relay: Some(external),
+            mime: String::new(),
+            gateway: String::new(),
+            components: None,
+            files: None,
+            fake_now: None,
+        }
+    }
 }
 
+/// A `postern serve` gateway with its own ports, data and Maildir for internal mail.
 pub struct Gateway {
-    pub child: Child,
-    pub log: PathBuf,
+    pub proc: Serve,
     pub smtp: SocketAddr,
     pub web: u16,
     pub maildir: PathBuf,
     pub config: PathBuf,
-    /// The open-file limit it runs under, when the test set one.
-    pub files: Option<u64>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pub data: PathBuf,
 }
 
 impl Gateway {
@@ -50,9 +76,13 @@ impl Gateway {
 
     /// [`Gateway::start`] with the key server's code emails sent to the relay at `relay`.
     pub fn start_with_relay(dir: &Path, external: u16, relay: u16) -> Gateway {
-        let mut gateway = Gateway::launch_full(dir, external, relay, "", "", None);
-        gateway.wait_up();
-        gateway
+        Gateway::start_setup(
+            dir,
+            Setup {
+                relay: Some(relay),
+                ..Setup::corp(external)
+            },
+        )
     }
 
     /// [`Gateway::start_with`], the process limited to `files` open files (soft and hard)
@@ -65,7 +95,7 @@ impl Gateway {
         files: Option<u64>,
     ) -> Gateway {
         let mut gateway = Gateway::launch(dir, external, mime, gateway, files);
-        gateway.wait_up();
+        gateway.proc.wait_up();
         gateway
     }
 
@@ -77,87 +107,87 @@ impl Gateway {
         gateway: &str,
         files: Option<u64>,
     ) -> Gateway {
-        Gateway::launch_full(dir, external, external, mime, gateway, files)
+        Gateway::launch_setup(
+            dir,
+            Setup {
+                mime: mime.into(),
+                gateway: gateway.into(),
+                files,
+                ..Setup::corp(external)
+            },
+        )
     }
 
-    fn launch_full(
-        dir: &Path,
-        external: u16,
-        relay: u16,
-        mime: &str,
-        gateway: &str,
-        files: Option<u64>,
-    ) -> Gateway {
+    /// A gateway as `setup` says, up when it returns.
+    pub fn start_setup(dir: &Path, setup: Setup) -> Gateway {
+        let mut gateway = Gateway::launch_setup(dir, setup);
+        gateway.proc.wait_up();
+        gateway
+    }
+
+    /// A gateway as `setup` says, keeping its files in `dir`; its configuration is checked
+    /// first, and it is started without waiting for its listeners.
+    pub fn launch_setup(dir: &Path, setup: Setup) -> Gateway {
         let smtp = testkit::free_port();
         let web = testkit::free_port();
         let bypass = testkit::free_port();
         let data = dir.join("data");
         let maildir = dir.join("maildir");
         let config = dir.join("postern.toml");
+        let Setup {
+            domain,
+            external,
+            relay,
+            mime,
+            gateway,
+            ..
+        } = &setup;
+        let mail = relay.map_or(String::new(), |p| {
+            format!("[keyserver.mail]\nrelay_port = {p}\nstarttls = \"off\"\n")
+        });
+        fs::create_dir_all(dir).unwrap();
         fs::write(
             &config,
             format!(
                 "data_dir = {data:?}\n\
                  [web]\nlisten = \"127.0.0.1:{web}\"\n\
-                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nbypass_listen = \"127.0.0.1:{bypass}\"\nhostname = \"gw.corp.example\"\ninternal_domains = [\"corp.example\"]\n\
-                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"127.0.0.1:{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
+                 [smtp]\nlisten = \"127.0.0.1:{smtp}\"\nbypass_listen = \"127.0.0.1:{bypass}\"\nhostname = \"gw.{domain}\"\ninternal_domains = [\"{domain}\"]\n\
+                 [delivery]\ninternal = \"maildir:{maildir}\"\nexternal = \"{external}\"\nretry_initial_secs = 1\nretry_max_secs = 2\n\
                  [mime]\nreader_url = \"http://127.0.0.1:{web}/read\"\n{mime}\n\
                  [gateway]\n{gateway}\n\
-                 [keyserver.mail]\nrelay_port = {relay}\nstarttls = \"off\"\n",
+                 {mail}",
                 data = s(&data),
                 maildir = s(&maildir),
             ),
         )
         .unwrap();
-        let log = dir.join("gateway.log");
-        let child = spawn(&config, &log, files);
-        let addr = SocketAddr::from(([127, 0, 0, 1], smtp));
+        run(&["config", "check", s(&config)]);
+        let mut proc = Serve::new(config.clone(), setup.components, vec![smtp, web]);
+        proc.log = dir.join("gateway.log");
+        proc.files = setup.files;
+        proc.fake_now = setup.fake_now;
+        proc.spawn();
         Gateway {
-            child,
-            log,
-            smtp: addr,
+            proc,
+            smtp: SocketAddr::from(([127, 0, 0, 1], smtp)),
             web,
             maildir,
             config,
-            files,
+            data,
         }
     }
 
     /// Stops the gateway (SIGTERM, as a service manager does) and starts it again with the
     /// same configuration and data; the log goes on in the same file.
     pub fn restart(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the gateway did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.child = spawn(&self.config, &self.log, self.files);
-        self.wait_up();
+        self.proc.restart();
     }
 
-    /// Up when both ports answer; a gateway that exits (a port taken) fails at once.
-    fn wait_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the gateway exited ({status}); log:\n{}", self.log());
-            }
-            let up = |port| {
-                std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok()
-            };
-            if up(self.smtp.port()) && up(self.web) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the gateway did not start; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// Runs `postern args --config <this gateway's>`; fails the test if it fails.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        run(&all)
     }
 
     pub fn send(&self, from: &str, rcpts: &[&str], message: &str) {
@@ -167,7 +197,7 @@ impl Gateway {
     }
 
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     /// Waits until the log says `needle`.
@@ -188,17 +218,33 @@ impl Gateway {
         }
     }
 
+    /// The messages delivered to the internal Maildir so far, in the order of their names.
+    pub fn delivered(&self) -> Vec<Vec<u8>> {
+        let mut paths: Vec<PathBuf> = fs::read_dir(self.maildir.join("new"))
+            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths.into_iter().map(|p| fs::read(p).unwrap()).collect()
+    }
+
+    /// [`Gateway::delivered`] as text.
+    pub fn delivered_text(&self) -> Vec<String> {
+        self.delivered()
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect()
+    }
+
     /// Waits for a message in the internal Maildir containing `needle`.
     pub fn wait_delivered(&self, needle: &str) -> String {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if let Ok(entries) = fs::read_dir(self.maildir.join("new")) {
-                for e in entries {
-                    let text = fs::read_to_string(e.unwrap().path()).unwrap_or_default();
-                    if text.contains(needle) {
-                        return text;
-                    }
-                }
+            if let Some(m) = self
+                .delivered_text()
+                .into_iter()
+                .find(|m| m.contains(needle))
+            {
+                return m;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -207,38 +253,6 @@ impl Gateway {
             self.log()
         );
     }
-}
-
-/// `postern serve` with `config`, its log added to `log`, under `files` open files if given
-/// (util-linux's prlimit).
-fn spawn(config: &Path, log: &Path, files: Option<u64>) -> Child {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut command = match files {
-        Some(n) => {
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}"))
-                .arg("--")
-                .arg(env!("CARGO_BIN_EXE_postern"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_postern")),
-    };
-    command
-        .args(["serve", "--config", s(config)])
-        .env_remove("POSTERN_PASSPHRASE")
-        .env_remove("POSTERN_CONFIG")
-        .env_remove("POSTERN_GATEWAY_TOKEN")
-        .env_remove("POSTERN_FAKE_NOW")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
 }
 
 /// An SMTP listener standing for the outside world: every message is written into `dir` (one
@@ -363,7 +377,7 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// Makes console administrator `root` (password [`ADMIN_PASSWORD`]) with `postern admin create`.
 pub fn make_admin(gw: &Gateway) {
     use std::io::Write;
-    let mut create = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut create = postern()
         .args(["admin", "create", "root", "--config", s(&gw.config)])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,42 +1,14 @@
 //! Quarantine areas in the store: a hold keeps the message for its held recipients; a query
 //! finds it by every filter; release brings it back skipping the rule, reprocess without;
 //! delete and retention end it and remove the file once nothing else needs it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use store::{
-    Backoff, Decision, Envelope, Errored, Hold, MessageCopy, QuarantineFilter, Queue, QueueError,
-    Source,
-};
+use store::{MessageCopy, Decision, Errored, Hold, QuarantineFilter, Queue, QueueError};
 
-const BACKOFF: Backoff = Backoff {
-    initial: 30,
-    max: 600,
-};
+use super::common::{BACKOFF, state_of};
 
 async fn accept(queue: &Queue, recipients: &[&str]) -> String {
-    let mut file = queue.spool().create().unwrap();
-    file.append(b"Subject: Q3 numbers\r\n\r\nbody\r\n").unwrap();
-    let envelope = Envelope {
-        sender: "alice@corp.example".into(),
-        recipients: recipients.iter().map(|r| r.to_string()).collect(),
-        client: "127.0.0.1".into(),
-        helo: "test".into(),
-        source: Source::Policy,
-        message_id: None,
-    };
-    queue
-        .accept(envelope, file.finish().unwrap())
-        .await
-        .unwrap()
-}
-
-fn state_of(m: &store::MessageInfo, address: &str) -> String {
-    m.recipients
-        .iter()
-        .find(|r| r.address == address)
-        .unwrap()
-        .state
-        .clone()
+    let text = b"Subject: Q3 numbers\r\n\r\nbody\r\n";
+    super::common::accept(queue, "alice@corp.example", recipients, text, None).await
 }
 
 async fn hold(queue: &Queue, id: &str, held: &[&str], passed: &[&str], deleted: &[&str]) {
@@ -47,7 +19,7 @@ async fn hold(queue: &Queue, id: &str, held: &[&str], passed: &[&str], deleted: 
             file: None,
             routes: passed
                 .iter()
-                .map(|a| (a.to_string(), "external".to_string()))
+                .map(|a| (a.to_string(), store::Route::External))
                 .collect(),
             note: None,
             replaces: None,

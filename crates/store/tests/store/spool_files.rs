@@ -1,6 +1,5 @@
 //! A message that is not accepted leaves no file in the spool, at once: a DATA refused with 451
 //! because the disk is full, a client gone mid-message, a scratch file given up.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::Path;

@@ -1,28 +1,23 @@
 //! The queue database on a disk that fills up and empties again: writes fail while it is full
 //! and work again once there is room; nothing stays locked.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 
-use store::{Backoff, Decision, Envelope, Errored, Queue, Source};
+use store::{Backoff, Decision, Errored, Queue};
 
 const BACKOFF: Backoff = Backoff { initial: 1, max: 2 };
 
 async fn accept(queue: &Queue, n: usize) -> Result<String, store::QueueError> {
-    let mut file = queue.spool().create()?;
     // Empty while the disk is full: the file fits (an inode), the database rows may not.
-    if n < 1000 {
-        file.append(format!("Subject: {n}\r\n\r\nbody\r\n").as_bytes())?;
-    }
-    let envelope = Envelope {
-        sender: "alice@corp.example".into(),
-        recipients: vec![format!("bob{n}@partner.example")],
-        client: "127.0.0.1".into(),
-        helo: "test".into(),
-        source: Source::Policy,
-        message_id: Some(format!("<{n}@corp.example>")),
+    let text = if n < 1000 {
+        format!("Subject: {n}\r\n\r\nbody\r\n")
+    } else {
+        String::new()
     };
-    queue.accept(envelope, file.finish()?).await
+    let to = format!("bob{n}@partner.example");
+    let id = format!("<{n}@corp.example>");
+    let sender = "alice@corp.example";
+    super::common::try_accept(queue, sender, &[&to], text.as_bytes(), Some(&id)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,36 +1,14 @@
 //! Sealed messages kept on the server: recorded with their decision, found by the token only,
 //! gone when their time ends (file and row), and left-over files cleared at start.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use store::kept::{new_token, token_hash};
-use store::{Backoff, Decision, Envelope, Errored, Keep, KeptKind, MessageCopy, Queue, Source};
+use store::{MessageCopy, Decision, Errored, Keep, KeptKind, Queue};
 
-const BACKOFF: Backoff = Backoff {
-    initial: 30,
-    max: 600,
-};
+use super::common::{BACKOFF, file};
 
 async fn accept(queue: &Queue, recipients: &[&str]) -> String {
-    let mut file = queue.spool().create().unwrap();
-    file.append(b"Subject: fwd\r\n\r\nforwarded\r\n").unwrap();
-    let envelope = Envelope {
-        sender: "bob@partner.example".into(),
-        recipients: recipients.iter().map(|r| r.to_string()).collect(),
-        client: "127.0.0.1".into(),
-        helo: "test".into(),
-        source: Source::Policy,
-        message_id: None,
-    };
-    queue
-        .accept(envelope, file.finish().unwrap())
-        .await
-        .unwrap()
-}
-
-fn file(queue: &Queue, text: &[u8]) -> store::Finished {
-    let mut f = queue.spool().create().unwrap();
-    f.append(text).unwrap();
-    f.finish().unwrap()
+    let text = b"Subject: fwd\r\n\r\nforwarded\r\n";
+    super::common::accept(queue, "bob@partner.example", recipients, text, None).await
 }
 
 #[tokio::test]
@@ -46,7 +24,7 @@ async fn a_kept_message_is_found_by_its_token_until_it_expires() {
         // The answer goes from the null sender, in place of the decrypt@ recipient.
         copies: vec![MessageCopy {
             file: Some(file(&queue, b"Subject: your link\r\n\r\nlink\r\n")),
-            routes: vec![("bob@partner.example".into(), "external".into())],
+            routes: vec![("bob@partner.example".into(), store::Route::External)],
             note: Some("forward to decrypt: link sent".into()),
             replaces: Some(vec!["decrypt@corp.example".into()]),
             sender: Some(String::new()),

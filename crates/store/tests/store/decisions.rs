@@ -1,43 +1,14 @@
 //! What `Queue::apply` records: transformed copies as messages of their own, recipients routed,
 //! errored and retried; and what a crash or a deletion in the middle leaves.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use store::{Backoff, Decision, Envelope, Errored, ErroredFilter, MessageCopy, Queue, Source};
+use store::{MessageCopy, Decision, Errored, ErroredFilter, Queue, Source};
 
-const BACKOFF: Backoff = Backoff {
-    initial: 30,
-    max: 600,
-};
+use super::common::{BACKOFF, file, state_of};
 
 async fn accept(queue: &Queue, recipients: &[&str]) -> String {
-    let mut file = queue.spool().create().unwrap();
-    file.append(b"Subject: hi\r\n\r\nbody\r\n").unwrap();
-    let envelope = Envelope {
-        sender: "alice@corp.example".into(),
-        recipients: recipients.iter().map(|r| r.to_string()).collect(),
-        client: "127.0.0.1".into(),
-        helo: "test".into(),
-        source: Source::Policy,
-        message_id: Some("<m@corp.example>".into()),
-    };
-    queue
-        .accept(envelope, file.finish().unwrap())
-        .await
-        .unwrap()
-}
-
-fn copy_file(queue: &Queue, text: &[u8]) -> store::Finished {
-    let mut f = queue.spool().create().unwrap();
-    f.append(text).unwrap();
-    f.finish().unwrap()
-}
-
-fn state_of<'a>(m: &'a store::MessageInfo, address: &str) -> &'a str {
-    &m.recipients
-        .iter()
-        .find(|r| r.address == address)
-        .unwrap()
-        .state
+    let text = b"Subject: hi\r\n\r\nbody\r\n";
+    let id = Some("<m@corp.example>");
+    super::common::accept(queue, "alice@corp.example", recipients, text, id).await
 }
 
 #[tokio::test]
@@ -60,14 +31,14 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
         copies: vec![
             MessageCopy {
                 file: None,
-                routes: vec![("in@corp.example".into(), "internal".into())],
+                routes: vec![("in@corp.example".into(), store::Route::Internal)],
                 note: None,
                 replaces: None,
                 sender: None,
             },
             MessageCopy {
-                file: Some(copy_file(&queue, b"encrypted\r\n")),
-                routes: vec![("out@partner.example".into(), "external".into())],
+                file: Some(file(&queue, b"encrypted\r\n")),
+                routes: vec![("out@partner.example".into(), store::Route::External)],
                 note: Some("encrypted for out@partner.example".into()),
                 replaces: None,
                 sender: None,
@@ -145,8 +116,8 @@ async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
     let decision = Decision {
         id: id.clone(),
         copies: vec![MessageCopy {
-            file: Some(copy_file(&queue, b"encrypted\r\n")),
-            routes: vec![("out@partner.example".into(), "external".into())],
+            file: Some(file(&queue, b"encrypted\r\n")),
+            routes: vec![("out@partner.example".into(), store::Route::External)],
             note: None,
             replaces: None,
             sender: None,

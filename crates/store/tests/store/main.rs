@@ -1,0 +1,9 @@
+//! The store's integration tests, in one test binary (one link instead of five).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod decisions;
+mod full_disk_db;
+mod kept;
+mod quarantine;
+mod spool_files;
