@@ -259,6 +259,12 @@ direction = "outbound"
 recipients = ["*@partner.example"]
 conditions = [{ on = "subject", keywords = ["payroll"] }]
 actions = [{ do = "quarantine", area = "HR" }]
+
+[[rule]]
+order = 2
+name = "Encrypt outbound"
+direction = "outbound"
+actions = [{ do = "encrypt" }]
 "#;
     policy::Policy::from_toml(policy).unwrap();
     corp.queue
@@ -301,7 +307,7 @@ actions = [{ do = "quarantine", area = "HR" }]
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].rule, "Hold payroll");
     assert_eq!(held[0].recipients, vec!["bob@partner.example".to_string()]);
-    // carol is not matched by the rule: the default rules encrypt her copy.
+    // The first rule does not match carol: the second encrypts her copy.
     let copies = corp.copies(&id).await;
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0].recipients[0].address, "carol@other.example");

@@ -1,7 +1,7 @@
 //! What `Queue::apply` records: transformed copies as messages of their own, recipients routed,
 //! errored and retried; and what a crash or a deletion in the middle leaves.
 
-use store::{MessageCopy, Decision, Errored, ErroredFilter, Queue, Source};
+use store::{Decision, Errored, ErroredFilter, MessageCopy, Queue, Source};
 
 use super::common::{BACKOFF, file, state_of};
 

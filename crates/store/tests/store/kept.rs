@@ -2,7 +2,7 @@
 //! gone when their time ends (file and row), and left-over files cleared at start.
 
 use store::kept::{new_token, token_hash};
-use store::{MessageCopy, Decision, Errored, Keep, KeptKind, Queue};
+use store::{Decision, Errored, Keep, KeptKind, MessageCopy, Queue};
 
 use super::common::{BACKOFF, file};
 

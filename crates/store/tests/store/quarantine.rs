@@ -2,7 +2,7 @@
 //! finds it by every filter; release brings it back skipping the rule, reprocess without;
 //! delete and retention end it and remove the file once nothing else needs it.
 
-use store::{MessageCopy, Decision, Errored, Hold, QuarantineFilter, Queue, QueueError};
+use store::{Decision, Errored, Hold, MessageCopy, QuarantineFilter, Queue, QueueError};
 
 use super::common::{BACKOFF, state_of};
 
