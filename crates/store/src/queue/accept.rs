@@ -1,10 +1,7 @@
 //! Accepting a received message: its file fsynced and placed, its rows committed, with
 //! concurrent accepts sharing one transaction and one directory fsync (group commit).
 
-#![allow(unused_imports)]
-use std::time::Duration;
-
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;

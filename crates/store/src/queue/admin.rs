@@ -1,14 +1,9 @@
 //! The queue as the administrator sees it: listing and showing messages, retrying and
 //! deleting them, the counts by state.
 
-#![allow(unused_imports)]
-use std::time::Duration;
-
-use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::Row;
 
 use super::*;
-use crate::spool::{Finished, Spool};
 
 impl Queue {
     /// Messages, newest first, optionally in one state.

@@ -2,14 +2,9 @@
 //! decided for a batch (copies, routes, held, deleted, errored) in one transaction, releasing
 //! what could not be recorded.
 
-#![allow(unused_imports)]
-use std::time::Duration;
-
-use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::Row;
 
 use super::*;
-use crate::spool::{Finished, Spool};
 
 impl Queue {
     /// Claims up to `limit` received messages for processing, each with its recipients still to

@@ -1,14 +1,13 @@
 //! The delivery workers' side of the queue: leasing recipients that are due, and recording
 //! the outcomes of attempts in batches.
 
-#![allow(unused_imports)]
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use crate::spool::{Finished, Spool};
+use crate::spool::Spool;
 
 impl Queue {
     /// Claims recipients due now, grouped by message and next hop, leasing them for `lease`

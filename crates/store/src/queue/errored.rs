@@ -1,14 +1,9 @@
 //! The errored queue: recipients waiting for a key, retried when due or all at once, listed,
 //! and returned for a bounce once their lifetime ends; and the users seen, for the prefetch.
 
-#![allow(unused_imports)]
-use std::time::Duration;
-
-use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::Row;
 
 use super::*;
-use crate::spool::{Finished, Spool};
 
 impl Queue {
     /// Sends errored recipients due by `due_by` (Unix seconds) back to processing, with their

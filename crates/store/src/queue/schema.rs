@@ -1,14 +1,10 @@
 //! The queue's SQLite schema and its migrations; crash recovery's removal of files no row
 //! names; the check that keeps a connection broken by a failed transaction out of the pool.
 
-#![allow(unused_imports)]
-use std::time::Duration;
-
-use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::SqlitePool;
 
 use super::*;
-use crate::spool::{Finished, Spool};
+use crate::spool::Spool;
 
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE messages (
