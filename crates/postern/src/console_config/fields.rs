@@ -55,13 +55,13 @@ pub(super) const SECTIONS: &[(&str, &[Spec])] = &[
             optional(
                 "delivery.internal",
                 "Internal messages host",
-                "host:port, or maildir:/path; empty: the recipient domain's MX",
+                "host:port, or maildir:/path; empty: delivered into maildir/ in the data directory",
                 Kind::Text,
             ),
             optional(
                 "delivery.external",
                 "External messages host",
-                "host:port; empty: the recipient domain's MX",
+                "host:port, or maildir:/path; empty: the internal messages host",
                 Kind::Text,
             ),
             Spec {
