@@ -119,3 +119,44 @@ fn with_back(page: PageError, back: Option<&'static str>) -> PageError {
         None => page,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header;
+
+    use super::*;
+
+    #[test]
+    fn each_error_answers_with_its_status_and_a_signed_out_one_goes_to_the_login_page() {
+        let signed_out = ConsoleError::SignedOut.into_response();
+        assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            signed_out
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| v.as_bytes()),
+            Some(&b"/admin/login"[..])
+        );
+        for (error, status) in [
+            (
+                ConsoleError::Forgery { back: "/admin" },
+                StatusCode::FORBIDDEN,
+            ),
+            (ConsoleError::StalePolicy, StatusCode::CONFLICT),
+            (
+                ConsoleError::refused("Unknown operation", "Use release."),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ConsoleError::not_found("There is no rule 7."),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ConsoleError::internal("cannot read the policy", "disk"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ] {
+            assert_eq!(error.into_response().status(), status);
+        }
+    }
+}
