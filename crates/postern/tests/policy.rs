@@ -33,6 +33,20 @@ fn api(gw: &Gateway, method: &str, path: &str, body: Option<&str>, token: bool) 
     (code.trim().parse().unwrap(), body.to_string())
 }
 
+/// The audit log the console shows, newest first, as "actor action detail".
+fn audit_log(gw: &Gateway) -> Vec<String> {
+    let audit = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let queue = store::Queue::open_admin(&gw.data.join("queue"))
+            .await
+            .unwrap();
+        queue.audit_log(50).await.unwrap()
+    });
+    audit
+        .iter()
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.detail))
+        .collect()
+}
+
 fn message(subject: &str, body: &str, extra: &str) -> String {
     format!(
         "From: alice@corp.example\nTo: bob@partner.example\nSubject: {subject}\n\
@@ -253,16 +267,7 @@ fn policy_rules_decide_in_the_mail_path() {
         "{left}"
     );
     // The command line's changes are in the audit log the console shows.
-    let audit = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let queue = store::Queue::open_admin(&gw.data.join("queue"))
-            .await
-            .unwrap();
-        queue.audit_log(50).await.unwrap()
-    });
-    let entries: Vec<String> = audit
-        .iter()
-        .map(|e| format!("{} {} {}", e.actor, e.action, e.detail))
-        .collect();
+    let entries = audit_log(&gw);
     assert!(
         entries
             .iter()
@@ -344,6 +349,27 @@ X-PP-ENCRYPTED: TRUE\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\
             .any(|n| n.contains("BEGIN POSTERN SEALED")),
         "the damaged message itself was delivered"
     );
+    // Deleted through the REST API, which the audit log records as it does the console's and
+    // the command line's changes (the reprocess above too).
+    let (code, body) = api(
+        &gw,
+        "POST",
+        "/api/v1/quarantine/delete",
+        Some(
+            "{\"filter\": {\"area\": \"Encryption_Quarantine\", \"subject\": \"Sealed for carol\"}}",
+        ),
+        true,
+    );
+    assert_eq!((code, body.as_str()), (200, "{\"count\":1}"));
+    let entries = audit_log(&gw);
+    for op in ["reprocess", "delete"] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.starts_with(&format!("api quarantine.{op} 1 message(s) of 1 named"))),
+            "{op}: {entries:?}"
+        );
+    }
 
     // One message, two fates: bob's copy passes as it is; dan's (old domain) goes to the new
     // address with its subject tagged and a header added, and the archive gets the original.

@@ -1,6 +1,7 @@
 //! The administration REST API under `/api/v1`: quarantine areas and held messages. Every
 //! request carries the administrator's API token (`Authorization: Bearer ...`, kept in
-//! `DATA_DIR/admin.token`), compared in constant time.
+//! `DATA_DIR/admin.token`), compared in constant time. Every change is written to the audit
+//! log the console shows, with the actor `api`.
 
 // Handlers answer with a `Response` either way; boxing the error side would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -17,6 +18,10 @@ use serde_json::json;
 use store::{QuarantineFilter, QuarantineOp, Queue};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+/// Who the audit log names for a change made through the API: the token is the
+/// administrator's, not a person's.
+const ACTOR: &str = "api";
 
 #[derive(Clone)]
 struct Api {
@@ -57,6 +62,15 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             "missing or wrong API token (Authorization: Bearer <DATA_DIR/admin.token>)",
         ))
     }
+}
+
+/// Writes the audit log line of a change made through the API. The change is done by then, so
+/// a failure is logged rather than answered: an error would invite doing it again.
+async fn audit(api: &Api, action: &str, detail: &str) {
+    if let Err(e) = api.queue.audit(ACTOR, action, detail).await {
+        tracing::error!(error = %e, action, "cannot write the audit log");
+    }
+    tracing::info!(actor = ACTOR, action, detail, "API change");
 }
 
 fn store_error(e: store::QueueError) -> Response {
@@ -181,7 +195,16 @@ async fn operate(
         Err(r) => return r,
     };
     match api.queue.act_on_quarantined(op, &ids).await {
-        Ok(n) => Json(json!({ "count": n })).into_response(),
+        Ok(n) => {
+            let action = match op {
+                QuarantineOp::Release => "quarantine.release",
+                QuarantineOp::Reprocess => "quarantine.reprocess",
+                QuarantineOp::Delete => "quarantine.delete",
+            };
+            let detail = format!("{n} message(s) of {} named", ids.len());
+            audit(&api, action, &detail).await;
+            Json(json!({ "count": n })).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -232,11 +255,15 @@ async fn create_area(
         return refuse(StatusCode::BAD_REQUEST, "retention_days: must be 1 to 3650");
     }
     match api.queue.create_area(&area.name, days * 86_400).await {
-        Ok(()) => (
-            StatusCode::CREATED,
-            Json(json!({ "name": area.name, "retention_days": days })),
-        )
-            .into_response(),
+        Ok(()) => {
+            let detail = format!("{}, retention {days} days", area.name);
+            audit(&api, "area.create", &detail).await;
+            (
+                StatusCode::CREATED,
+                Json(json!({ "name": area.name, "retention_days": days })),
+            )
+                .into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -250,7 +277,10 @@ async fn delete_area(
         return r;
     }
     match api.queue.delete_area(&name).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => {
+            audit(&api, "area.delete", &name).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => store_error(e),
     }
 }
