@@ -263,16 +263,13 @@ impl Compiled {
             let recipients = parse(&rule.recipients, "recipients")?;
             let mut conditions = Vec::new();
             for (i, c) in rule.conditions.iter().enumerate() {
-                let matcher = match &c.list {
+                let inline = c.expr();
+                let matcher = match c.list() {
                     Some(name) => lists.get(name).cloned(),
-                    None if !c.expr().keywords.is_empty()
-                        || !c.regex.is_empty()
-                        || !c.builtin.is_empty() =>
-                    {
-                        Some(Arc::new(Matcher::new(&c.expr(), "inline".into()).map_err(
-                            |e| err(place.clone(), format!("conditions[{i}].regex"), e),
-                        )?))
-                    }
+                    None if !inline.is_empty() => Some(Arc::new(
+                        Matcher::new(&inline, "inline".into())
+                            .map_err(|e| err(place.clone(), format!("conditions[{i}].regex"), e))?,
+                    )),
                     None => None,
                 };
                 conditions.push(CompiledCondition {
@@ -287,17 +284,10 @@ impl Compiled {
                 conditions,
             });
         }
-        let reads_content = rules.iter().filter(|r| r.rule.enabled).any(|r| {
-            r.conditions.iter().any(|c| {
-                matches!(
-                    c.spec.on,
-                    Target::Body
-                        | Target::AttachmentName
-                        | Target::AttachmentType
-                        | Target::AttachmentContent
-                )
-            })
-        });
+        let reads_content = rules
+            .iter()
+            .filter(|r| r.rule.enabled)
+            .any(|r| r.conditions.iter().any(|c| c.spec.target().is_content()));
         Ok(Compiled {
             policy,
             rules,
@@ -488,7 +478,7 @@ impl<'m> Scan<'m> {
     fn texts(&self, c: &Condition) -> Vec<Text<'_>> {
         let m = self.message;
         let counted = &self.counted;
-        match c.on {
+        match c.target() {
             Target::Subject => vec![Text {
                 raw: &m.subject,
                 lower: &self.subject,
@@ -500,7 +490,7 @@ impl<'m> Scan<'m> {
                 counted,
             }],
             Target::Header => {
-                let name = c.header.as_deref().unwrap_or_default();
+                let name = c.header().unwrap_or_default();
                 m.headers
                     .iter()
                     .zip(&self.headers)
@@ -550,9 +540,9 @@ impl<'m> Scan<'m> {
 }
 
 fn target_name(c: &Condition) -> String {
-    match (c.on, &c.header) {
-        (Target::Header, Some(h)) => format!("header {h}"),
-        (t, _) => format!("{t:?}")
+    match c {
+        Condition::Header { header, .. } => format!("header {header}"),
+        _ => format!("{:?}", c.target())
             .chars()
             .flat_map(|ch| {
                 if ch.is_ascii_uppercase() {
@@ -576,14 +566,7 @@ fn condition_holds(
     explain: bool,
 ) -> (Verdict, String) {
     let spec = &c.spec;
-    let unread = scan.message.cut.is_some()
-        && matches!(
-            spec.on,
-            Target::Body
-                | Target::AttachmentName
-                | Target::AttachmentType
-                | Target::AttachmentContent
-        );
+    let unread = scan.message.cut.is_some() && spec.target().is_content();
     let found = |holds: bool| {
         if holds || !unread {
             Verdict::from_bool(holds)
@@ -592,34 +575,29 @@ fn condition_holds(
         }
     };
     if !explain {
-        let holds = match spec.on {
-            Target::Size => scan.message.size,
-            Target::RecipientCount => facts.recipient_count as u64,
-            _ => 0,
-        };
-        let in_bounds =
-            spec.min.is_none_or(|lo| holds >= lo) && spec.max.is_none_or(|hi| holds <= hi);
-        let holds = match (spec.on, &c.matcher) {
-            (Target::Size | Target::RecipientCount, _) => Verdict::from_bool(in_bounds),
-            (Target::Encrypted, _) => Verdict::from_bool(facts.encrypted),
+        let holds = match (spec, &c.matcher) {
+            (Condition::Size(b), _) => Verdict::from_bool(b.contains(scan.message.size)),
+            (Condition::RecipientCount(b), _) => {
+                Verdict::from_bool(b.contains(facts.recipient_count as u64))
+            }
+            (Condition::Encrypted { .. }, _) => Verdict::from_bool(facts.encrypted),
             (_, Some(m)) => found(m.count(&scan.texts(spec), false).0 >= m.threshold),
             (_, None) => Verdict::No,
         };
-        return (holds.negate(spec.not), String::new());
+        return (holds.negate(spec.negated()), String::new());
     }
     let read = if unread { " in what was read" } else { "" };
     let what = target_name(spec);
-    let in_bounds = |n: u64| spec.min.is_none_or(|lo| n >= lo) && spec.max.is_none_or(|hi| n <= hi);
-    let (holds, why) = match spec.on {
-        Target::Size => {
+    let (holds, why) = match spec {
+        Condition::Size(b) => {
             let n = scan.message.size;
-            (Verdict::from_bool(in_bounds(n)), format!("size {n} bytes"))
+            (Verdict::from_bool(b.contains(n)), format!("size {n} bytes"))
         }
-        Target::RecipientCount => {
+        Condition::RecipientCount(b) => {
             let n = facts.recipient_count as u64;
-            (Verdict::from_bool(in_bounds(n)), format!("{n} recipients"))
+            (Verdict::from_bool(b.contains(n)), format!("{n} recipients"))
         }
-        Target::Encrypted => (
+        Condition::Encrypted { .. } => (
             Verdict::from_bool(facts.encrypted),
             if facts.encrypted {
                 "an encrypted email"
@@ -631,7 +609,7 @@ fn condition_holds(
         _ => match &c.matcher {
             Some(m) => {
                 let (n, names) = m.count(&scan.texts(spec), true);
-                let source = if spec.list.is_some() {
+                let source = if spec.list().is_some() {
                     format!(" ({})", m.label)
                 } else {
                     String::new()
@@ -653,7 +631,7 @@ fn condition_holds(
             None => (Verdict::No, format!("{what}: no expressions")),
         },
     };
-    if spec.not {
+    if spec.negated() {
         (holds.negate(true), format!("not ({why})"))
     } else {
         (holds, why)

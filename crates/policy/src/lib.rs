@@ -21,6 +21,6 @@ pub use eval::{Compiled, Decided, Evaluation, Facts, Step, is_internal};
 pub use limits::{Cut, Limits};
 pub use message::{Attachment, MessageView};
 pub use model::{
-    Action, Condition, Direction, Exceptions, List, Match, Policy, PolicyError, Recipient, Rule,
-    Target, Template, is_area_name,
+    Action, Bounds, Condition, Direction, Exceptions, List, Match, Policy, PolicyError, Recipient,
+    Rule, Target, Template, TextTest, is_area_name,
 };
