@@ -10,6 +10,7 @@
 pub mod detect;
 pub mod eval;
 pub mod limits;
+mod matcher;
 pub mod message;
 pub mod model;
 pub mod pattern;
