@@ -16,10 +16,7 @@ impl Policy {
         for (key, item) in value {
             match key.as_str() {
                 "rule" => {
-                    let items = item.as_array().cloned().ok_or_else(|| {
-                        PolicyError::new("policy", "rule", "must be an array of tables [[rule]]")
-                    })?;
-                    for (i, item) in items.into_iter().enumerate() {
+                    for (i, item) in array_of_tables(item, "rule")?.into_iter().enumerate() {
                         let place = describe_item(&item, "rule", i);
                         check_parts::<Action>(&place, &item, "actions", "do")?;
                         check_parts::<Condition>(&place, &item, "conditions", "on")?;
@@ -27,10 +24,7 @@ impl Policy {
                     }
                 }
                 "list" => {
-                    let items = item.as_array().cloned().ok_or_else(|| {
-                        PolicyError::new("policy", "list", "must be an array of tables [[list]]")
-                    })?;
-                    for (i, item) in items.into_iter().enumerate() {
+                    for (i, item) in array_of_tables(item, "list")?.into_iter().enumerate() {
                         let place = describe_item(&item, "list", i);
                         policy.lists.push(read::<List>(&place, item, "", "list")?);
                     }
@@ -62,6 +56,18 @@ impl Policy {
         policy.rules.sort_by_key(|r| r.order);
         policy.validate()?;
         Ok(policy)
+    }
+}
+
+/// The `[[kind]]` sections of the file.
+fn array_of_tables(item: Value, kind: &str) -> Result<Vec<Value>, PolicyError> {
+    match item {
+        Value::Array(items) => Ok(items),
+        _ => Err(PolicyError::new(
+            "policy",
+            kind,
+            format!("must be an array of tables [[{kind}]]"),
+        )),
     }
 }
 
