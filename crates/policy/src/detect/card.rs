@@ -37,6 +37,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 /// not a card even though its tail is. A bare run followed by a space and more
 /// digits is still a card, so lists like `4111111111111111 5555555555554444`
 /// find both.
+#[inline]
 pub(super) fn card_at(b: &[u8], i: usize) -> (bool, usize) {
     let first = digit_run(b, i);
     if first == 0 {

@@ -78,6 +78,7 @@ fn iban_country_len(country: [u8; 2]) -> Option<usize> {
 /// For grouped text the longest prefix (ending at a group boundary) that
 /// validates wins, so a following 4-letter word (`… 1332 from`) does not
 /// hide an IBAN whose length is a multiple of 4.
+#[inline]
 pub(super) fn iban_at(b: &[u8], i: usize) -> (bool, usize) {
     let Some(&c) = b.get(i) else {
         return (false, i + 1);

@@ -2,6 +2,9 @@
 //! a fixed-size stack buffer, and the boundary rules (a number is not glued to a letter or
 //! digit, directly or by a dash).
 
+// The detectors call these per byte from their own files: `#[inline]` keeps them inlined
+// there as when all were one file.
+
 /// Runs a matcher over every position where a number can start. A matcher
 /// returns whether a valid number starts at `i` and where scanning resumes
 /// (always moves forward).
@@ -12,6 +15,7 @@
 /// inside a run of letters and digits (every matcher refuses a candidate glued
 /// to what precedes it). So words without digits are passed over whole, and a
 /// megabyte of prose costs a fast search for digits.
+#[inline]
 pub(super) fn scan(
     b: &[u8],
     limit: usize,
@@ -90,31 +94,38 @@ impl<const N: usize> Buf<u8, N> {
     }
 }
 
+#[inline]
 pub(super) fn same(c: u8) -> u8 {
     c
 }
 
+#[inline]
 pub(super) fn upper(c: u8) -> u8 {
     c.to_ascii_uppercase()
 }
 
+#[inline]
 fn run_len(b: &[u8], i: usize, pred: fn(&u8) -> bool) -> usize {
     b.get(i..)
         .map_or(0, |s| s.iter().take_while(|c| pred(c)).count())
 }
 
+#[inline]
 pub(super) fn digit_run(b: &[u8], i: usize) -> usize {
     run_len(b, i, u8::is_ascii_digit)
 }
 
+#[inline]
 pub(super) fn alnum_run(b: &[u8], i: usize) -> usize {
     run_len(b, i, u8::is_ascii_alphanumeric)
 }
 
+#[inline]
 pub(super) fn slice(b: &[u8], from: usize, len: usize) -> &[u8] {
     b.get(from..from.saturating_add(len)).unwrap_or(&[])
 }
 
+#[inline]
 pub(super) fn is_alnum_at(b: &[u8], i: Option<usize>) -> bool {
     i.and_then(|i| b.get(i))
         .is_some_and(u8::is_ascii_alphanumeric)
@@ -122,6 +133,7 @@ pub(super) fn is_alnum_at(b: &[u8], i: Option<usize>) -> bool {
 
 /// True when the byte before `start` does not glue the candidate to a
 /// preceding word or number (directly or through a dash).
+#[inline]
 pub(super) fn start_ok(b: &[u8], start: usize) -> bool {
     let Some(p) = start.checked_sub(1) else {
         return true;
@@ -134,6 +146,7 @@ pub(super) fn start_ok(b: &[u8], start: usize) -> bool {
 }
 
 /// True when the byte at `end` (one past the candidate) is a boundary.
+#[inline]
 pub(super) fn end_ok(b: &[u8], end: usize) -> bool {
     match b.get(end) {
         Some(c) if c.is_ascii_alphanumeric() => false,

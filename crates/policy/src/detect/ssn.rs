@@ -6,6 +6,7 @@ use super::scan::{digit_run, end_ok, slice, start_ok};
 /// common (order numbers, ZIP+4, phone fragments) to flag. A spaced SSN that
 /// continues with more space-separated digits (`1 123 45 6789`) is taken to
 /// be part of a longer number.
+#[inline]
 pub(super) fn ssn_at(b: &[u8], i: usize) -> (bool, usize) {
     let run = digit_run(b, i);
     if run == 0 {
