@@ -6,150 +6,14 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use regex::Regex;
-
-use crate::detect::Builtin;
 use crate::limits::Cut;
+use crate::matcher::{Counted, Text};
 use crate::message::MessageView;
-use crate::model::{
-    Action, Condition, Direction, Expressions, Match, Policy, PolicyError, Rule, Target,
-};
+use crate::model::{Action, Condition, Direction, Match, Policy, PolicyError, Rule, Target};
 use crate::pattern::Pattern;
 use crate::verdict::{Verdict, applies_when_unsure};
 
-/// Compiles a regular expression with limits, so that a policy cannot make the gateway spend
-/// unbounded memory on one.
-pub fn build_regex(text: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(text)
-        .size_limit(1 << 20)
-        .dfa_size_limit(4 << 20)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// An expression list ready to count matches.
-#[derive(Debug)]
-pub struct Matcher {
-    keywords: Vec<(String, memchr::memmem::Finder<'static>)>,
-    case_sensitive: bool,
-    regexes: Vec<Regex>,
-    builtins: Vec<Builtin>,
-    threshold: usize,
-    label: String,
-}
-
-impl Matcher {
-    fn new(e: &Expressions, label: String) -> Result<Matcher, String> {
-        Ok(Matcher {
-            keywords: e
-                .keywords
-                .iter()
-                .map(|k| {
-                    let k = if e.case_sensitive {
-                        k.clone()
-                    } else {
-                        k.to_lowercase()
-                    };
-                    let finder = memchr::memmem::Finder::new(k.as_bytes()).into_owned();
-                    (k, finder)
-                })
-                .collect(),
-            case_sensitive: e.case_sensitive,
-            regexes: e
-                .regex
-                .iter()
-                .map(|r| build_regex(r))
-                .collect::<Result<_, _>>()?,
-            builtins: e
-                .builtin
-                .iter()
-                .filter_map(|b| Builtin::from_name(b))
-                .collect(),
-            threshold: e.threshold.max(1) as usize,
-            label,
-        })
-    }
-
-    /// Counts occurrences in `texts`, stopping at the threshold; returns the count and what
-    /// was found (names of keywords and detectors, never the matched text: it may be a card
-    /// number, and traces end up in logs).
-    fn count<'t>(&self, texts: &[Text<'t>], explain: bool) -> (usize, Vec<String>) {
-        let mut total = 0;
-        let mut found: Vec<String> = Vec::new();
-        let mut note = |what: &dyn Fn() -> String, n: usize, total: &mut usize| {
-            if n > 0 {
-                *total += n;
-                if explain {
-                    found.push(if n == 1 {
-                        what()
-                    } else {
-                        format!("{} ×{n}", what())
-                    });
-                }
-            }
-        };
-        for t in texts {
-            for (k, finder) in &self.keywords {
-                if total >= self.threshold {
-                    break;
-                }
-                let hay = if self.case_sensitive {
-                    t.raw
-                } else {
-                    t.lower()
-                };
-                let n = finder
-                    .find_iter(hay.as_bytes())
-                    .take(self.threshold - total)
-                    .count();
-                note(&|| format!("keyword {k:?}"), n, &mut total);
-            }
-            for r in &self.regexes {
-                if total >= self.threshold {
-                    break;
-                }
-                let n = r.find_iter(t.raw).take(self.threshold - total).count();
-                note(&|| format!("regex {:?}", r.as_str()), n, &mut total);
-            }
-            for b in &self.builtins {
-                if total >= self.threshold {
-                    break;
-                }
-                let n = t.builtin(*b).min(self.threshold - total);
-                note(&|| b.name().to_string(), n, &mut total);
-            }
-        }
-        (total, found)
-    }
-}
-
-/// Built-in counts already made, by (text, detector): many rules scan the same body for the
-/// same numbers, and a detector reads every byte.
-type Counted = RefCell<HashMap<(usize, usize, Builtin), usize>>;
-
-/// A text and, made when first needed, its lower-case form.
-struct Text<'t> {
-    raw: &'t str,
-    lower: &'t OnceCell<String>,
-    counted: &'t Counted,
-}
-
-impl<'t> Text<'t> {
-    fn lower(&self) -> &'t str {
-        self.lower.get_or_init(|| self.raw.to_lowercase())
-    }
-
-    /// How many numbers `b` finds in the whole text (counted once per evaluation).
-    fn builtin(&self, b: Builtin) -> usize {
-        let key = (self.raw.as_ptr() as usize, self.raw.len(), b);
-        if let Some(n) = self.counted.borrow().get(&key) {
-            return *n;
-        }
-        let n = b.count(self.raw, usize::MAX);
-        self.counted.borrow_mut().insert(key, n);
-        n
-    }
-}
+pub use crate::matcher::{Matcher, build_regex};
 
 #[derive(Debug)]
 struct CompiledCondition {
@@ -263,16 +127,13 @@ impl Compiled {
             let recipients = parse(&rule.recipients, "recipients")?;
             let mut conditions = Vec::new();
             for (i, c) in rule.conditions.iter().enumerate() {
-                let matcher = match &c.list {
+                let inline = c.expr();
+                let matcher = match c.list() {
                     Some(name) => lists.get(name).cloned(),
-                    None if !c.expr().keywords.is_empty()
-                        || !c.regex.is_empty()
-                        || !c.builtin.is_empty() =>
-                    {
-                        Some(Arc::new(Matcher::new(&c.expr(), "inline".into()).map_err(
-                            |e| err(place.clone(), format!("conditions[{i}].regex"), e),
-                        )?))
-                    }
+                    None if !inline.is_empty() => Some(Arc::new(
+                        Matcher::new(&inline, "inline".into())
+                            .map_err(|e| err(place.clone(), format!("conditions[{i}].regex"), e))?,
+                    )),
                     None => None,
                 };
                 conditions.push(CompiledCondition {
@@ -287,17 +148,10 @@ impl Compiled {
                 conditions,
             });
         }
-        let reads_content = rules.iter().filter(|r| r.rule.enabled).any(|r| {
-            r.conditions.iter().any(|c| {
-                matches!(
-                    c.spec.on,
-                    Target::Body
-                        | Target::AttachmentName
-                        | Target::AttachmentType
-                        | Target::AttachmentContent
-                )
-            })
-        });
+        let reads_content = rules
+            .iter()
+            .filter(|r| r.rule.enabled)
+            .any(|r| r.conditions.iter().any(|c| c.spec.target().is_content()));
         Ok(Compiled {
             policy,
             rules,
@@ -489,7 +343,7 @@ impl<'m> Scan<'m> {
     fn texts(&self, c: &Condition) -> Vec<Text<'_>> {
         let m = self.message;
         let counted = &self.counted;
-        match c.on {
+        match c.target() {
             Target::Subject => vec![Text {
                 raw: &m.subject,
                 lower: &self.subject,
@@ -501,7 +355,7 @@ impl<'m> Scan<'m> {
                 counted,
             }],
             Target::Header => {
-                let name = c.header.as_deref().unwrap_or_default();
+                let name = c.header().unwrap_or_default();
                 m.headers
                     .iter()
                     .zip(&self.headers)
@@ -551,9 +405,9 @@ impl<'m> Scan<'m> {
 }
 
 fn target_name(c: &Condition) -> String {
-    match (c.on, &c.header) {
-        (Target::Header, Some(h)) => format!("header {h}"),
-        (t, _) => format!("{t:?}")
+    match c {
+        Condition::Header { header, .. } => format!("header {header}"),
+        _ => format!("{:?}", c.target())
             .chars()
             .flat_map(|ch| {
                 if ch.is_ascii_uppercase() {
@@ -577,14 +431,7 @@ fn condition_holds(
     explain: bool,
 ) -> (Verdict, String) {
     let spec = &c.spec;
-    let unread = scan.message.cut.is_some()
-        && matches!(
-            spec.on,
-            Target::Body
-                | Target::AttachmentName
-                | Target::AttachmentType
-                | Target::AttachmentContent
-        );
+    let unread = scan.message.cut.is_some() && spec.target().is_content();
     let found = |holds: bool| {
         if holds || !unread {
             Verdict::from_bool(holds)
@@ -593,34 +440,29 @@ fn condition_holds(
         }
     };
     if !explain {
-        let holds = match spec.on {
-            Target::Size => scan.message.size,
-            Target::RecipientCount => facts.recipient_count as u64,
-            _ => 0,
-        };
-        let in_bounds =
-            spec.min.is_none_or(|lo| holds >= lo) && spec.max.is_none_or(|hi| holds <= hi);
-        let holds = match (spec.on, &c.matcher) {
-            (Target::Size | Target::RecipientCount, _) => Verdict::from_bool(in_bounds),
-            (Target::Encrypted, _) => Verdict::from_bool(facts.encrypted),
+        let holds = match (spec, &c.matcher) {
+            (Condition::Size(b), _) => Verdict::from_bool(b.contains(scan.message.size)),
+            (Condition::RecipientCount(b), _) => {
+                Verdict::from_bool(b.contains(facts.recipient_count as u64))
+            }
+            (Condition::Encrypted { .. }, _) => Verdict::from_bool(facts.encrypted),
             (_, Some(m)) => found(m.count(&scan.texts(spec), false).0 >= m.threshold),
             (_, None) => Verdict::No,
         };
-        return (holds.negate(spec.not), String::new());
+        return (holds.negate(spec.negated()), String::new());
     }
     let read = if unread { " in what was read" } else { "" };
     let what = target_name(spec);
-    let in_bounds = |n: u64| spec.min.is_none_or(|lo| n >= lo) && spec.max.is_none_or(|hi| n <= hi);
-    let (holds, why) = match spec.on {
-        Target::Size => {
+    let (holds, why) = match spec {
+        Condition::Size(b) => {
             let n = scan.message.size;
-            (Verdict::from_bool(in_bounds(n)), format!("size {n} bytes"))
+            (Verdict::from_bool(b.contains(n)), format!("size {n} bytes"))
         }
-        Target::RecipientCount => {
+        Condition::RecipientCount(b) => {
             let n = facts.recipient_count as u64;
-            (Verdict::from_bool(in_bounds(n)), format!("{n} recipients"))
+            (Verdict::from_bool(b.contains(n)), format!("{n} recipients"))
         }
-        Target::Encrypted => (
+        Condition::Encrypted { .. } => (
             Verdict::from_bool(facts.encrypted),
             if facts.encrypted {
                 "an encrypted email"
@@ -632,7 +474,7 @@ fn condition_holds(
         _ => match &c.matcher {
             Some(m) => {
                 let (n, names) = m.count(&scan.texts(spec), true);
-                let source = if spec.list.is_some() {
+                let source = if spec.list().is_some() {
                     format!(" ({})", m.label)
                 } else {
                     String::new()
@@ -654,7 +496,7 @@ fn condition_holds(
             None => (Verdict::No, format!("{what}: no expressions")),
         },
     };
-    if spec.not {
+    if spec.negated() {
         (holds.negate(true), format!("not ({why})"))
     } else {
         (holds, why)

@@ -10,6 +10,7 @@
 pub mod detect;
 pub mod eval;
 pub mod limits;
+mod matcher;
 pub mod message;
 pub mod model;
 pub mod pattern;
@@ -21,6 +22,6 @@ pub use eval::{Compiled, Decided, Evaluation, Facts, Step, is_internal};
 pub use limits::{Cut, Limits};
 pub use message::{Attachment, MessageView};
 pub use model::{
-    Action, Condition, Direction, Exceptions, List, Match, Policy, PolicyError, Recipient, Rule,
-    Target, Template, is_area_name,
+    Action, Bounds, Condition, Direction, Exceptions, List, Match, Policy, PolicyError, Recipient,
+    Rule, Target, Template, TextTest, is_area_name,
 };

@@ -596,7 +596,7 @@ fn errors_name_the_rule_and_the_field() {
         (
             "[[rule]]\norder = 2\nname = \"who\"\nactions = [{ do = \"notify\", to = \"nobody\", template = \"notice\" }]\n",
             "rule 2 \"who\"",
-            "actions[0]",
+            "actions[0].to",
         ),
         (
             "[[rule]]\norder = 2\nname = \"tpl\"\nactions = [{ do = \"notify\", to = \"admin\", template = \"missing\" }]\n",

@@ -536,7 +536,7 @@ port = 2525
         let again = rule_of(&back);
         assert_eq!(again, rule);
         assert_eq!(
-            again.conditions[0].keywords,
+            again.conditions[0].expr().keywords,
             ["secret", " PO "],
             "a keyword's spaces are kept"
         );
