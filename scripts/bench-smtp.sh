@@ -10,6 +10,7 @@
 #
 # Needs: root (Postfix), Debian packages postfix (for postfix, smtp-sink) and a release build.
 # Usage: scripts/bench-smtp.sh [MESSAGES] [SIZE] [CONNECTIONS] [RECIPIENTS]
+#        POSTERN_BIN=/path/to/postern scripts/bench-smtp.sh ...   (a given build, not built here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,11 @@ RECIPIENTS=${4:-100}
 WORK=$(mktemp -d /tmp/postern-bench.XXXXXX)
 chmod 755 "$WORK" # Postfix daemons run as the postfix user and must reach their directories
 SINK_PORT=21025 POSTERN_PORT=21026 POSTFIX_PORT=21027 WEB_PORT=21080 BYPASS_PORT=21028
-BIN=target/release/postern
+# POSTERN_BIN=PATH runs another build (an older one, to compare in one sitting) instead.
+BIN=${POSTERN_BIN:-${CARGO_TARGET_DIR:-target}/release/postern}
 
 command -v smtp-sink >/dev/null || { apt-get update -qq && apt-get install -y -qq postfix >/dev/null; }
-cargo build --release -p postern >/dev/null 2>&1
+[ -n "${POSTERN_BIN:-}" ] || cargo build --release -p postern >/dev/null 2>&1
 
 pids=()
 cleanup() {

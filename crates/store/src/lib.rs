@@ -1,11 +1,14 @@
-//! Postern's durable mail queue: message files in a spool directory and their states in a
-//! database. See [`queue`] for the life of a message and the durability rules.
+//! What a Postern node keeps: the durable mail queue (message files in a spool directory and
+//! their states in a database; see [`queue`] for the life of a message and the durability
+//! rules), quarantine, kept sealed messages, secrets, console accounts and audit, the key
+//! server's tokens, and rate limits.
 
 pub mod accounts;
 pub mod console;
 pub mod kept;
 pub mod keyserver;
 pub mod local;
+mod migrate;
 pub mod quarantine;
 pub mod queue;
 pub mod rate;

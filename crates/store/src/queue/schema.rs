@@ -104,31 +104,12 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
-    let mut conn = pool.acquire().await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *conn)
-        .await?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(QueueError::TooNew(version));
-    }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        // The version is our own integer, not input.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            i + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-    }
-    Ok(())
+    crate::migrate::apply(pool, MIGRATIONS)
+        .await
+        .map_err(|e| match e {
+            crate::migrate::MigrateError::Db(e) => QueueError::Db(e),
+            crate::migrate::MigrateError::TooNew(v) => QueueError::TooNew(v),
+        })
 }
 
 /// False for a connection whose last transaction did not end cleanly; it is closed rather than
