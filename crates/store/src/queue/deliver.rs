@@ -52,7 +52,15 @@ impl Queue {
             let (rid, message, address, hop): (i64, String, String, Option<String>) =
                 (r.get(0), r.get(1), r.get(2), r.get(3));
             let attempts = u32::try_from(r.get::<i64, _>(4)).unwrap_or(0);
-            let hop = hop.map(|h| h.parse::<Route>()).transpose()?;
+            // A next hop this Postern cannot read holds up only its own recipient: it is left
+            // without one (the workers log it and its lease runs out), not the whole batch.
+            let hop = match hop.map(|h| h.parse::<Route>()).transpose() {
+                Ok(hop) => hop,
+                Err(e) => {
+                    tracing::error!(queue_id = %message, recipient = %address, error = %e, "cannot read the recipient's next hop");
+                    None
+                }
+            };
             if let Some(g) = groups.iter_mut().find(|g| g.id == message && g.hop == hop) {
                 g.recipients.push((rid, address));
                 g.attempts = g.attempts.max(attempts);

@@ -161,3 +161,45 @@ async fn a_copy_file_left_by_a_crash_before_its_commit_is_removed_at_start() {
     let listed = queue.list(None, 10).await.unwrap();
     assert!(queue.spool().read(&listed[0].id).is_ok());
 }
+
+#[tokio::test]
+async fn a_next_hop_the_store_cannot_read_holds_up_only_its_own_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).await.unwrap();
+    let id = accept(&queue, &["a@partner.example", "b@partner.example"]).await;
+    queue.claim_received(10).await.unwrap();
+    queue
+        .route(
+            &id,
+            &[
+                ("a@partner.example".into(), store::Route::External),
+                ("b@partner.example".into(), store::Route::External),
+            ],
+        )
+        .await
+        .unwrap();
+    // A row written by another Postern (or by hand) names a next hop this one does not know.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("queue.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE recipients SET hop = 'smarthost-2' WHERE address = 'b@partner.example'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let due = queue
+        .due(10, std::time::Duration::from_secs(60))
+        .await
+        .expect("the other recipients are still delivered");
+    let routed: Vec<_> = due
+        .iter()
+        .map(|d| (d.hop.clone(), d.recipients[0].1.as_str()))
+        .collect();
+    assert!(
+        routed.contains(&(Some(store::Route::External), "a@partner.example")),
+        "{routed:?}"
+    );
+    assert!(routed.contains(&(None, "b@partner.example")), "{routed:?}");
+}
