@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use envelope::{Address, DecapsCache, EncapsCache, Epoch};
 use mime::MimeSettings;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use store::{Backoff, Decision, Envelope, Errored, MessageCopy, Queue, Route};
 use tokio::sync::{Notify, Semaphore};
 
@@ -83,15 +85,36 @@ pub struct Settings {
     pub hostname: String,
 }
 
-/// Counters of the transformations, for `/metrics`.
-#[derive(Debug, Default)]
+/// Counters of the transformations, for `/metrics`. Cloning shares them.
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     /// Sealed messages made.
-    pub encrypted: std::sync::atomic::AtomicU64,
+    pub encrypted: Counter,
     /// Messages opened.
-    pub decrypted: std::sync::atomic::AtomicU64,
+    pub decrypted: Counter,
     /// Recipients put in the errored queue.
-    pub errored: std::sync::atomic::AtomicU64,
+    pub errored: Counter,
+}
+
+impl Counters {
+    /// Adds the counters to `registry` under their `postern_` names.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "postern_encrypted",
+            "Sealed messages made",
+            self.encrypted.clone(),
+        );
+        registry.register(
+            "postern_decrypted",
+            "Sealed messages opened",
+            self.decrypted.clone(),
+        );
+        registry.register(
+            "postern_errored",
+            "Recipients put in the errored queue",
+            self.errored.clone(),
+        );
+    }
 }
 
 /// Decides and transforms received messages.

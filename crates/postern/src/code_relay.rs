@@ -5,6 +5,10 @@
 use std::sync::Arc;
 
 use keyserver::relay::{RelayHealth, RelayState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use web::status::{CODE_RELAY, Report, State};
 
 use crate::supervise::Check;
@@ -54,17 +58,32 @@ impl Check for CodeRelay {
             detail,
         }
     }
+}
 
-    fn metrics(&self) -> String {
-        format!(
-            "# HELP postern_code_relay_up Whether the relay for sign-in code emails answered its last check or send.\n\
-             # TYPE postern_code_relay_up gauge\n\
-             postern_code_relay_up {}\n\
-             # HELP postern_code_sends_failed_total Sign-in code emails that could not be sent.\n\
-             # TYPE postern_code_sends_failed_total counter\n\
-             postern_code_sends_failed_total {}\n",
-            u8::from(self.0.last().state == RelayState::Reachable),
-            self.0.failed_sends()
-        )
+impl std::fmt::Debug for CodeRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeRelay")
+            .field("address", &self.0.address())
+            .finish()
+    }
+}
+
+/// `postern_code_relay_up` and `postern_code_sends_failed_total`, read at each scrape.
+impl Collector for CodeRelay {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let up = ConstGauge::new(i64::from(self.0.last().state == RelayState::Reachable));
+        up.encode(encoder.encode_descriptor(
+            "postern_code_relay_up",
+            "Whether the relay for sign-in code emails answered its last check or send.",
+            None,
+            up.metric_type(),
+        )?)?;
+        let failed = ConstCounter::new(self.0.failed_sends());
+        failed.encode(encoder.encode_descriptor(
+            "postern_code_sends_failed",
+            "Sign-in code emails that could not be sent.",
+            None,
+            failed.metric_type(),
+        )?)
     }
 }

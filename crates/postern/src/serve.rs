@@ -11,7 +11,6 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use store::keyserver::Store;
 use tokio::net::TcpListener;
-use web::status::Status;
 use zeroize::Zeroizing;
 
 use crate::ServeArgs;
@@ -20,6 +19,7 @@ use crate::files;
 
 mod key_server;
 mod mail;
+mod metrics;
 
 use key_server::start_keyserver;
 use mail::start_mail;

@@ -12,6 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use clock::SharedClock;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use web::status::{Report, State, Status};
 
 /// A loop that has not come round for this long (seconds) is reported as stalled. Long enough
@@ -207,8 +212,6 @@ impl Component {
 pub trait Check: Send + Sync {
     /// Its state at `now` (Unix seconds).
     fn report(&self, now: u64) -> Report;
-    /// Its own Prometheus lines, with their HELP and TYPE.
-    fn metrics(&self) -> String;
 }
 
 /// The components of this process, in the order the status page lists them.
@@ -280,47 +283,54 @@ impl Status for Components {
         reports.extend(self.checks().iter().map(|c| c.report(now)));
         reports
     }
+}
 
-    /// The components as Prometheus gauges (1 running, 0 stalled or stopped).
-    fn metrics(&self, now: u64) -> String {
-        let mut text = String::from(
-            "# HELP postern_component_up Whether a component runs and its loop comes round.\n# TYPE postern_component_up gauge\n",
-        );
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.list().iter().map(|c| c.name.clone()).collect();
+        f.debug_struct("Components")
+            .field("list", &names)
+            .field("checks", &self.checks().len())
+            .finish()
+    }
+}
+
+/// The components for `/metrics`, read at each scrape: `postern_component_up` (1 running, 0
+/// stalled, stopped or down) for the tasks and the checked parts, and
+/// `postern_component_restarts_total` for the tasks.
+impl Collector for Components {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let now = self.clock.now();
         let list = self.list();
         let checks = self.checks();
-        let label = |name: &str| -> String {
-            name.chars()
-                .map(|c| match c {
-                    '"' | '\\' | '\n' => '_',
-                    c => c,
-                })
-                .collect()
-        };
         let reports = list
             .iter()
             .map(|c| c.report(now))
             .chain(checks.iter().map(|c| c.report(now)));
-        for r in reports {
-            text.push_str(&format!(
-                "postern_component_up{{component=\"{}\"}} {}\n",
-                label(&r.name),
-                u8::from(r.state == State::Running)
-            ));
+        {
+            let mut up = encoder.encode_descriptor(
+                "postern_component_up",
+                "Whether a component runs and its loop comes round.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in reports {
+                let labels = [("component", r.name.as_str())];
+                ConstGauge::new(i64::from(r.state == State::Running))
+                    .encode(up.encode_family(&labels)?)?;
+            }
         }
-        text.push_str(
-            "# HELP postern_component_restarts_total Restarts of a component after a failure.\n# TYPE postern_component_restarts_total counter\n",
-        );
+        let mut restarts = encoder.encode_descriptor(
+            "postern_component_restarts",
+            "Restarts of a component after a failure.",
+            None,
+            MetricType::Counter,
+        )?;
         for c in &list {
-            text.push_str(&format!(
-                "postern_component_restarts_total{{component=\"{}\"}} {}\n",
-                label(&c.name),
-                c.restarts()
-            ));
+            let labels = [("component", c.name.as_str())];
+            ConstCounter::new(c.restarts()).encode(restarts.encode_family(&labels)?)?;
         }
-        for c in &checks {
-            text.push_str(&c.metrics());
-        }
-        text
+        Ok(())
     }
 }
 
@@ -333,6 +343,15 @@ mod tests {
         clock::Clock::now(&clock::SystemClock::new())
     }
 
+    /// What `/metrics` shows of `all`, as a registry encodes it.
+    fn exposition(all: &Arc<Components>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(all.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
     fn state_of(all: &Components, name: &str, now: u64) -> Report {
         all.reports(now)
             .into_iter()
@@ -342,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_ends_panics_or_shuts_down_is_reported_as_it_happened() {
-        let all = Components::new(clock::SystemClock::shared());
+        let all = Arc::new(Components::new(clock::SystemClock::shared()));
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
 
@@ -378,13 +397,20 @@ mod tests {
         assert_eq!(r.state, State::Stopped);
         assert_eq!(r.detail, "stopped: shut down");
 
-        let metrics = all.metrics(now);
-        assert!(metrics.contains("postern_component_up{component=\"Panics\"} 0"));
+        let metrics = exposition(&all);
+        assert!(
+            metrics.contains("postern_component_up{component=\"Panics\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("postern_component_up{component=\"Waiting\"} 0"),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]
     async fn a_supervised_task_that_fails_is_started_again_and_says_so() {
-        let all = Components::new(clock::SystemClock::shared());
+        let all = Arc::new(Components::new(clock::SystemClock::shared()));
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let runs = Arc::new(AtomicU64::new(0));
         let c = all.add("Delivery", "delivers");
@@ -416,9 +442,10 @@ mod tests {
         assert!(r.detail.contains("an internal error"), "{}", r.detail);
         let later = state_of(&all, "Delivery", now() + STALL_SECS);
         assert_eq!(later.state, State::Running, "{}", later.detail);
+        let metrics = exposition(&all);
         assert!(
-            all.metrics(now())
-                .contains("postern_component_restarts_total{component=\"Delivery\"} 1")
+            metrics.contains("postern_component_restarts_total{component=\"Delivery\"} 1"),
+            "{metrics}"
         );
         stop_tx.send(true).unwrap();
         supervisor.await.unwrap();
@@ -453,16 +480,18 @@ mod tests {
 
     #[test]
     fn a_loop_that_stops_coming_round_is_stalled_then_running_again() {
-        let all = Components::new(clock::SystemClock::shared());
+        let clock = clock::ManualClock::at(1_000 + STALL_SECS);
+        let all = Arc::new(Components::new(clock.clone()));
         let beat = Arc::new(AtomicU64::new(1_000));
         all.add_with_beat("Delivery", "sending", beat.clone());
         assert_eq!(state_of(&all, "Delivery", 1_010).state, State::Running);
         let r = state_of(&all, "Delivery", 1_000 + STALL_SECS + 60);
         assert_eq!(r.state, State::Stalled);
         assert!(r.detail.contains("6 min"), "{}", r.detail);
+        let metrics = exposition(&all);
         assert!(
-            all.metrics(1_000 + STALL_SECS)
-                .contains("postern_component_up{component=\"Delivery\"} 0")
+            metrics.contains("postern_component_up{component=\"Delivery\"} 0"),
+            "{metrics}"
         );
         beat.store(1_000 + STALL_SECS, Ordering::Relaxed);
         assert_eq!(

@@ -58,20 +58,7 @@ fn metrics(gw: &Gateway) -> String {
 
 /// The console's status page, as an administrator made with `postern admin create` sees it.
 fn status_page(gw: &Gateway) -> String {
-    common::make_admin(gw);
-    let mut admin = Browser::new(gw.web);
-    let (_, _, page) = admin.get("/admin/login");
-    let csrf = field(&page, "csrf");
-    let (status, path, page) = admin.post(
-        "/admin/login",
-        &[
-            ("csrf", &csrf),
-            ("name", "root"),
-            ("password", common::ADMIN_PASSWORD),
-        ],
-    );
-    assert_eq!((status, path.as_str()), (200, "/admin/status"), "{page}");
-    page
+    common::signed_in_admin(gw).1
 }
 
 #[test]

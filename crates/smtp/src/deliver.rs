@@ -201,9 +201,7 @@ impl Deliverer {
         for ((rid, address), result) in d.recipients.iter().zip(results) {
             let outcome = match result {
                 Attempt::Delivered(reply) => {
-                    self.metrics
-                        .delivered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.delivered.inc();
                     self.metrics
                         .observe_latency(now.saturating_sub(d.received_at) as f64);
                     tracing::info!(queue_id = %d.id, recipient = %address, hop = %hop, "delivered: {reply}");
@@ -211,9 +209,7 @@ impl Deliverer {
                 }
                 Attempt::Temporary(reply) if !expired => {
                     let retry_at = now + self.backoff(d.attempts);
-                    self.metrics
-                        .deferred
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.deferred.inc();
                     tracing::warn!(queue_id = %d.id, recipient = %address, hop = %hop, retry_in = retry_at - now, "deferred: {reply}");
                     Outcome::Deferred { retry_at, reply }
                 }
@@ -224,9 +220,7 @@ impl Deliverer {
                         }
                         Attempt::Permanent(reply) | Attempt::Delivered(reply) => reply,
                     };
-                    self.metrics
-                        .bounced
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.bounced.inc();
                     tracing::warn!(queue_id = %d.id, recipient = %address, hop = %hop, "bounced: {reply}");
                     bounced.push((address.clone(), reply.clone()));
                     Outcome::Bounced(reply)

@@ -1,6 +1,6 @@
-//! What the status page and `/metrics` show of the gateway's background tasks and the services
-//! it depends on. The binary runs and supervises them; the pages only report what a [`Status`]
-//! they are given says.
+//! What the status page shows of the gateway's background tasks and the services it depends
+//! on. The binary runs and supervises them (and exposes them on `/metrics`); the pages only
+//! report what a [`Status`] they are given says.
 
 use serde::Serialize;
 
@@ -43,6 +43,4 @@ pub struct Report {
 pub trait Status: Send + Sync {
     /// Every component's state at `now` (Unix seconds).
     fn reports(&self, now: u64) -> Vec<Report>;
-    /// Their Prometheus lines, with HELP and TYPE.
-    fn metrics(&self, now: u64) -> String;
 }

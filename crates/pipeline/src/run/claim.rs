@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envelope::Address;
@@ -340,7 +339,7 @@ impl Pipeline {
         }
         let errored = work.decision.errored.len() as u64;
         if errored > 0 {
-            self.counters.errored.fetch_add(errored, Ordering::Relaxed);
+            self.counters.errored.inc_by(errored);
         }
         work
     }

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use envelope::{Address, Epoch, KeyId};
 use store::MessageCopy;
@@ -112,7 +111,7 @@ impl Pipeline {
             }
             Err(e) => return work.fail(id, &names, Failed::retry("cannot decrypt", e)),
         };
-        self.counters.decrypted.fetch_add(1, Ordering::Relaxed);
+        self.counters.decrypted.inc();
         let verdict = signature.header_value();
         if matches!(signature, mime::Signature::Invalid { .. })
             && self.mime.error_on_verification_failure

@@ -3,7 +3,6 @@
 //! sealed in with it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use envelope::{Address, Epoch};
 use store::MessageCopy;
@@ -162,7 +161,7 @@ impl Pipeline {
             let names: Vec<String> = group.iter().map(|(r, _)| r.clone()).collect();
             match made {
                 Ok(Ok(made)) => {
-                    self.counters.encrypted.fetch_add(1, Ordering::Relaxed);
+                    self.counters.encrypted.inc();
                     let default = from.as_ref() != Some(&signed_as);
                     let note = format!(
                         "encrypted for {} ({epoch}); signed as {signed_as}{}{}",

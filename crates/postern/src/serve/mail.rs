@@ -16,7 +16,6 @@ pub(super) async fn start_mail(
     clock: SharedClock,
 ) -> Result<(axum::Router, Vec<Task>)> {
     use smtp::session::Shared;
-    use std::sync::atomic::Ordering;
 
     let hostname = hostname(config);
     let queue = store::Queue::open_with_clock(&config.queue_dir(), clock.clone())
@@ -45,8 +44,9 @@ pub(super) async fn start_mail(
             .context("cannot read or make the gateway's mark key")?,
     ));
     let components = Arc::new(crate::supervise::Components::new(clock.clone()));
-    if let Some(relay) = code_relay {
-        components.add_check(Arc::new(crate::code_relay::CodeRelay(relay)));
+    let relay = code_relay.map(|r| Arc::new(crate::code_relay::CodeRelay(r)));
+    if let Some(relay) = &relay {
+        components.add_check(relay.clone());
     }
     let web_gateway = web::Gateway {
         queue: queue.clone(),
@@ -98,8 +98,8 @@ pub(super) async fn start_mail(
             source,
             guard: mime::Guard::new(&config.mime, &hostname),
             on_accept: Box::new(move |_, size| {
-                m.received.fetch_add(1, Ordering::Relaxed);
-                m.received_bytes.fetch_add(size, Ordering::Relaxed);
+                m.received.inc();
+                m.received_bytes.inc_by(size);
                 wake.notify_one();
             }),
         });
@@ -151,47 +151,19 @@ pub(super) async fn start_mail(
         move || d.clone().run(s.clone()),
         &stop,
     ));
-    let render_queue = queue.clone();
-    let metrics_clock = clock.clone();
+    let mut exposition = super::metrics::Exposition::new(queue.clone(), pipeline.keys().clone());
+    metrics.register(exposition.registry());
+    pipeline.counters.register(exposition.registry());
+    exposition.collector(components.clone());
+    if let Some(relay) = relay {
+        exposition.collector(relay);
+    }
+    let exposition = Arc::new(exposition);
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (queue, metrics, pipeline, components, clock) = (
-                render_queue.clone(),
-                metrics.clone(),
-                pipeline.clone(),
-                components.clone(),
-                metrics_clock.clone(),
-            );
-            async move {
-                let depth = queue.depth().await.unwrap_or_default();
-                let held = queue.quarantine_depth().await.unwrap_or_default();
-                let mut text = metrics.render(depth.received, depth.pending, depth.deferred);
-                text.push_str(&format!(
-                    "# HELP postern_quarantined Messages held in quarantine areas.\n# TYPE postern_quarantined gauge\npostern_quarantined {held}\n"
-                ));
-                let c = &pipeline.counters;
-                text.push_str(&format!(
-                    "# HELP postern_queue_errored Recipients waiting in the errored queue for a key.\n# TYPE postern_queue_errored gauge\npostern_queue_errored {}\n\
-                     # HELP postern_encrypted_total Sealed messages made.\n# TYPE postern_encrypted_total counter\npostern_encrypted_total {}\n\
-                     # HELP postern_decrypted_total Sealed messages opened.\n# TYPE postern_decrypted_total counter\npostern_decrypted_total {}\n\
-                     # HELP postern_errored_total Recipients put in the errored queue.\n# TYPE postern_errored_total counter\npostern_errored_total {}\n\
-                     # HELP postern_keyserver_up Whether the key server answered the last request.\n# TYPE postern_keyserver_up gauge\npostern_keyserver_up {}\n",
-                    depth.errored,
-                    c.encrypted.load(Ordering::Relaxed),
-                    c.decrypted.load(Ordering::Relaxed),
-                    c.errored.load(Ordering::Relaxed),
-                    u8::from(!pipeline.keys().is_down()),
-                ));
-                text.push_str(&components.metrics(clock.now()));
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    text,
-                )
-            }
+            let exposition = exposition.clone();
+            async move { exposition.answer().await }
         }),
     );
     let token = admin_token(&config.data_dir)?;

@@ -395,3 +395,22 @@ pub fn make_admin(gw: &Gateway) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A browser signed in to the console as `root`, made with [`make_admin`]; and the page the
+/// login led to (the status page).
+pub fn signed_in_admin(gw: &Gateway) -> (Browser, String) {
+    make_admin(gw);
+    let mut admin = Browser::new(gw.web);
+    let (_, _, page) = admin.get("/admin/login");
+    let csrf = field(&page, "csrf");
+    let (status, path, page) = admin.post(
+        "/admin/login",
+        &[
+            ("csrf", &csrf),
+            ("name", "root"),
+            ("password", ADMIN_PASSWORD),
+        ],
+    );
+    assert_eq!((status, path.as_str()), (200, "/admin/status"), "{page}");
+    (admin, page)
+}

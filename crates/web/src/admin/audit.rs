@@ -6,18 +6,21 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::{Admin, Console, page, when};
+use super::{Admin, Console, ConsoleError, page, when};
 
 /// `GET /admin/audit`.
-pub(super) async fn show(State(c): State<Arc<Console>>, admin: Admin) -> Response {
+pub(super) async fn show(
+    State(c): State<Arc<Console>>,
+    admin: Admin,
+) -> Result<Response, ConsoleError> {
     let rows: Vec<_> = c
         .gateway
         .queue
         .audit_log(500)
         .await
-        .unwrap_or_default()
+        .map_err(|e| ConsoleError::internal("cannot read the audit log", e))?
         .into_iter()
         .map(|e| (when(e.at), e.actor, e.action, e.detail))
         .collect();
-    page(&admin, "audit", "admin/audit.html", None, rows)
+    Ok(page(&admin, "audit", "admin/audit.html", None, rows))
 }

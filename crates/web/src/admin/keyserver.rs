@@ -23,16 +23,28 @@ struct KeyServerPage {
     /// What was typed into the create form, shown again after an error.
     name: String,
     domains: String,
+    /// Lists that could not be read, and why.
+    unreadable: Vec<String>,
 }
 
 async fn keyserver_page(c: &Console) -> KeyServerPage {
     let Some(ks) = &c.gateway.keyserver else {
         return KeyServerPage::default();
     };
+    // A list that cannot be read is said so, not shown empty; the page still answers, so that
+    // a token just made is shown.
+    let mut unreadable = Vec::new();
+    let mut read = |what: &str, e: store::keyserver::StoreError| {
+        tracing::warn!("key server page: cannot read {what}: {e}");
+        unreadable.push(format!("{what}: {e}"));
+    };
     let tokens = ks
         .list_tokens()
         .await
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            read("the gateway tokens", e);
+            Vec::new()
+        })
         .into_iter()
         .map(|t| {
             (
@@ -47,7 +59,10 @@ async fn keyserver_page(c: &Console) -> KeyServerPage {
     let mut audit: Vec<_> = ks
         .audit_log(None, Some(since))
         .await
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            read("the key issuance audit log", e);
+            Vec::new()
+        })
         .into_iter()
         .map(|e| {
             (
@@ -69,6 +84,7 @@ async fn keyserver_page(c: &Console) -> KeyServerPage {
         local: true,
         tokens,
         audit,
+        unreadable,
         ..KeyServerPage::default()
     }
 }

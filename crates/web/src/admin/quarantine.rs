@@ -119,7 +119,7 @@ pub(super) async fn show(
     let areas = q
         .areas()
         .await
-        .unwrap_or_default()
+        .map_err(|e| ConsoleError::internal("cannot read the quarantine areas", e))?
         .into_iter()
         .map(|a| (a.name, a.retention_secs / 86_400, a.held))
         .collect();

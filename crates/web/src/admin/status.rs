@@ -13,9 +13,33 @@ use crate::status::{self, Report};
 #[derive(Serialize)]
 struct StatusPage {
     components: Vec<Report>,
-    stats: Vec<(String, u64)>,
-    chart: String,
-    total_hour: u64,
+    /// Each count with its name; "unknown" when the database could not be read.
+    stats: Vec<(String, String)>,
+    /// The chart, or none when the counts could not be read.
+    chart: Option<String>,
+    total_hour: Option<u64>,
+    /// What could not be read, and why: said at the top rather than shown as zeros.
+    unreadable: Vec<String>,
+}
+
+/// A count, or "unknown" with the reason kept for the page's notice and the log.
+fn count<T>(
+    read: Result<T, store::QueueError>,
+    what: &str,
+    unreadable: &mut Vec<String>,
+) -> Option<T> {
+    match read {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("status page: cannot read {what}: {e}");
+            unreadable.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+fn shown(n: Option<u64>) -> String {
+    n.map_or_else(|| "unknown".into(), |n| n.to_string())
 }
 
 /// `GET /admin/status`.
@@ -25,22 +49,32 @@ pub(super) async fn show(
     Query(flash): Query<Flash>,
 ) -> Response {
     let q = &c.gateway.queue;
-    let depth = q.depth().await.unwrap_or_default();
-    let held = q.quarantine_depth().await.unwrap_or_default();
+    let mut unreadable = Vec::new();
+    let depth = count(q.depth().await, "the queue's depths", &mut unreadable);
+    let held = count(
+        q.quarantine_depth().await,
+        "the quarantine's count",
+        &mut unreadable,
+    );
     let reachable = c.gateway.keys.client().reachable().await;
     let now = c.now();
-    let per_minute = q.received_per_minute(now, 60).await.unwrap_or_default();
+    let per_minute = count(
+        q.received_per_minute(now, 60).await,
+        "the messages received in the last hour",
+        &mut unreadable,
+    );
     // The tasks' own state, with what the queue says about each one's work.
     let mut components = c.gateway.components.reports(now);
     for r in &mut components {
         if r.state != status::State::Running {
             continue;
         }
-        let work = match r.name.as_str() {
-            status::POLICY => format!("{} message(s) waiting", depth.received),
-            status::DELIVERY => {
-                format!("{} to send, {} to retry", depth.pending, depth.deferred)
+        let work = match (r.name.as_str(), &depth) {
+            (status::POLICY, Some(d)) => format!("{} message(s) waiting", d.received),
+            (status::DELIVERY, Some(d)) => {
+                format!("{} to send, {} to retry", d.pending, d.deferred)
             }
+            (status::POLICY | status::DELIVERY, None) => "queue depth unknown".into(),
             _ => continue,
         };
         r.detail = format!("{}; {work}", r.detail);
@@ -63,7 +97,7 @@ pub(super) async fn show(
         state: status::State::Running,
         detail: "serving this page".into(),
     });
-    let total_hour = per_minute.iter().sum();
+    let d = |f: fn(&store::Depth) -> u64| shown(depth.as_ref().map(f));
     page(
         &admin,
         "status",
@@ -72,14 +106,15 @@ pub(super) async fn show(
         StatusPage {
             components,
             stats: vec![
-                ("Waiting for policy".into(), depth.received),
-                ("Waiting to be sent".into(), depth.pending),
-                ("Deferred (retrying)".into(), depth.deferred),
-                ("Errored (waiting for a key)".into(), depth.errored),
-                ("Quarantined".into(), held),
+                ("Waiting for policy".into(), d(|d| d.received)),
+                ("Waiting to be sent".into(), d(|d| d.pending)),
+                ("Deferred (retrying)".into(), d(|d| d.deferred)),
+                ("Errored (waiting for a key)".into(), d(|d| d.errored)),
+                ("Quarantined".into(), shown(held)),
             ],
-            chart: chart(&per_minute),
-            total_hour,
+            chart: per_minute.as_deref().map(chart),
+            total_hour: per_minute.map(|p| p.iter().sum()),
+            unreadable,
         },
     )
 }
