@@ -67,7 +67,7 @@ pub async fn bounce(
     d: &store::Delivery,
     failed: &[(String, String)],
 ) -> Result<String, QueueError> {
-    let header = queue.quotable_header(d);
+    let header = queue.quotable_header(d).await;
     let text = mime::report::delivery_report(&mime::report::DeliveryReport {
         hostname,
         sender: &d.sender,

@@ -1,13 +1,11 @@
 //! Blocking file work for the policy: the view its conditions read, and copies of a message
 //! with the header changes of non-terminal actions (added fields, a tagged subject).
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
 
 use policy::limits::first_cut;
 use policy::{Cut, Limits, MessageView};
-use store::{Finished, Spool};
+use store::{Body, Finished, Spool};
 
 use transform::read_head;
 
@@ -32,13 +30,13 @@ impl Changes {
 /// How much of a message is read before looking for a part or depth limit.
 const PROBE_BYTES: usize = 1 << 20;
 
-/// The policy's view of the message at `path`: the first `limit` bytes are scanned (a larger
+/// The policy's view of `body`: the first `limit` bytes are scanned (a larger
 /// message's tail is not; its size still counts in full), within `limits`; the view says when
 /// either cut the scan. When the policy looks at no content (`content` false: no body or
 /// attachment condition), only the header section is read.
-pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Result<MessageView> {
-    let file = File::open(path)?;
-    let size = file.metadata()?.len();
+pub fn view(body: &Body, limit: u64, limits: &Limits, content: bool) -> io::Result<MessageView> {
+    let file = body.open()?;
+    let size = body.len();
     let raw = if content {
         // The first megabyte alone when a part or depth limit is reached in it (a cut found in
         // a prefix is the message's own): many tiny parts then cost no large buffer.
@@ -52,7 +50,7 @@ pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Resu
         }
         raw
     } else {
-        read_head(path)?
+        read_head(body)?
     };
     let mut view = MessageView::parse_with(&raw, limits);
     view.size = size;
@@ -64,7 +62,7 @@ pub fn view(path: &Path, limit: u64, limits: &Limits, content: bool) -> io::Resu
 
 /// Copies `source` into a new spool file with `changes` applied to its header section; the
 /// body is streamed unchanged. The copy is fsynced (it becomes a queued message).
-pub fn copy_with_changes(source: &Path, changes: &Changes, spool: &Spool) -> io::Result<Finished> {
+pub fn copy_with_changes(source: &Body, changes: &Changes, spool: &Spool) -> io::Result<Finished> {
     let head = read_head(source)?;
     let mut out = spool.create()?;
     let mut top = String::new();
@@ -75,7 +73,7 @@ pub fn copy_with_changes(source: &Path, changes: &Changes, spool: &Spool) -> io:
     let names: Vec<&str> = changes.remove.iter().map(String::as_str).collect();
     let kept = mime::headers::without_fields(&head, &names);
     out.write_all(&tag_subject(&kept, &changes.tags))?;
-    let mut rest = BufReader::new(File::open(source)?);
+    let mut rest = BufReader::new(source.open()?);
     io::copy(&mut (&mut rest).take(head.len() as u64), &mut io::sink())?;
     io::copy(&mut rest, &mut out)?;
     out.finish()
@@ -140,7 +138,6 @@ mod tests {
     /// message, none for a message within both or when only the header section is read.
     #[test]
     fn the_view_says_which_limit_cut_the_scan() {
-        let dir = tempfile::tempdir().unwrap();
         let mut many =
             b"Subject: many\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
         for i in 0..100_000 {
@@ -150,8 +147,7 @@ mod tests {
             );
         }
         many.extend(b"--b--\r\n");
-        let path = dir.path().join("many.eml");
-        std::fs::write(&path, &many).unwrap();
+        let path = Body::from_bytes(many.clone());
         let limits = Limits::default();
         let seen = view(&path, 10 << 20, &limits, true).unwrap();
         assert_eq!(seen.cut, Some(Cut::Parts(1000)));
@@ -160,8 +156,7 @@ mod tests {
         assert_eq!(view(&path, 10 << 20, &limits, false).unwrap().cut, None);
 
         let long = format!("Subject: long\r\n\r\n{}", "0123456789\r\n".repeat(1000));
-        let path = dir.path().join("long.eml");
-        std::fs::write(&path, &long).unwrap();
+        let path = Body::from_bytes(long.into_bytes());
         assert_eq!(
             view(&path, 4096, &limits, true).unwrap().cut,
             Some(Cut::Bytes(4096))
@@ -187,19 +182,15 @@ mod tests {
     fn a_copy_carries_the_changes_and_the_body_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let src = dir.path().join("src.eml");
-        std::fs::write(
-            &src,
-            b"Subject: Q3\r\nFrom: a@x.example\r\n\r\nbody line\r\nmore\r\n",
-        )
-        .unwrap();
+        let src =
+            Body::from_bytes(&b"Subject: Q3\r\nFrom: a@x.example\r\n\r\nbody line\r\nmore\r\n"[..]);
         let changes = Changes {
             headers: vec![("X-Class".into(), "secret\r\nBcc: evil".into())],
             tags: vec!["[C]".into()],
             remove: vec!["x-postern-signature".into()],
         };
         let copy = copy_with_changes(&src, &changes, &spool).unwrap();
-        let text = std::fs::read_to_string(copy.path()).unwrap();
+        let text = String::from_utf8(copy.body().to_vec().unwrap()).unwrap();
         assert_eq!(
             text,
             "X-Class: secret  Bcc: evil\r\nSubject: [C] Q3\r\nFrom: a@x.example\r\n\r\nbody line\r\nmore\r\n"

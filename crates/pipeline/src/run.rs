@@ -58,7 +58,7 @@ struct Work {
 /// The message being processed, as the actions need it.
 struct Message<'a> {
     id: &'a str,
-    path: &'a std::path::Path,
+    body: &'a store::Body,
     head: &'a [u8],
     envelope: &'a Envelope,
     subject: &'a str,

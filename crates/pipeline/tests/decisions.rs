@@ -176,8 +176,8 @@ impl Gateway {
             .collect()
     }
 
-    fn file(&self, id: &str) -> Vec<u8> {
-        std::fs::read(self.queue.spool().path(id)).unwrap()
+    async fn file(&self, id: &str) -> Vec<u8> {
+        self.queue.body(id).await.unwrap().to_vec().unwrap()
     }
 }
 
@@ -229,7 +229,7 @@ async fn outbound_mail_is_sealed_for_its_recipient_and_opened_by_the_recipients_
         "{note}"
     );
     assert_eq!(sealed.recipients[0].hop, Some(Route::External));
-    let email = corp.file(&sealed.id);
+    let email = corp.file(&sealed.id).await;
     assert!(contains(&email, "X-PP-ENCRYPTED: TRUE"));
     assert!(!contains(&email, secret), "the text left in clear");
 
@@ -243,7 +243,7 @@ async fn outbound_mail_is_sealed_for_its_recipient_and_opened_by_the_recipients_
     let note = opened[0].note.clone().unwrap_or_default();
     assert!(note.starts_with("decrypted; signature valid"), "{note}");
     assert_eq!(opened[0].recipients[0].hop, Some(Route::Internal));
-    assert!(contains(&partner.file(&opened[0].id), secret));
+    assert!(contains(&partner.file(&opened[0].id).await, secret));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +311,10 @@ actions = [{ do = "encrypt" }]
     let copies = corp.copies(&id).await;
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0].recipients[0].address, "carol@other.example");
-    assert!(contains(&corp.file(&copies[0].id), "X-PP-ENCRYPTED: TRUE"));
+    assert!(contains(
+        &corp.file(&copies[0].id).await,
+        "X-PP-ENCRYPTED: TRUE"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +358,7 @@ async fn without_a_key_a_copy_waits_in_the_errored_queue_and_bounces_when_its_li
         .find(|m| m.sender.is_empty() && m.source == Source::Local)
         .expect("a notification to the sender");
     assert_eq!(dsn.recipients[0].address, "alice@corp.example");
-    let text = corp.file(&dsn.id);
+    let text = corp.file(&dsn.id).await;
     assert!(contains(
         &text,
         "Subject: Undelivered Mail Returned to Sender"

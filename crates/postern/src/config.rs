@@ -27,7 +27,29 @@ pub struct Config {
     pub gateway: pipeline::GatewayConfig,
     /// How encrypted email is built and decrypted email restored (the MIMEBuilder).
     pub mime: mime::MimeSettings,
+    /// Where messages are kept.
+    pub store: StoreConfig,
 }
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Messages up to this many bytes are stored in the database with their row; larger ones
+    /// in spool files.
+    pub inline_limit: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            inline_limit: store::spool::DEFAULT_INLINE_LIMIT,
+        }
+    }
+}
+
+/// The largest `store.inline_limit`: each connection receiving a message may hold this much.
+const MAX_INLINE_LIMIT: u64 = 16 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -39,6 +61,7 @@ impl Default for Config {
             delivery: smtp::DeliveryConfig::default(),
             gateway: pipeline::GatewayConfig::default(),
             mime: mime::MimeSettings::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -212,6 +235,11 @@ impl Config {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
         self.web.validate()?;
+        if self.store.inline_limit > MAX_INLINE_LIMIT {
+            anyhow::bail!(
+                "store.inline_limit must be at most {MAX_INLINE_LIMIT} (16 MiB): every connection receiving a message may hold this much in memory"
+            );
+        }
         // A kept (large) message is opened in memory like a posted one; the largest accepted
         // must fit, with room for the sealed message's overhead.
         let largest = self.smtp.max_message_size.saturating_add(1024 * 1024);

@@ -138,9 +138,10 @@ fn test(
     let compiled = Compiled::new(policy)?;
     let raw =
         std::fs::read(message).with_context(|| format!("cannot read {}", message.display()))?;
-    let head = transform::read_head(message)?;
+    let body = store::Body::from_bytes(&raw[..]);
+    let head = transform::read_head(&body)?;
     let encrypted =
-        mime::is_encrypted(&mime::headers::fields(&head)) && transform::locate(message).is_ok();
+        mime::is_encrypted(&mime::headers::fields(&head)) && transform::locate(&body).is_ok();
     let internal: Vec<String> = loaded
         .smtp
         .internal_domains

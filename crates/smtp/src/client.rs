@@ -2,7 +2,6 @@
 //! (opportunistic or required), PIPELINING when offered, per-recipient replies, dot-stuffing,
 //! and connection reuse with RSET.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,21 +262,25 @@ impl Connection {
         }
     }
 
-    /// Sends one message from the file at `path` to `recipients`. Returns each recipient's
-    /// reply (the DATA reply for those accepted at RCPT).
-    pub async fn send_file(
+    /// Sends one stored message to `recipients`. Returns each recipient's reply (the DATA
+    /// reply for those accepted at RCPT).
+    pub async fn send_body(
         &mut self,
         sender: &str,
         recipients: &[String],
-        path: &Path,
+        body: &store::Body,
     ) -> Result<Vec<RecipientReply>, ClientError> {
-        let file = tokio::fs::File::open(path)
+        let reader = body
+            .open_async()
             .await
-            .map_err(|e| ClientError::Network(format!("cannot read the spooled message: {e}")))?;
+            .map_err(|e| ClientError::Network(format!("cannot read the queued message: {e}")))?;
+        let capacity = usize::try_from(body.len())
+            .unwrap_or(usize::MAX)
+            .clamp(1, 64 * 1024);
         self.send(
             sender,
             recipients,
-            BufReader::with_capacity(64 * 1024, file),
+            BufReader::with_capacity(capacity, reader),
         )
         .await
     }

@@ -145,16 +145,23 @@ impl Deliverer {
             return;
         };
         let hop = self.hops.of(&route);
-        let path = self.queue.spool().path(&d.id);
+        let body = match self.queue.body(&d.id).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Left leased: it is tried again when the lease ends, as after a crash.
+                tracing::error!(queue_id = %d.id, error = %e, "cannot read the message to deliver");
+                return;
+            }
+        };
         let addresses: Vec<String> = d.recipients.iter().map(|(_, a)| a.clone()).collect();
         let results: Vec<Attempt> = match &hop {
             NextHop::Maildir(root) => {
                 let mut out = Vec::new();
                 for a in &addresses {
-                    let (root, sender, a2, path) =
-                        (root.clone(), d.sender.clone(), a.clone(), path.clone());
+                    let (root, sender, a2, body) =
+                        (root.clone(), d.sender.clone(), a.clone(), body.clone());
                     let r = tokio::task::spawn_blocking(move || {
-                        crate::maildir::deliver(&root, &sender, &a2, &path)
+                        crate::maildir::deliver(&root, &sender, &a2, &body)
                     })
                     .await;
                     out.push(match r {
@@ -168,7 +175,7 @@ impl Deliverer {
                 out
             }
             NextHop::Smtp { host, port } => {
-                match self.smtp(&d, &route, host, *port, &addresses, &path).await {
+                match self.smtp(&d, &route, host, *port, &addresses, &body).await {
                     Ok(replies) => replies
                         .into_iter()
                         .map(|r| {
@@ -247,7 +254,7 @@ impl Deliverer {
         host: &str,
         port: u16,
         recipients: &[String],
-        path: &std::path::Path,
+        body: &store::Body,
     ) -> Result<Vec<crate::client::Reply>, ClientError> {
         let tls = self.config.starttls_for(route);
         let key = format!("{host}:{port}:{tls:?}");
@@ -262,12 +269,12 @@ impl Deliverer {
             Some(c) => c,
             None => Connection::open(host, port, &self.hostname, tls, timeout).await?,
         };
-        let result = conn.send_file(&d.sender, recipients, path).await;
+        let result = conn.send_body(&d.sender, recipients, body).await;
         let result = match result {
             // A reused connection may have been closed by the server meanwhile: one fresh try.
             Err(ClientError::Network(_)) if was_reused => {
                 let mut fresh = Connection::open(host, port, &self.hostname, tls, timeout).await?;
-                let r = fresh.send_file(&d.sender, recipients, path).await;
+                let r = fresh.send_body(&d.sender, recipients, body).await;
                 conn = fresh;
                 r
             }

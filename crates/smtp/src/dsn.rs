@@ -12,7 +12,7 @@ pub async fn queue(
     d: &Delivery,
     failed: &[(String, String)],
 ) -> Result<String, QueueError> {
-    let header = queue.quotable_header(d);
+    let header = queue.quotable_header(d).await;
     let text = delivery_report(&DeliveryReport {
         hostname,
         sender: &d.sender,

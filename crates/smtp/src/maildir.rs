@@ -2,15 +2,20 @@
 //! renamed (the Maildir protocol), with `Delivered-To` and `Return-Path` added.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Delivers the message at `message` to the Maildir at `root` for one recipient.
-pub fn deliver(root: &Path, sender: &str, recipient: &str, message: &Path) -> io::Result<String> {
+/// Delivers `message` to the Maildir at `root` for one recipient.
+pub fn deliver(
+    root: &Path,
+    sender: &str,
+    recipient: &str,
+    message: &store::Body,
+) -> io::Result<String> {
     for sub in ["tmp", "new", "cur"] {
         fs::create_dir_all(root.join(sub))?;
     }
@@ -37,15 +42,7 @@ pub fn deliver(root: &Path, sender: &str, recipient: &str, message: &Path) -> io
         out,
         "Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n"
     )?;
-    let mut input = File::open(message)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n])?;
-    }
+    io::copy(&mut message.open()?, &mut out)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     fs::rename(&tmp, root.join("new").join(&name))?;

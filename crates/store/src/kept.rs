@@ -2,15 +2,15 @@
 //! carries a link instead), and the copy a forward-to-decrypt answer links to.
 //!
 //! A link carries a random token; only its SHA-256 is stored, so the database alone does not
-//! give working links. The file lies in the spool's `kept/` directory under an id of its own.
+//! give working links. Its bytes are stored under an id of its own: in the database when small,
+//! else as a file in the spool's `kept/` directory.
 //! A kept message is recorded in the same transaction as the decision that made it
 //! ([`crate::Decision::kept`]) and removed by [`Queue::expire_kept`] when its time is over.
-
-use std::path::PathBuf;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::body::Body;
 use crate::queue::{Queue, QueueError, to_i64, to_u64};
 use crate::spool::Finished;
 
@@ -58,8 +58,8 @@ pub struct Keep {
 /// A kept sealed message found by its token.
 #[derive(Debug, Clone)]
 pub struct Kept {
-    /// Its file.
-    pub path: PathBuf,
+    /// The sealed message.
+    pub body: Body,
     /// Its size in bytes.
     pub size: u64,
     /// Why it is kept.
@@ -120,15 +120,21 @@ pub(crate) async fn insert(
 impl Queue {
     /// The kept message a link's `token` names, unless it expired by `now`.
     pub async fn kept(&self, token: &str, now: u64) -> Result<Option<Kept>, QueueError> {
-        let row: Option<(String, i64, String, i64)> = sqlx::query_as(
-            "SELECT id, size, kind, expires_at FROM kept WHERE token_hash = ?1 AND expires_at > ?2",
+        type Row = (String, i64, String, i64, Option<Vec<u8>>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT k.id, k.size, k.kind, k.expires_at, b.data
+             FROM kept k LEFT JOIN bodies b ON b.id = k.id
+             WHERE k.token_hash = ?1 AND k.expires_at > ?2",
         )
         .bind(token_hash(token))
         .bind(to_i64(now))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(id, size, kind, expires_at)| Kept {
-            path: self.spool.kept_path(&id),
+        Ok(row.map(|(id, size, kind, expires_at, data)| Kept {
+            body: match data {
+                Some(bytes) => Body::from_bytes(bytes),
+                None => Body::file(&self.spool.kept_path(&id), to_u64(size)),
+            },
             size: to_u64(size),
             kind: KeptKind::parse(&kind),
             expires_at: to_u64(expires_at),
@@ -156,14 +162,17 @@ impl Queue {
 
     /// Removes kept messages whose time ended by `now`, rows first; returns how many.
     pub async fn expire_kept(&self, now: u64) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
         let ids: Vec<String> =
             sqlx::query_scalar("DELETE FROM kept WHERE expires_at <= ?1 RETURNING id")
                 .bind(to_i64(now))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
+        let in_files = crate::queue::delete_bodies(&mut tx, &ids).await?;
+        tx.commit().await?;
         // The rows are gone; a file that cannot be removed now is removed at the next start
         // (no row names it). One failure does not keep the others.
-        for id in &ids {
+        for id in &in_files {
             if let Err(e) = self.spool.remove_kept(id) {
                 tracing::warn!(kept = %id, error = %e, "cannot remove an expired kept message");
             }

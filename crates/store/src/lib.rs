@@ -4,6 +4,7 @@
 //! server's tokens, and rate limits.
 
 pub mod accounts;
+pub mod body;
 pub mod console;
 pub mod kept;
 pub mod keyserver;
@@ -15,6 +16,7 @@ pub mod rate;
 pub mod secrets;
 pub mod spool;
 
+pub use body::{AsyncBodyReader, Body, BodyReader};
 pub use console::AuditEntry;
 pub use kept::{Keep, Kept, KeptKind};
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};

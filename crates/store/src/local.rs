@@ -37,15 +37,25 @@ impl Queue {
     /// The header section of `d` that a delivery report may quote: the message's own header
     /// (at most 32 KiB), or only its Message-ID for a transformed copy, whose inner header
     /// (a decrypted copy's) must not cross the network in clear.
-    pub fn quotable_header(&self, d: &Delivery) -> Vec<u8> {
+    pub async fn quotable_header(&self, d: &Delivery) -> Vec<u8> {
         if d.derived {
             let id = d.message_id.as_deref().unwrap_or("(none)");
             return format!("Message-ID: {id}\r\n").into_bytes();
         }
         let mut original = Vec::new();
-        if let Ok(f) = std::fs::File::open(self.spool().path(&d.id)) {
-            // What cannot be read is not quoted; the report still goes.
-            let _ = f.take(MAX_QUOTED_HEADER).read_to_end(&mut original);
+        // What cannot be read is not quoted; the report still goes.
+        if let Ok(body) = self.body(&d.id).await {
+            let read = tokio::task::spawn_blocking(move || {
+                let mut head = Vec::new();
+                body.open()?
+                    .take(MAX_QUOTED_HEADER)
+                    .read_to_end(&mut head)
+                    .map(|_| head)
+            })
+            .await;
+            if let Ok(Ok(head)) = read {
+                original = head;
+            }
         }
         let end = header_end(&original).unwrap_or(original.len());
         original.truncate(end);

@@ -21,6 +21,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::body::Body;
 use crate::spool::{Finished, Spool};
 
 /// Why the queue failed.
@@ -63,7 +64,7 @@ mod types;
 pub use types::*;
 
 use accept::committer;
-pub(crate) use decide::finish_done;
+pub(crate) use decide::{delete_bodies, finish_done};
 use deliver::recorder;
 use schema::{migrate, remove_orphans, still_usable};
 
@@ -203,8 +204,40 @@ impl Queue {
         &self.clock
     }
 
-    /// The spool, for writing incoming messages and reading queued ones.
+    /// Where messages are written while they arrive or are made ([`Spool::create`]).
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The same queue with messages up to `bytes` stored in the database (`store.inline_limit`;
+    /// 0 keeps every message in a file).
+    pub fn with_inline_limit(mut self, bytes: u64) -> Self {
+        self.spool = self.spool.with_inline_limit(bytes);
+        self
+    }
+
+    /// The bytes of message `id`, wherever they are kept.
+    pub async fn body(&self, id: &str) -> Result<Body, QueueError> {
+        let row: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT m.size, b.data FROM messages m LEFT JOIN bodies b ON b.id = m.id WHERE m.id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Err(QueueError::NotFound(format!("message {id}"))),
+            Some((_, Some(bytes))) => Ok(Body::from_bytes(bytes)),
+            Some((size, None)) => {
+                let path = self.spool.path(id);
+                // A finished message keeps its row as a record; its bytes are gone.
+                match std::fs::metadata(&path) {
+                    Ok(_) => Ok(Body::file(&path, to_u64(size))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+                        QueueError::NotFound(format!("content of message {id} (it is finished)")),
+                    ),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
     }
 }

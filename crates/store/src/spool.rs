@@ -1,6 +1,8 @@
-//! Message files. A message is written to `incoming/` while it arrives, fsynced, and renamed into
-//! `messages/` when the queue accepts it; the rename is made durable by the committer's fsync of
-//! the directory, shared by every message of a commit group.
+//! Where a message is written while it arrives or is made. A small one (up to the inline limit)
+//! stays in memory and is stored in the database with its row, in the same transaction: no file
+//! is created, fsynced or removed for it. A larger one spills to a file in `incoming/`, is
+//! fsynced, and is renamed into `messages/` when the queue accepts it; the rename is made
+//! durable by the committer's fsync of the directory, shared by every message of a commit group.
 //!
 //! A file in `incoming/` is removed as soon as its [`Incoming`] or [`Finished`] is dropped
 //! without having been placed: a message refused (a full disk, a client gone, a commit that
@@ -13,18 +15,26 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
-/// The spool directories.
+use crate::body::Body;
+
+/// Messages up to this size are kept in the database by default (`store.inline_limit`).
+pub const DEFAULT_INLINE_LIMIT: u64 = 256 * 1024;
+
+/// The spool directories, and the size up to which a message stays in memory.
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    inline_limit: usize,
 }
 
-/// A message file being received. Dropped, it removes its file.
-#[derive(Debug)]
+/// A message being received or made: in memory while it is small, in a file in `incoming/`
+/// once it is not. Dropped, it removes its file.
 pub struct Incoming {
-    file: BufWriter<File>,
-    path: Unplaced,
+    held: Vec<u8>,
+    file: Option<(BufWriter<File>, Unplaced)>,
     len: u64,
+    limit: usize,
+    dir: PathBuf,
 }
 
 /// A file in `incoming/`, removed when this is dropped. Once the file is placed (renamed out of
@@ -55,37 +65,38 @@ impl Spool {
         }
         Ok(Spool {
             root: root.to_path_buf(),
+            inline_limit: DEFAULT_INLINE_LIMIT as usize,
         })
+    }
+
+    /// The same spool with messages up to `bytes` kept in memory and stored in the database
+    /// (0: every message in a file).
+    pub fn with_inline_limit(mut self, bytes: u64) -> Self {
+        self.inline_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
     }
 
     /// The spool under `root` as it is, touching nothing (for tools beside a running gateway).
     pub fn existing(root: &Path) -> Self {
         Spool {
             root: root.to_path_buf(),
+            inline_limit: DEFAULT_INLINE_LIMIT as usize,
         }
     }
 
-    /// Starts a new message file.
+    /// Starts a message. Nothing touches the disk until it outgrows the inline limit.
     pub fn create(&self) -> io::Result<Incoming> {
-        let mut raw = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let path = self.root.join("incoming").join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        let path = Unplaced(path);
         Ok(Incoming {
-            file: BufWriter::with_capacity(128 * 1024, file),
-            path,
+            held: Vec::new(),
+            file: None,
             len: 0,
+            limit: self.inline_limit,
+            dir: self.root.join("incoming"),
         })
     }
 
-    /// Where the message `id` lives once accepted.
-    pub fn path(&self, id: &str) -> PathBuf {
+    /// Where the message `id` lives once accepted, if it is kept in a file.
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.root.join("messages").join(id)
     }
 
@@ -95,7 +106,7 @@ impl Spool {
     }
 
     /// Where a sealed message kept on the server is (see [`crate::kept`]).
-    pub fn kept_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn kept_path(&self, id: &str) -> PathBuf {
         self.root.join("kept").join(id)
     }
 
@@ -140,7 +151,7 @@ impl Spool {
     }
 
     /// Removes a message file (delivered or deleted).
-    pub fn remove(&self, id: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, id: &str) -> io::Result<()> {
         match fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -148,7 +159,7 @@ impl Spool {
     }
 
     /// The names of the message files in `messages/`.
-    pub fn names(&self) -> io::Result<Vec<String>> {
+    pub(crate) fn names(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.root.join("messages"))? {
             if let Some(name) = entry?.file_name().to_str() {
@@ -157,18 +168,53 @@ impl Spool {
         }
         Ok(out)
     }
+}
 
-    /// Reads a whole message.
-    pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.path(id))
+impl std::fmt::Debug for Incoming {
+    // Never the bytes: they are someone's mail.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("len", &self.len)
+            .field("in_file", &self.file.is_some())
+            .finish()
     }
 }
 
 impl Incoming {
-    /// Appends bytes.
+    /// Appends bytes; past the inline limit the message moves to a file.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some((file, _)) => file.write_all(bytes)?,
+            None if self.held.len() + bytes.len() <= self.limit => {
+                self.held.extend_from_slice(bytes);
+            }
+            None => {
+                let file = self.spill()?;
+                file.write_all(bytes)?;
+            }
+        }
         self.len += bytes.len() as u64;
-        self.file.write_all(bytes)
+        Ok(())
+    }
+
+    /// Creates the file and moves what is held into it.
+    fn spill(&mut self) -> io::Result<&mut BufWriter<File>> {
+        let mut raw = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        // Removed again if anything below fails.
+        let path = Unplaced(path);
+        let mut file = BufWriter::with_capacity(128 * 1024, file);
+        file.write_all(&self.held)?;
+        self.held = Vec::new();
+        let (file, _) = self.file.insert((file, path));
+        Ok(file)
     }
 
     /// Bytes written so far.
@@ -181,12 +227,10 @@ impl Incoming {
         self.len == 0
     }
 
-    /// Flushes and fsyncs; the file is then complete on disk. On failure the file is removed.
+    /// Completes the message. A file is flushed and fsynced, and is then complete on disk; on
+    /// failure it is removed. A message held in memory becomes durable with its row.
     pub fn finish(self) -> io::Result<Finished> {
-        let Incoming { file, path, len } = self;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(Finished { path, len })
+        self.complete(true)
     }
 
     /// Drops a message that will not be accepted (removing its file, as dropping it does).
@@ -194,40 +238,96 @@ impl Incoming {
         drop(self);
     }
 
-    /// Flushes without an fsync: for a scratch file that is read back and discarded (it is
-    /// cleared with `incoming/` after a crash). On failure the file is removed.
+    /// Completes without an fsync: for a scratch message that is read back and discarded (a
+    /// file is cleared with `incoming/` after a crash). On failure the file is removed.
     pub fn finish_unsynced(self) -> io::Result<Finished> {
-        let Incoming { file, path, len } = self;
-        file.into_inner().map_err(|e| e.into_error())?;
-        Ok(Finished { path, len })
+        self.complete(false)
+    }
+
+    fn complete(self, sync: bool) -> io::Result<Finished> {
+        let Incoming {
+            held, file, len, ..
+        } = self;
+        let stored = match file {
+            None => Stored::Inline(held.into()),
+            Some((file, path)) => {
+                let file = file.into_inner().map_err(|e| e.into_error())?;
+                if sync {
+                    file.sync_all()?;
+                }
+                Stored::File(path)
+            }
+        };
+        Ok(Finished { stored, len })
     }
 }
 
 impl Write for Incoming {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.len += n as u64;
-        Ok(n)
+        self.append(buf)?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        match &mut self.file {
+            Some((file, _)) => file.flush(),
+            None => Ok(()),
+        }
     }
 }
 
-/// A complete, fsynced message file waiting for its queue row. Dropped before it is placed, it
-/// removes its file.
+/// A complete message waiting for its queue row: in memory, or in an fsynced file that is
+/// removed when this is dropped before it is placed.
 #[derive(Debug)]
 pub struct Finished {
-    path: Unplaced,
+    stored: Stored,
     /// Its size in bytes.
     pub len: u64,
 }
 
+enum Stored {
+    Inline(std::sync::Arc<[u8]>),
+    File(Unplaced),
+}
+
+impl std::fmt::Debug for Stored {
+    // Never the bytes: they are someone's mail.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stored::Inline(b) => write!(f, "Inline({} bytes)", b.len()),
+            Stored::File(p) => write!(f, "File({})", p.0.display()),
+        }
+    }
+}
+
 impl Finished {
-    /// Where the file is.
-    pub fn path(&self) -> &Path {
-        &self.path.0
+    /// The message, to read before it is stored (or without storing it).
+    pub fn body(&self) -> Body {
+        match &self.stored {
+            Stored::Inline(b) => Body::inline(b.clone()),
+            Stored::File(p) => Body::file(&p.0, self.len),
+        }
+    }
+
+    /// True when the message is small enough to be stored in the database.
+    pub fn is_inline(&self) -> bool {
+        matches!(self.stored, Stored::Inline(_))
+    }
+
+    /// The bytes of a message stored in the database.
+    pub(crate) fn inline(&self) -> Option<&[u8]> {
+        match &self.stored {
+            Stored::Inline(b) => Some(b),
+            Stored::File(_) => None,
+        }
+    }
+
+    /// The file of a message too large for the database.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match &self.stored {
+            Stored::Inline(_) => None,
+            Stored::File(p) => Some(&p.0),
+        }
     }
 
     /// Drops a message that will not be accepted (removing its file, as dropping it does).

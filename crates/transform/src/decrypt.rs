@@ -2,14 +2,12 @@
 //! MTA re-encoded the attachment), the gateway's mark checked, and the original restored byte
 //! for byte with the decryption header and notice.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use envelope::{DecapsCache, DecryptionKey, Header, Opener, PublicParams, Verdict};
 use mime::{MimeSettings, Signature};
-use store::{Finished, Spool};
+use store::{Body, Finished, Spool};
 
 use sha2::Digest as _;
 
@@ -22,23 +20,23 @@ use crate::error::TransformError;
 /// when the attachment was re-encoded on the way.
 #[derive(Debug)]
 enum Sealed {
-    Stream(PathBuf),
+    Stream(Body),
     /// The sealed message, and the gateway's mark found after it.
     Whole(Vec<u8>, Option<String>),
 }
 
 impl Sealed {
-    fn locate(path: &Path) -> Result<Sealed, TransformError> {
-        let mut probe = mime::SealedReader::new(BufReader::new(File::open(path)?));
+    fn locate(body: &Body) -> Result<Sealed, TransformError> {
+        let mut probe = mime::SealedReader::new(BufReader::new(body.open()?));
         let mut first = [0u8; 1];
         match probe.read(&mut first) {
-            Ok(_) => Ok(Sealed::Stream(path.to_path_buf())),
+            Ok(_) => Ok(Sealed::Stream(body.clone())),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let len = std::fs::metadata(path)?.len();
+                let len = body.len();
                 if len > MAX_IN_MEMORY {
                     return Err(TransformError::TooLarge(len));
                 }
-                let bytes = std::fs::read(path)?;
+                let bytes = body.to_vec()?;
                 let (sealed, mark) = mime::sealed_and_mark_from_mime(&bytes)?;
                 Ok(Sealed::Whole(sealed, mark))
             }
@@ -48,9 +46,9 @@ impl Sealed {
 
     fn reader(&self) -> Result<Box<dyn Read + '_>, TransformError> {
         Ok(match self {
-            Sealed::Stream(p) => Box::new(mime::SealedReader::new(BufReader::with_capacity(
+            Sealed::Stream(b) => Box::new(mime::SealedReader::new(BufReader::with_capacity(
                 64 * 1024,
-                File::open(p)?,
+                b.open()?,
             ))),
             Sealed::Whole(b, _) => Box::new(&b[..]),
         })
@@ -70,9 +68,8 @@ pub struct Located {
 /// the encrypted email it came in. Reads the sealed message through once.
 pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformError> {
     match &located.sealed {
-        Sealed::Stream(p) => {
-            let mut r =
-                mime::SealedReader::new(BufReader::with_capacity(64 * 1024, File::open(p)?));
+        Sealed::Stream(b) => {
+            let mut r = mime::SealedReader::new(BufReader::with_capacity(64 * 1024, b.open()?));
             let mut d = Digesting::new(io::sink());
             io::copy(&mut r, &mut d)?;
             let (_, digest) = d.finish();
@@ -83,10 +80,10 @@ pub fn made_here(located: &Located, key: &MarkKey) -> Result<bool, TransformErro
             // lines that were not: read the mark as MIME sees it. It must be the mark of the
             // sealed message streamed (the one whose header was checked and is kept), not of
             // another that MIME finds first.
-            if std::fs::metadata(p)?.len() > MAX_IN_MEMORY {
+            if b.len() > MAX_IN_MEMORY {
                 return Ok(false);
             }
-            let (_, mark) = mime::sealed_and_mark_from_mime(&std::fs::read(p)?)?;
+            let (_, mark) = mime::sealed_and_mark_from_mime(&b.to_vec()?)?;
             Ok(mark.is_some_and(|m| key.verify(&digest, &m)))
         }
         Sealed::Whole(b, mark) => {
@@ -113,10 +110,10 @@ pub fn keep_sealed(located: &Located, spool: &Spool) -> Result<Finished, Transfo
 }
 
 /// Copies a kept sealed message into a new spool file (fsynced) and reads its header.
-pub fn keep_copy(path: &Path, spool: &Spool) -> Result<(Finished, Header), TransformError> {
-    let header = envelope::read_header(BufReader::new(File::open(path)?))?;
+pub fn keep_copy(kept: &Body, spool: &Spool) -> Result<(Finished, Header), TransformError> {
+    let header = envelope::read_header(BufReader::new(kept.open()?))?;
     let mut out = spool.create()?;
-    let copied = File::open(path).and_then(|mut f| io::copy(&mut f, &mut out));
+    let copied = kept.open().and_then(|mut f| io::copy(&mut f, &mut out));
     match copied {
         Ok(_) => Ok((out.finish()?, header)),
         Err(e) => {
@@ -126,9 +123,9 @@ pub fn keep_copy(path: &Path, spool: &Spool) -> Result<(Finished, Header), Trans
     }
 }
 
-/// Finds the sealed message in the encrypted email at `path` and reads its header.
-pub fn locate(path: &Path) -> Result<Located, TransformError> {
-    let sealed = Sealed::locate(path)?;
+/// Finds the sealed message in the encrypted email `body` and reads its header.
+pub fn locate(body: &Body) -> Result<Located, TransformError> {
+    let sealed = Sealed::locate(body)?;
     let header = envelope::read_header(sealed.reader()?)?;
     Ok(Located { header, sealed })
 }
@@ -136,7 +133,7 @@ pub fn locate(path: &Path) -> Result<Located, TransformError> {
 /// Everything a decryption needs.
 pub struct Decrypt {
     /// The encrypted email.
-    pub source: PathBuf,
+    pub source: Body,
     /// Its header section (its trace fields go on the restored message).
     pub outer: Vec<u8>,
     /// Its sealed message.
@@ -177,7 +174,7 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
     let sealed = &job.located.sealed;
     let opener = Opener::new(&job.params).with_cache(&job.decaps);
     let guarded = mime::Guard::new(&job.settings, &job.hostname);
-    let size = std::fs::metadata(&job.source)?.len();
+    let size = job.source.len();
     let in_memory = size < SMALL || job.settings.add_decryption_notice;
     if in_memory && size > MAX_IN_MEMORY {
         return Err(TransformError::TooLarge(size));
@@ -220,7 +217,7 @@ pub fn decrypt(job: &Decrypt, spool: &Spool) -> Result<(Finished, Signature), Tr
         match &plain {
             Plain::Memory(b) => out.append(b)?,
             Plain::Scratch(f) => {
-                io::copy(&mut File::open(f.path())?, &mut out)?;
+                io::copy(&mut f.body().open()?, &mut out)?;
             }
         }
         out.flush()

@@ -2,14 +2,12 @@
 //! recipients, and the sealed message either carried in `encrypted_message.htm` or kept on the
 //! gateway behind a link when it is large.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use envelope::{Address, EncapsCache, Epoch, PublicParams, SealOptions, Sealer, SigningKey};
 use mime::MimeSettings;
-use store::{Finished, Spool};
+use store::{Body, Finished, Spool};
 
 use crate::mark::{Digesting, MarkKey};
 
@@ -25,9 +23,9 @@ pub(crate) const MAX_IN_MEMORY: u64 = 64 * 1024 * 1024;
 /// Plaintext smaller than this is opened into memory rather than a scratch file.
 pub(crate) const SMALL: u64 = 1024 * 1024;
 
-/// The header section at the start of a message file.
-pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
-    let mut reader = BufReader::new(File::open(path)?);
+/// The header section at the start of a message.
+pub fn read_head(body: &Body) -> io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(body.open()?);
     let mut head = Vec::with_capacity(4096);
     let mut line = Vec::with_capacity(256);
     loop {
@@ -47,7 +45,7 @@ pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
 /// it gets.
 pub struct Original {
     /// The message.
-    pub path: PathBuf,
+    pub body: Body,
     /// Its header section.
     pub head: Vec<u8>,
     /// True when it carries a meeting request.
@@ -56,16 +54,16 @@ pub struct Original {
 
 impl Original {
     /// Reads the header section and looks for a calendar part.
-    pub fn read(path: &Path) -> io::Result<Original> {
-        Original::with_head(path, read_head(path)?)
+    pub fn read(body: &Body) -> io::Result<Original> {
+        Original::with_head(body, read_head(body)?)
     }
 
     /// Looks for a calendar part in the message whose header section is `head` (already read).
-    pub fn with_head(path: &Path, head: Vec<u8>) -> io::Result<Original> {
+    pub fn with_head(body: &Body, head: Vec<u8>) -> io::Result<Original> {
         Ok(Original {
-            path: path.to_path_buf(),
+            body: body.clone(),
             head,
-            meeting: mime::is_meeting_request(BufReader::new(File::open(path)?))?,
+            meeting: mime::is_meeting_request(BufReader::new(body.open()?))?,
         })
     }
 }
@@ -111,8 +109,8 @@ pub struct Encrypted {
 /// original is left out of what is sealed, so that no recipient learns of a blind copy.
 pub fn encrypt(job: &Encrypt, spool: &Spool) -> Result<Encrypted, TransformError> {
     let original = &job.original;
-    let size = std::fs::metadata(&original.path)?.len();
-    let mut file = File::open(&original.path)?;
+    let size = original.body.len();
+    let mut file = original.body.open()?;
     file.seek(SeekFrom::Start(original.head.len() as u64))?;
     let plain = Cursor::new(mime::headers::without_fields(&original.head, &["Bcc"])).chain(file);
     let options = SealOptions {

@@ -6,14 +6,14 @@
 //! Needs root: the spool lies on a small tmpfs mounted for the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use envelope::{
     Address, DecapsCache, EncapsCache, Epoch, Identity, MasterKeys, MasterSecretKey, PublicParams,
 };
 use mime::MimeSettings;
-use store::Spool;
+use store::{Body, Spool};
 use transform::MarkKey;
 use transform::{Decrypt, Encrypt, Original, TransformError};
 use zeroize::Zeroizing;
@@ -42,7 +42,7 @@ impl Keys {
         Identity::new(Address::parse(a).unwrap(), self.epoch)
     }
 
-    fn encrypt_job(&self, original: &Path, to: &str, keep_until: Option<u64>) -> Encrypt {
+    fn encrypt_job(&self, original: &Body, to: &str, keep_until: Option<u64>) -> Encrypt {
         let signer = self.master.newest().extract_signing_key(
             &self.identity("alice@corp.example"),
             &mut rand::thread_rng(),
@@ -66,13 +66,13 @@ impl Keys {
         }
     }
 
-    fn decrypt_job(&self, email: &Path, to: &str) -> Decrypt {
+    fn decrypt_job(&self, email: &Body, to: &str) -> Decrypt {
         let key = self
             .master
             .newest()
             .extract_decryption_key(&self.identity(to), &mut rand::thread_rng());
         Decrypt {
-            source: email.to_path_buf(),
+            source: email.clone(),
             outer: transform::read_head(email).unwrap(),
             located: transform::locate(email).unwrap(),
             key: Arc::new(key),
@@ -84,8 +84,8 @@ impl Keys {
     }
 }
 
-/// A plain message of about `size` bytes, written outside the small disk.
-fn plain_message(dir: &Path, size: usize) -> PathBuf {
+/// A plain message of about `size` bytes, held outside the small disk.
+fn plain_message(size: usize) -> Body {
     let mut m =
         b"From: alice@corp.example\r\nTo: bob@partner.example\r\nSubject: disk\r\n\r\n".to_vec();
     let mut n = 0u64;
@@ -95,9 +95,7 @@ fn plain_message(dir: &Path, size: usize) -> PathBuf {
             format!("line {n} of a message that does not compress to nothing\r\n").as_bytes(),
         );
     }
-    let path = dir.join("plain.eml");
-    std::fs::write(&path, m).unwrap();
-    path
+    Body::from_bytes(m)
 }
 
 /// Files left in the spool's `incoming/`.
@@ -125,14 +123,13 @@ fn a_full_spool_makes_every_transformation_a_failure_to_retry() {
     let spool = Spool::open(&root).unwrap();
 
     // Made while there is room: an encrypted email, outside the small disk.
-    let plain = plain_message(outside.path(), 1536 * 1024);
+    let plain = plain_message(1536 * 1024);
     let made = transform::encrypt(
         &keys.encrypt_job(&plain, "bob@partner.example", None),
         &Spool::open(&outside.path().join("spool")).unwrap(),
     )
     .unwrap();
-    let email = outside.path().join("encrypted.eml");
-    std::fs::copy(made.email.path(), &email).unwrap();
+    let email = Body::from_bytes(made.email.body().to_vec().unwrap());
 
     disk.fill();
 
@@ -172,13 +169,13 @@ fn a_damaged_sealed_message_is_still_the_message_s_fault() {
     let keys = Keys::new();
     let outside = tempfile::tempdir().unwrap();
     let spool = Spool::open(&outside.path().join("spool")).unwrap();
-    let plain = plain_message(outside.path(), 8 * 1024);
+    let plain = plain_message(8 * 1024);
     let made = transform::encrypt(
         &keys.encrypt_job(&plain, "bob@partner.example", None),
         &spool,
     )
     .unwrap();
-    let mut text = std::fs::read(made.email.path()).unwrap();
+    let mut text = made.email.body().to_vec().unwrap();
     // A full base64 line of the sealed message, in the middle, changed but still base64.
     let mut lines = Vec::new();
     let mut start = 0;
@@ -198,8 +195,7 @@ fn a_damaged_sealed_message_is_still_the_message_s_fault() {
     assert!(lines.len() > 10, "no base64 lines found");
     let at = lines[lines.len() / 2] + 10;
     text[at] = if text[at] == b'A' { b'B' } else { b'A' };
-    let email = outside.path().join("damaged.eml");
-    std::fs::write(&email, &text).unwrap();
+    let email = Body::from_bytes(text);
     let job = match transform::locate(&email) {
         Ok(_) => keys.decrypt_job(&email, "bob@partner.example"),
         Err(e) => {

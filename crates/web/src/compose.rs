@@ -391,11 +391,9 @@ pub(crate) async fn send(
     let finished = tokio::task::spawn_blocking(move || -> Result<store::Finished, String> {
         let signer = envelope::SigningKey::from_bytes(&key).map_err(|e| e.to_string())?;
         let spool = queue.spool();
-        let mut draft = spool.create().map_err(|e| e.to_string())?;
-        draft.append(&bytes).map_err(|e| e.to_string())?;
-        let draft = draft.finish_unsynced().map_err(|e| e.to_string())?;
-        let result = (|| {
-            let original = transform::Original::read(draft.path()).map_err(|e| e.to_string())?;
+        let draft = store::Body::from_bytes(&bytes[..]);
+        let original = transform::Original::read(&draft).map_err(|e| e.to_string())?;
+        {
             let job = transform::Encrypt {
                 original: Arc::new(original),
                 recipients,
@@ -413,9 +411,7 @@ pub(crate) async fn send(
             transform::encrypt(&job, spool)
                 .map(|made| made.email)
                 .map_err(|e| e.to_string())
-        })();
-        draft.discard();
-        result
+        }
     })
     .await
     .map_err(|e| PageError::internal("cannot seal the message", e))?

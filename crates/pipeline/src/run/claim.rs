@@ -162,10 +162,18 @@ impl Pipeline {
                 .push(pass_as_is(self, &envelope.recipients));
             return work;
         }
-        let path = self.queue.spool().path(&id);
+        let body = match self.queue.body(&id).await {
+            Ok(b) => b,
+            Err(cause) => {
+                let failed = Failed::retry("cannot read the message", cause);
+                tracing::error!(queue_id = %id, error = %failed, "it stays in the errored queue");
+                work.fail(&id, &envelope.recipients, failed);
+                return work;
+            }
+        };
         let head = {
-            let path = path.clone();
-            match blocking(move || transform::read_head(&path)).await {
+            let body = body.clone();
+            match blocking(move || transform::read_head(&body)).await {
                 Ok(h) => h,
                 Err(cause) => {
                     let failed = Failed::retry("cannot read the message", cause);
@@ -182,7 +190,7 @@ impl Pipeline {
             .cloned()
             .partition(|r| self.is_decrypt_address(r));
         if !to_decrypt.is_empty() {
-            self.forward_to_decrypt(&id, &path, &head, &envelope, &to_decrypt, &mut work)
+            self.forward_to_decrypt(&id, &body, &head, &envelope, &to_decrypt, &mut work)
                 .await;
             if rest.is_empty() {
                 return work;
@@ -205,8 +213,8 @@ impl Pipeline {
         // sealed message counts (its decryption fails: "Unable to decrypt").
         let mut located = None;
         let sealed: Option<Result<(), Arc<Cause>>> = if mime::is_encrypted(&fields) {
-            let p = path.clone();
-            match tokio::task::spawn_blocking(move || transform::locate(&p)).await {
+            let b = body.clone();
+            match tokio::task::spawn_blocking(move || transform::locate(&b)).await {
                 Ok(Ok(h)) => {
                     located = Some(h);
                     Some(Ok(()))
@@ -227,7 +235,7 @@ impl Pipeline {
         let decided = self
             .decide(
                 compiled.clone(),
-                &path,
+                &body,
                 &envelope.recipients,
                 sealed.is_some(),
                 skip_rule.as_deref(),
@@ -267,7 +275,7 @@ impl Pipeline {
             .unwrap_or_default();
         let message = Message {
             id: &id,
-            path: &path,
+            body: &body,
             head: &head,
             envelope: &envelope,
             subject: &subject,

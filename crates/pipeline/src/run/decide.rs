@@ -206,7 +206,7 @@ impl Pipeline {
             });
             return;
         }
-        match self.changed_copy(m.path, changes).await {
+        match self.changed_copy(m.body, changes).await {
             Ok(file) => work.decision.copies.push(MessageCopy {
                 file: Some(file),
                 routes,
@@ -232,7 +232,7 @@ impl Pipeline {
         changes: &rewrite::Changes,
         work: &mut Work,
     ) {
-        match self.changed_copy(m.path, changes).await {
+        match self.changed_copy(m.body, changes).await {
             Ok(file) => work.decision.copies.push(MessageCopy {
                 file: Some(file),
                 routes: self.routes(to),
@@ -259,25 +259,25 @@ impl Pipeline {
         }
     }
 
-    /// The policy's decision for `recipients` of the message at `path`, read (up to the scan
+    /// The policy's decision for `recipients` of `body`, read (up to the scan
     /// limit, or its header section if the policy looks at no content) on the blocking pool;
     /// with the message's subject.
     pub(super) async fn decide(
         &self,
         compiled: Arc<policy::Compiled>,
-        path: &std::path::Path,
+        body: &store::Body,
         recipients: &[String],
         encrypted: bool,
         skip_rule: Option<&str>,
         sender: &str,
     ) -> Result<(String, policy::Evaluation), Cause> {
-        let path = path.to_path_buf();
+        let body = body.clone();
         let limit = self.settings.gateway.scan_limit_bytes;
         let limits = self.settings.gateway.scan_limits();
         let (sender, recipients) = (sender.to_string(), recipients.to_vec());
         let (internal, skip_rule) = (self.internal.clone(), skip_rule.map(str::to_string));
         blocking(move || {
-            let view = rewrite::view(&path, limit, &limits, compiled.reads_content())?;
+            let view = rewrite::view(&body, limit, &limits, compiled.reads_content())?;
             let eval = compiled.decide(
                 &view,
                 &policy::Facts {
@@ -296,15 +296,11 @@ impl Pipeline {
 
     pub(super) async fn changed_copy(
         &self,
-        path: &std::path::Path,
+        body: &store::Body,
         changes: &rewrite::Changes,
     ) -> Result<store::Finished, Cause> {
-        let (path, changes, spool) = (
-            path.to_path_buf(),
-            changes.clone(),
-            self.queue.spool().clone(),
-        );
-        blocking(move || rewrite::copy_with_changes(&path, &changes, &spool)).await
+        let (body, changes, spool) = (body.clone(), changes.clone(), self.queue.spool().clone());
+        blocking(move || rewrite::copy_with_changes(&body, &changes, &spool)).await
     }
 
     /// Applies `changes` to the transformed copies made since `first`.
@@ -318,7 +314,7 @@ impl Pipeline {
             let Some(file) = work.decision.copies[i].file.take() else {
                 continue;
             };
-            match self.changed_copy(file.path(), changes).await {
+            match self.changed_copy(&file.body(), changes).await {
                 Ok(changed) => {
                     file.discard();
                     work.decision.copies[i].file = Some(changed);

@@ -21,8 +21,8 @@ impl Message<'_> {
         if let Some(l) = taken {
             return Ok(l);
         }
-        let path = self.path.to_path_buf();
-        match tokio::task::spawn_blocking(move || transform::locate(&path)).await {
+        let body = self.body.clone();
+        match tokio::task::spawn_blocking(move || transform::locate(&body)).await {
             Ok(Ok(l)) => Ok(l),
             Ok(Err(e)) => Err(Failed::judged("cannot decrypt", e, Failure::Decryption)),
             Err(e) => Err(Failed::retry("cannot decrypt", e)),
@@ -92,7 +92,7 @@ impl Pipeline {
             }
         };
         let job = Decrypt {
-            source: m.path.to_path_buf(),
+            source: m.body.clone(),
             outer: m.head.to_vec(),
             located,
             key,
@@ -126,7 +126,7 @@ impl Pipeline {
             .extend(addressed.iter().map(|(_, a)| a.to_string()));
         let mut note = format!("decrypted; signature {verdict}");
         let (addressed, names) = if scan {
-            let kept = self.scan_plain(m, file.path(), &addressed, work).await;
+            let kept = self.scan_plain(m, &file.body(), &addressed, work).await;
             if kept.is_empty() {
                 file.discard();
                 return;
@@ -167,7 +167,7 @@ impl Pipeline {
     pub(super) async fn scan_plain(
         &self,
         m: &Message<'_>,
-        plain: &std::path::Path,
+        plain: &store::Body,
         addressed: &[(String, Address)],
         work: &mut Work,
     ) -> Vec<(String, Address)> {
@@ -256,8 +256,8 @@ impl Pipeline {
                 .signing_key(&default, epoch)
                 .await
                 .map_err(NoSigner::DefaultKey)?;
-            let path = decrypted.path().to_path_buf();
-            let original = blocking(move || transform::Original::read(&path)).await?;
+            let body = decrypted.body();
+            let original = blocking(move || transform::Original::read(&body)).await?;
             let job = Encrypt {
                 original: Arc::new(original),
                 recipients: recipients.iter().map(|(_, a)| a.clone()).collect(),

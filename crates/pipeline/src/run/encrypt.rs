@@ -113,14 +113,14 @@ impl Pipeline {
         let changed = if changes.is_empty() {
             None
         } else {
-            match self.changed_copy(m.path, changes).await {
+            match self.changed_copy(m.body, changes).await {
                 Ok(f) => Some(f),
                 Err(e) => return work.fail(id, &all, Failed::retry("cannot copy the message", e)),
             }
         };
         let source = changed
             .as_ref()
-            .map_or(m.path.to_path_buf(), |f| f.path().to_path_buf());
+            .map_or_else(|| m.body.clone(), store::Finished::body);
         let head = if changed.is_some() {
             None
         } else {

@@ -14,8 +14,6 @@
 //! stranger which addresses a message was sealed to, and an answer to every forward would make
 //! the gateway a source of backscatter. What happened is logged and recorded on the message.
 
-use std::path::Path;
-
 use envelope::{Address, Header};
 use store::{Envelope, Errored, Keep, KeptKind, MessageCopy};
 
@@ -28,10 +26,7 @@ enum Source {
     /// In the forward itself.
     Carried(transform::Located),
     /// Kept on this gateway; a large message's link named it. A copy lives no longer.
-    Kept {
-        path: std::path::PathBuf,
-        until: u64,
-    },
+    Kept { body: store::Body, until: u64 },
 }
 
 /// The sealed message found in a forward, before anything is copied.
@@ -57,7 +52,7 @@ impl Pipeline {
     pub(super) async fn forward_to_decrypt(
         &self,
         id: &str,
-        path: &Path,
+        body: &store::Body,
         head: &[u8],
         envelope: &Envelope,
         to: &[String],
@@ -77,7 +72,7 @@ impl Pipeline {
         };
         let g = &self.settings.gateway;
         let now = self.now();
-        let found = match self.find_forwarded(path, now).await {
+        let found = match self.find_forwarded(body, now).await {
             Ok(Some(f)) => f,
             Ok(None) => return silent(work, "no encrypted message or live link in it"),
             Err(failed) => return work.fail(id, to, failed),
@@ -124,7 +119,7 @@ impl Pipeline {
         let spool = self.queue.spool().clone();
         let copied = tokio::task::spawn_blocking(move || match found.source {
             Source::Carried(located) => transform::keep_sealed(&located, &spool),
-            Source::Kept { path, .. } => transform::keep_copy(&path, &spool).map(|(f, _)| f),
+            Source::Kept { body, .. } => transform::keep_copy(&body, &spool).map(|(f, _)| f),
         })
         .await;
         let file = match copied {
@@ -216,9 +211,9 @@ impl Pipeline {
 
     /// The sealed message in a forward (attached, or inside an attached message), or the one
     /// kept on this gateway that a large message's link names. A damaged one counts as none.
-    async fn find_forwarded(&self, path: &Path, now: u64) -> Result<Option<Found>, Failed> {
-        let p = path.to_path_buf();
-        let located = tokio::task::spawn_blocking(move || transform::locate(&p))
+    async fn find_forwarded(&self, body: &store::Body, now: u64) -> Result<Option<Found>, Failed> {
+        let b = body.clone();
+        let located = tokio::task::spawn_blocking(move || transform::locate(&b))
             .await
             .map_err(|e| Failed::retry("cannot read the forward", e))?;
         match located {
@@ -234,9 +229,9 @@ impl Pipeline {
             // Damaged or absent: perhaps it carries a link instead.
             Err(_) => {}
         }
-        let p = path.to_path_buf();
+        let b = body.clone();
         let token = blocking(move || {
-            let bytes = std::fs::read(&p)?;
+            let bytes = b.to_vec()?;
             Ok::<_, std::io::Error>(mime::kept_token(&bytes))
         })
         .await
@@ -249,9 +244,9 @@ impl Pipeline {
             Ok(None) => return Ok(None),
             Err(e) => return Err(Failed::retry("cannot look up the link", e)),
         };
-        let p = kept.path.clone();
+        let b = kept.body.clone();
         let header = tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&p)
+            b.open()
                 .map_err(TransformError::from)
                 .and_then(|f| Ok(envelope::read_header(std::io::BufReader::new(f))?))
         })
@@ -261,7 +256,7 @@ impl Pipeline {
             Ok(header) => Ok(Some(Found {
                 header,
                 source: Source::Kept {
-                    path: kept.path,
+                    body: kept.body,
                     until: kept.expires_at,
                 },
             })),

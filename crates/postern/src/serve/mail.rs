@@ -20,7 +20,8 @@ pub(super) async fn start_mail(
     let hostname = hostname(config);
     let queue = store::Queue::open_with_clock(&config.queue_dir(), clock.clone())
         .await
-        .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
+        .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?
+        .with_inline_limit(config.store.inline_limit);
     let metrics = Arc::new(smtp::metrics::Metrics::default());
     let hops = config.next_hops()?;
     let deliverer = smtp::deliver::Deliverer::new(

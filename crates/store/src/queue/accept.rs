@@ -1,5 +1,6 @@
-//! Accepting a received message: its file fsynced and placed, its rows committed, with
-//! concurrent accepts sharing one transaction and one directory fsync (group commit).
+//! Accepting a received message: its rows committed with its bytes (a large one's file fsynced
+//! and placed first), concurrent accepts sharing one transaction and at most one directory
+//! fsync (group commit).
 
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
@@ -47,7 +48,7 @@ pub(super) async fn committer(pool: SqlitePool, spool: Spool, mut rx: mpsc::Rece
                 Ok(()) => Ok(()),
                 Err(e) => Err(QueueError::Io(std::io::Error::other(e.to_string()))),
             };
-            if r.is_err() {
+            if r.is_err() && p.file.file().is_some() {
                 let _ = std::fs::remove_file(spool.path(&p.id));
             }
             let _ = p.done.send(r);
@@ -60,10 +61,16 @@ async fn commit_batch(
     spool: &Spool,
     batch: &[Pending],
 ) -> Result<(), QueueError> {
+    let mut placed = false;
     for p in batch {
-        spool.place(p.file.path(), &p.id)?;
+        if let Some(file) = p.file.file() {
+            spool.place(file, &p.id)?;
+            placed = true;
+        }
     }
-    spool.sync_dir()?;
+    if placed {
+        spool.sync_dir()?;
+    }
     let messages: Vec<serde_json::Value> = batch
         .iter()
         .map(|p| {
@@ -100,6 +107,11 @@ async fn commit_batch(
     .bind(serde_json::Value::Array(recipients).to_string())
     .execute(&mut *tx)
     .await?;
+    for p in batch {
+        if let Some(bytes) = p.file.inline() {
+            super::decide::insert_body(&mut tx, &p.id, bytes).await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
 }

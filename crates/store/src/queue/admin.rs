@@ -103,8 +103,11 @@ impl Queue {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let in_files = delete_bodies(&mut tx, &[id.to_string()]).await?;
         tx.commit().await?;
-        self.spool.remove(id)?;
+        for id in in_files {
+            self.spool.remove(&id)?;
+        }
         Ok(())
     }
 

@@ -105,6 +105,8 @@ impl Queue {
         let mut placed: Vec<String> = Vec::new();
         let mut kept_rows = Vec::new();
         let mut kept_placed: Vec<String> = Vec::new();
+        // Bodies small enough for the database, written with the rows.
+        let mut bodies: Vec<(String, &[u8])> = Vec::new();
         let undo = |placed: &[String], kept: &[String]| {
             for id in placed {
                 let _ = self.spool.remove(id);
@@ -117,12 +119,16 @@ impl Queue {
             let mut named = Vec::new();
             for k in &d.kept {
                 let id = new_id();
-                if let Err(e) = self.spool.place_kept(k.file.path(), &id) {
-                    undo(&placed, &kept_placed);
-                    discard_copies(&batch);
-                    return Err(e.into());
+                if let Some(bytes) = k.file.inline() {
+                    bodies.push((id.clone(), bytes));
+                } else if let Some(file) = k.file.file() {
+                    if let Err(e) = self.spool.place_kept(file, &id) {
+                        undo(&placed, &kept_placed);
+                        discard_copies(&batch);
+                        return Err(e.into());
+                    }
+                    kept_placed.push(id.clone());
                 }
-                kept_placed.push(id.clone());
                 named.push((id, k));
             }
             kept_rows.extend(crate::kept::rows(&named, &d.id));
@@ -135,12 +141,16 @@ impl Queue {
                     }
                     Some(file) => {
                         let child = new_id();
-                        if let Err(e) = self.spool.place(file.path(), &child) {
-                            undo(&placed, &kept_placed);
-                            discard_copies(&batch);
-                            return Err(e.into());
+                        if let Some(bytes) = file.inline() {
+                            bodies.push((child.clone(), bytes));
+                        } else if let Some(path) = file.file() {
+                            if let Err(e) = self.spool.place(path, &child) {
+                                undo(&placed, &kept_placed);
+                                discard_copies(&batch);
+                                return Err(e.into());
+                            }
+                            placed.push(child.clone());
                         }
-                        placed.push(child.clone());
                         children.push(serde_json::json!({
                             "id": child, "parent": d.id, "size": file.len, "note": copy.note,
                             "sender": copy.sender,
@@ -202,6 +212,7 @@ impl Queue {
                     kept_rows,
                 ],
                 (!placed.is_empty(), !kept_placed.is_empty()),
+                &bodies,
             )
             .await;
         match result {
@@ -226,6 +237,7 @@ impl Queue {
         backoff: Backoff,
         rows: [Vec<serde_json::Value>; 8],
         (sync, sync_kept): (bool, bool),
+        bodies: &[(String, &[u8])],
     ) -> Result<Vec<String>, QueueError> {
         let [
             children,
@@ -250,6 +262,9 @@ impl Queue {
         let ids = json_ids(batch.iter().map(|d| d.id.as_str()));
         let at = to_i64(at);
         let mut tx = self.pool.begin().await?;
+        for (id, bytes) in bodies {
+            insert_body(&mut tx, id, bytes).await?;
+        }
         if !children.is_empty() {
             sqlx::query(
                 "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state,
@@ -381,18 +396,20 @@ impl Queue {
 /// Removes the copy files of a batch that could not be recorded (those already placed are
 /// removed by id).
 fn discard_copies(batch: &[Decision]) {
-    for copy in batch.iter().flat_map(|d| &d.copies) {
-        if let Some(f) = &copy.file {
-            let _ = std::fs::remove_file(f.path());
-        }
-    }
-    for k in batch.iter().flat_map(|d| &d.kept) {
-        let _ = std::fs::remove_file(k.file.path());
+    let copies = batch
+        .iter()
+        .flat_map(|d| &d.copies)
+        .filter_map(|c| c.file.as_ref());
+    let kept = batch.iter().flat_map(|d| &d.kept).map(|k| &k.file);
+    for path in copies.chain(kept).filter_map(|f| f.file()) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
 /// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
-/// was, transformed if any went into a copy, else bounced); returns them, so that their files can go once the transaction commits.
+/// was, transformed if any went into a copy, else bounced), deleting the bodies stored in the
+/// database; returns those kept in files, so that their files can go once the transaction
+/// commits.
 pub(crate) async fn finish_done(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &str,
@@ -416,5 +433,42 @@ pub(crate) async fn finish_done(
     .bind(to_i64(at))
     .fetch_all(&mut **tx)
     .await?;
-    Ok(finished)
+    let in_files = delete_bodies(tx, &finished).await?;
+    Ok(in_files)
+}
+
+/// Deletes the stored bodies of `ids`; returns the ids that had none (their bytes are files).
+pub(crate) async fn delete_bodies(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &[String],
+) -> Result<Vec<String>, QueueError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inline: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM bodies WHERE id IN (SELECT value FROM json_each(?1)) RETURNING id",
+    )
+    .bind(json_ids(ids.iter().map(String::as_str)))
+    .fetch_all(&mut **tx)
+    .await?;
+    let inline: std::collections::HashSet<String> = inline.into_iter().collect();
+    Ok(ids
+        .iter()
+        .filter(|id| !inline.contains(*id))
+        .cloned()
+        .collect())
+}
+
+/// Stores the bytes of `id` in the database (a message small enough for it).
+pub(crate) async fn insert_body(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    bytes: &[u8],
+) -> Result<(), QueueError> {
+    sqlx::query("INSERT INTO bodies (id, data) VALUES (?1, ?2)")
+        .bind(id)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -80,7 +80,8 @@ async fn copies_routes_and_errored_recipients_are_recorded_together() {
     );
     assert_eq!(child.recipients.len(), 1);
     assert_eq!(child.recipients[0].state, "pending");
-    assert_eq!(queue.spool().read(&child.id).unwrap(), b"encrypted\r\n");
+    let copy = queue.body(&child.id).await.unwrap();
+    assert_eq!(copy.to_vec().unwrap(), b"encrypted\r\n");
     assert_eq!(queue.users_seen(0).await.unwrap(), ["alice@corp.example"]);
     assert_eq!(queue.depth().await.unwrap().errored, 1);
 
@@ -134,8 +135,8 @@ async fn a_message_deleted_while_it_was_processed_gets_no_copy() {
     assert!(child.recipients.is_empty());
     assert_eq!(child.state, "bounced");
     assert!(
-        queue.spool().read(&child.id).is_err(),
-        "the copy's file is gone"
+        queue.body(&child.id).await.is_err(),
+        "the copy's content is gone"
     );
     assert!(
         queue
@@ -159,7 +160,7 @@ async fn a_copy_file_left_by_a_crash_before_its_commit_is_removed_at_start() {
     assert!(!orphan.exists());
     // The accepted message's file stays.
     let listed = queue.list(None, 10).await.unwrap();
-    assert!(queue.spool().read(&listed[0].id).is_ok());
+    assert!(queue.body(&listed[0].id).await.is_ok());
 }
 
 #[tokio::test]

@@ -62,8 +62,8 @@ pub(crate) struct Opened {
 enum Sealed {
     /// Posted from `encrypted_message.htm` (counted in the budget).
     Posted(Arc<Vec<u8>>),
-    /// Kept on the gateway (a large message, a forward-to-decrypt link): read from its file.
-    Kept { path: std::path::PathBuf, size: u64 },
+    /// Kept on the gateway (a large message, a forward-to-decrypt link).
+    Kept { body: store::Body, size: u64 },
 }
 
 impl Sealed {

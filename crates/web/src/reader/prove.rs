@@ -300,8 +300,8 @@ async fn open_with(
         let opener = Opener::new(&params);
         let opened = match &sealed {
             Sealed::Posted(b) => opener.open(&key, Cursor::new(&b[..]), &mut *plain),
-            Sealed::Kept { path, .. } => {
-                let file = std::fs::File::open(path).map_err(|_| {
+            Sealed::Kept { body, .. } => {
+                let file = body.open().map_err(|_| {
                     "it is no longer kept on the gateway (its link expired)".to_string()
                 })?;
                 opener.open(

@@ -100,26 +100,30 @@ pub(super) async fn kept(
         .await
         .map_err(|e| PageError::internal("cannot look up the message", e))?
         .ok_or_else(gone)?;
-    let path = found.path.clone();
+    let body = found.body.clone();
     let header = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                envelope::read_header(std::io::BufReader::new(f)).map_err(|e| e.to_string())
-            })
+        body.open().map_err(|e| e.to_string()).and_then(|f| {
+            envelope::read_header(std::io::BufReader::new(f)).map_err(|e| e.to_string())
+        })
     })
     .await
     .map_err(|e| PageError::internal("cannot read the message", e))?
     // Removed as it expired, between the look-up and now.
     .map_err(|_| gone())?;
     reader.sessions.sweep(reader.now());
-    // The sealed message stays in its file; the header (a key capsule per recipient) is held.
+    // A large sealed message stays in its file; the header (a key capsule per recipient) is
+    // held, and so is a small one read from the database.
+    let in_memory = if found.body.in_memory() {
+        usize::try_from(found.size).unwrap_or(usize::MAX)
+    } else {
+        0
+    };
     let held = reader
         .budget
-        .take(4096 + 512 * header.recipients.len())
+        .take((4096 + 512 * header.recipients.len()).saturating_add(in_memory))
         .ok_or_else(busy)?;
     let sealed = Sealed::Kept {
-        path: found.path,
+        body: found.body,
         size: found.size,
     };
     // A link is followed from anywhere, and the session cookie goes with a top-level GET from
