@@ -135,7 +135,7 @@ pub(crate) async fn hold(
     if h.get("delete").is_some() {
         sqlx::query(
             "UPDATE recipients SET state = 'deleted', last_reply = ?3
-             WHERE message = ?1 AND address IN (SELECT value FROM json_each(?2)) AND state = 'new'",
+             WHERE message = ?1 AND address IN (SELECT value FROM json_each(?2)) AND +state = 'new'",
         )
         .bind(text("m"))
         .bind(&addresses)
@@ -167,7 +167,7 @@ pub(crate) async fn hold(
     .await?;
     sqlx::query(
         "UPDATE recipients SET state = 'quarantined', hold = ?3, last_reply = 'held in ' || ?4
-         WHERE message = ?1 AND address IN (SELECT value FROM json_each(?2)) AND state = 'new'",
+         WHERE message = ?1 AND address IN (SELECT value FROM json_each(?2)) AND +state = 'new'",
     )
     .bind(text("m"))
     .bind(&addresses)
@@ -346,7 +346,7 @@ impl Queue {
         let mut tx = self.pool.begin().await?;
         let entries = sqlx::query(
             "UPDATE quarantine SET state = ?2
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'held'
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'held'
              RETURNING id, message, rule",
         )
         .bind(&list)
@@ -388,7 +388,7 @@ impl Queue {
         let mut tx = self.pool.begin().await?;
         let messages: Vec<String> = sqlx::query_scalar(
             "UPDATE quarantine SET state = 'deleted'
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'held'
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'held'
              RETURNING message",
         )
         .bind(&list)
@@ -396,7 +396,7 @@ impl Queue {
         .await?;
         sqlx::query(
             "UPDATE recipients SET state = 'deleted', last_reply = ?2
-             WHERE hold IN (SELECT value FROM json_each(?1)) AND state = 'quarantined'",
+             WHERE hold IN (SELECT value FROM json_each(?1)) AND +state = 'quarantined'",
         )
         .bind(&list)
         .bind(why)

@@ -30,7 +30,7 @@ impl Queue {
         if !ids.is_empty() {
             let list = sqlx::query(
                 "SELECT message, address FROM recipients
-                 WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new' ORDER BY id",
+                 WHERE message IN (SELECT value FROM json_each(?1)) AND +state = 'new' ORDER BY id",
             )
             .bind(serde_json::to_string(&ids).unwrap_or_default())
             .fetch_all(&self.pool)
@@ -285,7 +285,7 @@ impl Queue {
                  FROM json_each(?1) AS j
                  WHERE j.value->>'o' IS NULL
                     OR EXISTS (SELECT 1 FROM recipients r WHERE r.message = j.value->>'p'
-                               AND r.address = j.value->>'o' AND r.state = 'new')
+                               AND r.address = j.value->>'o' AND +r.state = 'new')
                  ORDER BY j.key",
             )
             .bind(serde_json::Value::Array(child_rcpts).to_string())
@@ -296,7 +296,7 @@ impl Queue {
                 "UPDATE recipients SET state = 'split', last_reply = 'as ' || (j.value->>'c')
                  FROM json_each(?1) AS j
                  WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
-                   AND recipients.state = 'new'",
+                   AND +recipients.state = 'new'",
             )
             .bind(serde_json::Value::Array(splits).to_string())
             .execute(&mut *tx)
@@ -307,7 +307,7 @@ impl Queue {
                 "UPDATE recipients SET hop = j.value->>'h', state = 'pending', next_attempt = ?2
                  FROM json_each(?1) AS j
                  WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
-                   AND recipients.state = 'new'",
+                   AND +recipients.state = 'new'",
             )
             .bind(serde_json::Value::Array(routes).to_string())
             .bind(at)
@@ -320,7 +320,7 @@ impl Queue {
                     next_attempt = ?2 + min(?4, ?3 << min(attempts, 20)), attempts = attempts + 1
                  FROM json_each(?1) AS j
                  WHERE recipients.message = j.value->>'m' AND recipients.address = j.value->>'a'
-                   AND recipients.state = 'new'",
+                   AND +recipients.state = 'new'",
             )
             .bind(serde_json::Value::Array(errored).to_string())
             .bind(at)
@@ -345,14 +345,14 @@ impl Queue {
         crate::kept::insert(&mut tx, kept, at).await?;
         sqlx::query(
             "UPDATE recipients SET state = 'bounced', last_reply = 'dropped by policy'
-             WHERE message IN (SELECT value FROM json_each(?1)) AND state = 'new'",
+             WHERE message IN (SELECT value FROM json_each(?1)) AND +state = 'new'",
         )
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "UPDATE messages SET state = 'queued', updated_at = ?2
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'processing'",
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'processing'",
         )
         .bind(&ids)
         .bind(at)
@@ -384,7 +384,7 @@ impl Queue {
     pub async fn release(&self, ids: &[String]) -> Result<(), QueueError> {
         sqlx::query(
             "UPDATE messages SET state = 'received'
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'processing'",
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'processing'",
         )
         .bind(json_ids(ids.iter().map(String::as_str)))
         .execute(&self.pool)
@@ -406,6 +406,10 @@ fn discard_copies(batch: &[Decision]) {
     }
 }
 
+/// (A `+` before a state column in these statements keeps SQLite from driving them from the
+/// state index: that would visit every row in that state, the whole backlog or history, for
+/// each batch, instead of the batch's own rows.)
+///
 /// Ends the messages among `ids` (a JSON array) whose recipients are all final (delivered if any
 /// was, transformed if any went into a copy, else bounced), deleting the bodies stored in the
 /// database; returns those kept in files, so that their files can go once the transaction
@@ -417,16 +421,16 @@ pub(crate) async fn finish_done(
 ) -> Result<Vec<String>, QueueError> {
     let finished = sqlx::query_scalar(
         "UPDATE messages SET updated_at = ?2, state = CASE
-             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'delivered')
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND +r.state = 'delivered')
              THEN 'delivered'
-             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'split')
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND +r.state = 'split')
              THEN 'transformed'
-             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND r.state = 'deleted')
+             WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id AND +r.state = 'deleted')
              THEN 'deleted'
              ELSE 'bounced' END
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'
+         WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'queued'
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message = messages.id
-                           AND r.state IN ('new', 'pending', 'deferred', 'errored', 'quarantined'))
+                           AND +r.state IN ('new', 'pending', 'deferred', 'errored', 'quarantined'))
          RETURNING id",
     )
     .bind(ids)

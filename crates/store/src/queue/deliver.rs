@@ -161,7 +161,7 @@ async fn record_batch(
         "UPDATE recipients SET state = j.value->>'s', next_attempt = j.value->>'n',
             last_reply = j.value->>'r', attempts = attempts + 1, leased_until = 0
          FROM json_each(?1) AS j WHERE recipients.id = j.value->>'id'
-           AND recipients.state IN ('pending', 'deferred', 'errored')",
+           AND +recipients.state IN ('pending', 'deferred', 'errored')",
     )
     .bind(serde_json::Value::Array(rows).to_string())
     .execute(&mut *tx)

@@ -33,7 +33,7 @@ impl Queue {
         if !ids.is_empty() {
             sqlx::query(
                 "UPDATE messages SET state = 'received', updated_at = ?2
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'queued'",
             )
             .bind(json_ids(ids.iter().map(String::as_str)))
             .bind(to_i64(self.clock.now()))
@@ -51,8 +51,8 @@ impl Queue {
         limit: u32,
     ) -> Result<Vec<MessageInfo>, QueueError> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM messages m WHERE EXISTS (
-                 SELECT 1 FROM recipients r WHERE r.message = m.id AND r.state = 'errored')
+            "SELECT id FROM messages m
+             WHERE id IN (SELECT message FROM recipients WHERE state = 'errored')
                AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR received_at >= ?2)
                AND (?3 IS NULL OR received_at < ?3)
              ORDER BY received_at, id LIMIT ?4",
