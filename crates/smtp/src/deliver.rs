@@ -86,7 +86,11 @@ impl Deliverer {
                 }
             };
             let busy = !due.is_empty();
+            // One read for the batch's small messages; the others are read in turn.
+            let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+            let bodies = self.queue.bodies(&ids).await.unwrap_or_default();
             for d in due {
+                let body = bodies.get(&d.id).cloned();
                 let me = self.clone();
                 let Some(route) = &d.hop else {
                     tracing::error!(queue_id = %d.id, "due for delivery without a next hop");
@@ -97,7 +101,7 @@ impl Deliverer {
                     let Ok(_permit) = limit.acquire_owned().await else {
                         return;
                     };
-                    me.deliver(d).await;
+                    me.deliver(d, body).await;
                 });
             }
             while tasks.try_join_next().is_some() {}
@@ -140,12 +144,16 @@ impl Deliverer {
             .min(self.config.retry_max_secs)
     }
 
-    async fn deliver(&self, d: Delivery) {
+    async fn deliver(&self, d: Delivery, body: Option<store::Body>) {
         let Some(route) = d.hop.clone() else {
             return;
         };
         let hop = self.hops.of(&route);
-        let body = match self.queue.body(&d.id).await {
+        let body = match body {
+            Some(b) => Ok(b),
+            None => self.queue.body(&d.id).await,
+        };
+        let body = match body {
             Ok(b) => b,
             Err(e) => {
                 // Left leased: it is tried again when the lease ends, as after a crash.

@@ -76,6 +76,9 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The largest message [`Queue::bodies`] reads with its batch.
+pub const BATCH_BODY_BYTES: u64 = 64 * 1024;
+
 /// A sortable, unique queue id: 11 hex digits of microseconds, 5 random.
 pub(crate) fn new_id() -> String {
     let micros = SystemTime::now()
@@ -214,6 +217,48 @@ impl Queue {
     pub fn with_inline_limit(mut self, bytes: u64) -> Self {
         self.spool = self.spool.with_inline_limit(bytes);
         self
+    }
+
+    /// The bytes of the messages among `ids` read in one query (a batch claimed for processing
+    /// or due for delivery), for messages up to [`BATCH_BODY_BYTES`] and those in files. The
+    /// others, and finished ones, are left out: read them with [`Queue::body`] when their turn
+    /// comes, so that a batch does not hold many large messages in memory at once.
+    pub async fn bodies(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Body>, QueueError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let rows: Vec<(String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT m.id, m.size, b.data FROM messages m
+             LEFT JOIN bodies b ON b.id = m.id AND m.size <= ?2
+             WHERE m.id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(ids.iter().copied()))
+        .bind(to_i64(BATCH_BODY_BYTES))
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, size, data) in rows {
+            let size = to_u64(size);
+            let body = match data {
+                Some(bytes) => Body::from_bytes(bytes),
+                None if size > BATCH_BODY_BYTES || size <= self.spool.inline_limit() => {
+                    // Stored in the database but large, or gone.
+                    continue;
+                }
+                None => {
+                    let path = self.spool.path(&id);
+                    if !path.exists() {
+                        continue;
+                    }
+                    Body::file(&path, size)
+                }
+            };
+            out.insert(id, body);
+        }
+        Ok(out)
     }
 
     /// The bytes of message `id`, wherever they are kept.

@@ -10,7 +10,7 @@ use store::{Decision, Envelope, Errored, Source};
 use tokio::sync::watch;
 use transform::TransformError;
 
-use super::failure::{Cause, Exception, Failed, Failure, blocking};
+use super::failure::{Cause, Exception, Failed, Failure, on_message};
 use super::{Message, Pipeline, Work, pass_as_is};
 use crate::notify;
 
@@ -47,7 +47,11 @@ impl Pipeline {
                     std::collections::HashMap::new();
                 self.refresh_policy().await;
                 let compiled = self.policy();
+                // One read for the batch's small messages; the others are read in turn.
+                let ids: Vec<&str> = claimed.iter().map(|(id, _, _)| id.as_str()).collect();
+                let mut bodies = self.queue.bodies(&ids).await.unwrap_or_default();
                 for (id, envelope, skip_rule) in claimed {
+                    let body = bodies.remove(&id);
                     let me = self.clone();
                     let recipients = envelope.recipients.clone();
                     let key = id.clone();
@@ -56,7 +60,7 @@ impl Pipeline {
                         let Ok(_permit) = me.workers.clone().acquire_owned().await else {
                             return None;
                         };
-                        Some(me.process(id, envelope, skip_rule, compiled).await)
+                        Some(me.process(id, envelope, body, skip_rule, compiled).await)
                     });
                     waiting.insert(handle.id(), (key, recipients));
                 }
@@ -144,6 +148,7 @@ impl Pipeline {
         &self,
         id: String,
         mut envelope: Envelope,
+        body: Option<store::Body>,
         skip_rule: Option<String>,
         compiled: Arc<policy::Compiled>,
     ) -> Work {
@@ -162,7 +167,11 @@ impl Pipeline {
                 .push(pass_as_is(self, &envelope.recipients));
             return work;
         }
-        let body = match self.queue.body(&id).await {
+        let body = match body {
+            Some(b) => Ok(b),
+            None => self.queue.body(&id).await,
+        };
+        let body = match body {
             Ok(b) => b,
             Err(cause) => {
                 let failed = Failed::retry("cannot read the message", cause);
@@ -172,8 +181,8 @@ impl Pipeline {
             }
         };
         let head = {
-            let body = body.clone();
-            match blocking(move || transform::read_head(&body)).await {
+            let b = body.clone();
+            match on_message(&body, move || transform::read_head(&b)).await {
                 Ok(h) => h,
                 Err(cause) => {
                     let failed = Failed::retry("cannot read the message", cause);

@@ -107,11 +107,11 @@ async fn commit_batch(
     .bind(serde_json::Value::Array(recipients).to_string())
     .execute(&mut *tx)
     .await?;
-    for p in batch {
-        if let Some(bytes) = p.file.inline() {
-            super::decide::insert_body(&mut tx, &p.id, bytes).await?;
-        }
-    }
+    let bodies: Vec<(&str, &[u8])> = batch
+        .iter()
+        .filter_map(|p| Some((p.id.as_str(), p.file.inline()?)))
+        .collect();
+    super::decide::insert_bodies(&mut tx, &bodies).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -262,9 +262,8 @@ impl Queue {
         let ids = json_ids(batch.iter().map(|d| d.id.as_str()));
         let at = to_i64(at);
         let mut tx = self.pool.begin().await?;
-        for (id, bytes) in bodies {
-            insert_body(&mut tx, id, bytes).await?;
-        }
+        let rows: Vec<(&str, &[u8])> = bodies.iter().map(|(id, b)| (id.as_str(), *b)).collect();
+        insert_bodies(&mut tx, &rows).await?;
         if !children.is_empty() {
             sqlx::query(
                 "INSERT INTO messages (id, sender, client, helo, source, size, received_at, state,
@@ -463,16 +462,20 @@ pub(crate) async fn delete_bodies(
         .collect())
 }
 
-/// Stores the bytes of `id` in the database (a message small enough for it).
-pub(crate) async fn insert_body(
+/// Stores the bytes of messages small enough for the database, many rows to a statement (one
+/// round trip to the database's thread for a whole batch, not one per message).
+pub(crate) async fn insert_bodies(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &str,
-    bytes: &[u8],
+    bodies: &[(&str, &[u8])],
 ) -> Result<(), QueueError> {
-    sqlx::query("INSERT INTO bodies (id, data) VALUES (?1, ?2)")
-        .bind(id)
-        .bind(bytes)
-        .execute(&mut **tx)
-        .await?;
+    // Two parameters a row, far below SQLite's limit of 32766.
+    for chunk in bodies.chunks(256) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO bodies (id, data) ");
+        insert.push_values(chunk, |mut row, (id, bytes)| {
+            row.push_bind(*id).push_bind(*bytes);
+        });
+        // Each batch size is its own statement: not worth a place in the statement cache.
+        insert.build().persistent(false).execute(&mut **tx).await?;
+    }
     Ok(())
 }
