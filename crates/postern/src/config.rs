@@ -38,12 +38,16 @@ pub struct StoreConfig {
     /// Messages up to this many bytes are stored in the database with their row; larger ones
     /// in spool files.
     pub inline_limit: u64,
+    /// This node's name in the queue's claims and leases; by default one made on the first
+    /// start and kept in `DATA_DIR/node-id`.
+    pub node_id: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             inline_limit: store::spool::DEFAULT_INLINE_LIMIT,
+            node_id: None,
         }
     }
 }
@@ -235,6 +239,9 @@ impl Config {
             anyhow::bail!("web.tls_cert and web.tls_key must be set together");
         }
         self.web.validate()?;
+        if let Some(id) = &self.store.node_id {
+            store::node::check(id).map_err(|e| anyhow::anyhow!("store.node_id: {e}"))?;
+        }
         if self.store.inline_limit > MAX_INLINE_LIMIT {
             anyhow::bail!(
                 "store.inline_limit must be at most {MAX_INLINE_LIMIT} (16 MiB): every connection receiving a message may hold this much in memory"

@@ -181,25 +181,29 @@ impl Queue {
     }
 }
 
-/// Removes kept files with no row (their decision never committed: a crash between the two).
+/// Removes kept files with no row, placed at least `min_age` ago (their decision never
+/// committed: a crash between the two).
 pub(crate) async fn remove_orphans(
     pool: &sqlx::SqlitePool,
     spool: &crate::Spool,
-) -> Result<(), QueueError> {
-    let names = spool.kept_names()?;
+    min_age: std::time::Duration,
+) -> Result<u64, QueueError> {
+    let names = spool.kept_names(min_age)?;
     if names.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let known: Vec<String> =
         sqlx::query_scalar("SELECT value FROM json_each(?1) WHERE value IN (SELECT id FROM kept)")
             .bind(serde_json::Value::from(names.clone()).to_string())
             .fetch_all(pool)
             .await?;
+    let mut removed = 0;
     for name in names.iter().filter(|n| !known.contains(n)) {
         tracing::warn!(file = %name, "removing a kept sealed message that no row names (left by a crash)");
         spool.remove_kept(name)?;
+        removed += 1;
     }
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod kept;
 pub mod keyserver;
 pub mod local;
 mod migrate;
+pub mod node;
 pub mod quarantine;
 pub mod queue;
 pub mod rate;
@@ -22,8 +23,8 @@ pub use kept::{Keep, Kept, KeptKind};
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{
     Backoff, Decision, Delivery, Depth, Envelope, Errored, ErroredFilter, Hold, MessageCopy,
-    MessageInfo, MessageState, Outcome, Queue, QueueError, RecipientInfo, RecipientState, Route,
-    Source, UnknownRoute, UnknownState,
+    MessageInfo, MessageState, Outcome, Queue, QueueError, QueueOptions, RecipientInfo,
+    RecipientState, Route, Source, UnknownRoute, UnknownState,
 };
 pub use rate::{RateLimit, client_key};
 pub use spool::{Finished, Incoming, Spool};

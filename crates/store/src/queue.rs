@@ -13,6 +13,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clock::{SharedClock, SystemClock};
@@ -107,10 +108,42 @@ pub(crate) struct Pending {
     pub(crate) done: oneshot::Sender<Result<(), QueueError>>,
 }
 
+/// How the process that delivers opens the queue.
+#[derive(Clone)]
+pub struct QueueOptions {
+    /// Where the time is read (the process's one clock).
+    pub clock: SharedClock,
+    /// The node this process is ([`crate::node`]): its claims and leases carry it, and crash
+    /// recovery takes back only its own.
+    pub node: String,
+    /// Messages up to this size are stored in the database ([`Spool::with_inline_limit`]).
+    pub inline_limit: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            clock: SystemClock::shared(),
+            node: crate::node::LOCAL.into(),
+            inline_limit: crate::spool::DEFAULT_INLINE_LIMIT,
+        }
+    }
+}
+
+/// A spool file placed less recently than this may belong to a commit under way: orphan
+/// sweeps leave it alone.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// How long the policy loop holds a claimed message before another node may take it: far
+/// longer than a batch takes, short enough that a node's failure delays its mail only so much.
+pub const PROCESSING_LEASE_SECS: u64 = 600;
+
 /// The queue. Cheap to clone; clones share the database and the committer.
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub(crate) pool: SqlitePool,
+    /// The node whose claims and leases this handle makes.
+    pub(crate) node: Arc<str>,
     pub(crate) spool: Spool,
     pub(crate) commits: mpsc::Sender<Pending>,
     pub(crate) records: mpsc::Sender<Record>,
@@ -137,12 +170,27 @@ impl Queue {
     /// Opens the queue in `dir` (database `queue.db`, spool beside it) and recovers from a crash.
     /// Only the process that delivers may open it so; tools use [`Queue::open_admin`].
     pub async fn open(dir: &Path) -> Result<Self, QueueError> {
-        Queue::open_with_clock(dir, SystemClock::shared()).await
+        Queue::open_with_options(dir, QueueOptions::default()).await
     }
 
     /// [`Queue::open`], with the time read from `clock` (the process's one clock).
     pub async fn open_with_clock(dir: &Path, clock: SharedClock) -> Result<Self, QueueError> {
-        Queue::open_with(dir, true, clock).await
+        Queue::open_with_options(
+            dir,
+            QueueOptions {
+                clock,
+                ..QueueOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Queue::open`] as `options` say.
+    pub async fn open_with_options(dir: &Path, options: QueueOptions) -> Result<Self, QueueError> {
+        let inline_limit = options.inline_limit;
+        Ok(Queue::open_with(dir, true, options)
+            .await?
+            .with_inline_limit(inline_limit))
     }
 
     /// Opens the queue of a running (or stopped) gateway for inspection and changes, without
@@ -154,10 +202,15 @@ impl Queue {
                 dir.display()
             )));
         }
-        Queue::open_with(dir, false, SystemClock::shared()).await
+        Queue::open_with(dir, false, QueueOptions::default()).await
     }
 
-    async fn open_with(dir: &Path, recover: bool, clock: SharedClock) -> Result<Self, QueueError> {
+    async fn open_with(
+        dir: &Path,
+        recover: bool,
+        options: QueueOptions,
+    ) -> Result<Self, QueueError> {
+        let QueueOptions { clock, node, .. } = options;
         std::fs::create_dir_all(dir)?;
         let spool = if recover {
             Spool::open(&dir.join("spool"))?
@@ -179,27 +232,58 @@ impl Queue {
             .await?;
         migrate(&pool).await?;
         if recover {
-            // Crash recovery: unfinished processing starts again; leases of the dead process end.
-            sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
-                .execute(&pool)
-                .await?;
-            sqlx::query("UPDATE recipients SET leased_until = 0 WHERE leased_until > 0")
-                .execute(&pool)
-                .await?;
-            remove_orphans(&pool, &spool).await?;
-            crate::kept::remove_orphans(&pool, &spool).await?;
+            // Crash recovery: this node's unfinished processing starts again and its delivery
+            // leases end (a row without an owner predates owners: a single node's). Another
+            // node's claims are left to run out; its work is then taken like any due work.
+            sqlx::query(
+                "UPDATE messages SET state = 'received', owner = NULL, lease_until = 0
+                 WHERE state = 'processing' AND (owner = ?1 OR owner IS NULL)",
+            )
+            .bind(&node)
+            .execute(&pool)
+            .await?;
+            sqlx::query(
+                "UPDATE recipients SET leased_until = 0, owner = NULL
+                 WHERE leased_until > 0 AND (owner = ?1 OR owner IS NULL)",
+            )
+            .bind(&node)
+            .execute(&pool)
+            .await?;
+            remove_orphans(&pool, &spool, ORPHAN_MIN_AGE).await?;
+            crate::kept::remove_orphans(&pool, &spool, ORPHAN_MIN_AGE).await?;
         }
         let (commits, rx) = mpsc::channel(1024);
         tokio::spawn(committer(pool.clone(), spool.clone(), rx));
         let (records, rx) = mpsc::channel(1024);
-        tokio::spawn(recorder(pool.clone(), spool.clone(), rx, clock.clone()));
+        tokio::spawn(recorder(
+            pool.clone(),
+            spool.clone(),
+            rx,
+            clock.clone(),
+            node.clone().into(),
+        ));
         Ok(Queue {
             pool,
+            node: node.into(),
             spool,
             commits,
             records,
             clock,
         })
+    }
+
+    /// Removes spool files no row names, placed more than a minute ago (left by a crash
+    /// between placing a file and committing its row); returns how many. Run at the start and
+    /// every few minutes by the maintenance loop.
+    pub async fn sweep_orphans(&self) -> Result<u64, QueueError> {
+        let messages = remove_orphans(&self.pool, &self.spool, ORPHAN_MIN_AGE).await?;
+        let kept = crate::kept::remove_orphans(&self.pool, &self.spool, ORPHAN_MIN_AGE).await?;
+        Ok(messages + kept)
+    }
+
+    /// The node whose claims and leases this handle makes.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The clock the queue's times are read from.

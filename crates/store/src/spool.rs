@@ -129,20 +129,11 @@ impl Spool {
     }
 
     /// The names of the files in `kept/`.
-    pub(crate) fn kept_names(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        match fs::read_dir(self.root.join("kept")) {
-            Ok(entries) => {
-                for entry in entries {
-                    if let Some(name) = entry?.file_name().to_str() {
-                        out.push(name.to_string());
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    pub(crate) fn kept_names(&self, min_age: std::time::Duration) -> io::Result<Vec<String>> {
+        match settled(&self.root.join("kept"), min_age) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other,
         }
-        Ok(out)
     }
 
     /// Makes renames into `kept/` durable.
@@ -163,15 +154,9 @@ impl Spool {
         }
     }
 
-    /// The names of the message files in `messages/`.
-    pub(crate) fn names(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(self.root.join("messages"))? {
-            if let Some(name) = entry?.file_name().to_str() {
-                out.push(name.to_string());
-            }
-        }
-        Ok(out)
+    /// The names of the message files in `messages/` placed at least `min_age` ago.
+    pub(crate) fn names(&self, min_age: std::time::Duration) -> io::Result<Vec<String>> {
+        settled(&self.root.join("messages"), min_age)
     }
 }
 
@@ -339,4 +324,32 @@ impl Finished {
     pub fn discard(self) {
         drop(self);
     }
+}
+
+/// The names of the files in `dir` last written at least `min_age` ago. A file is finished
+/// (its last write) moments before it is placed and its row committed, so a younger one may be
+/// a commit under way.
+fn settled(dir: &Path, min_age: std::time::Duration) -> io::Result<Vec<String>> {
+    let now = std::time::SystemTime::now();
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let written = match entry.metadata().and_then(|m| m.modified()) {
+            Ok(t) => t,
+            // Removed meanwhile (delivered, expired).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // A time in the future (a clock set back) counts as young.
+        if now
+            .duration_since(written)
+            .map_or(true, |age| age < min_age)
+        {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
 }

@@ -41,6 +41,8 @@ impl Maintenance {
         let mut last_probe = 0u64;
         let mut was_down = false;
         let mut last_expiry = 0u64;
+        // The start swept already.
+        let mut last_sweep = self.pipeline.now();
         let mut last_prefetch = 0u64;
         let started = self.pipeline.now();
         loop {
@@ -79,6 +81,15 @@ impl Maintenance {
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "cannot retry the errored queue"),
                     }
+                }
+            }
+            // Files a crash left between placing them and committing their rows.
+            if now >= last_sweep + 600 {
+                last_sweep = now;
+                match self.pipeline.queue.sweep_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(files = n, "removed spool files no queue row names"),
+                    Err(e) => tracing::error!(error = %e, "cannot sweep the spool"),
                 }
             }
             // Bounces first: a recipient past its lifetime is not retried once more.

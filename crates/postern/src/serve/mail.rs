@@ -18,10 +18,17 @@ pub(super) async fn start_mail(
     use smtp::session::Shared;
 
     let hostname = hostname(config);
-    let queue = store::Queue::open_with_clock(&config.queue_dir(), clock.clone())
+    let node = store::node::load_or_make(&config.data_dir, config.store.node_id.as_deref())
+        .context("store.node_id")?;
+    let options = store::QueueOptions {
+        clock: clock.clone(),
+        node: node.clone(),
+        inline_limit: config.store.inline_limit,
+    };
+    let queue = store::Queue::open_with_options(&config.queue_dir(), options)
         .await
-        .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?
-        .with_inline_limit(config.store.inline_limit);
+        .with_context(|| format!("cannot open the queue in {}", config.queue_dir().display()))?;
+    tracing::info!("this node is {node} in the queue's claims and leases");
     let metrics = Arc::new(smtp::metrics::Metrics::default());
     let hops = config.next_hops()?;
     let deliverer = smtp::deliver::Deliverer::new(

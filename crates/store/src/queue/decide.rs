@@ -14,14 +14,20 @@ impl Queue {
         &self,
         limit: u32,
     ) -> Result<Vec<(String, Envelope, Option<String>)>, QueueError> {
+        let now = self.clock.now();
+        // Received messages, and those whose claim ran out (a node that failed mid-batch).
         let rows = sqlx::query(
-            "UPDATE messages SET state = 'processing', updated_at = ?1
-             WHERE id IN (SELECT id FROM messages WHERE state = 'received'
+            "UPDATE messages SET state = 'processing', updated_at = ?1, owner = ?3,
+                    lease_until = ?4
+             WHERE id IN (SELECT id FROM messages
+                          WHERE state = 'received' OR (state = 'processing' AND lease_until <= ?1)
                           ORDER BY received_at LIMIT ?2)
              RETURNING id, sender, client, helo, source, message_id, skip_rule",
         )
-        .bind(to_i64(self.clock.now()))
+        .bind(to_i64(now))
         .bind(i64::from(limit))
+        .bind(&*self.node)
+        .bind(to_i64(now + PROCESSING_LEASE_SECS))
         .fetch_all(&self.pool)
         .await?;
         let ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
@@ -90,7 +96,10 @@ impl Queue {
     /// Records what processing decided for a batch of messages, in one transaction: transformed
     /// copies become messages of their own (their files placed and fsynced first), recipients
     /// of the message as received are routed, errored ones wait for their retry.
+    /// A message whose claim this node no longer holds (it ran out and another node took it)
+    /// is left out: that node records its own decision.
     pub async fn apply(&self, batch: Vec<Decision>, backoff: Backoff) -> Result<(), QueueError> {
+        let batch = self.still_claimed(batch).await?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -350,7 +359,7 @@ impl Queue {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE messages SET state = 'queued', updated_at = ?2
+            "UPDATE messages SET state = 'queued', updated_at = ?2, owner = NULL, lease_until = 0
              WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'processing'",
         )
         .bind(&ids)
@@ -369,23 +378,54 @@ impl Queue {
         Ok(finished)
     }
 
-    /// Returns every message claimed for processing to `received`: for a policy loop that
-    /// starts again after a failure, while no other loop runs. Gives the number.
+    /// Returns every message this node claimed for processing to `received`: for a policy
+    /// loop that starts again after a failure, while no other loop of this node runs. Gives
+    /// the number.
     pub async fn release_all_processing(&self) -> Result<u64, QueueError> {
-        let done = sqlx::query("UPDATE messages SET state = 'received' WHERE state = 'processing'")
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE messages SET state = 'received', owner = NULL, lease_until = 0
+             WHERE state = 'processing' AND owner = ?1",
+        )
+        .bind(&*self.node)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The decisions of `batch` whose message this node still holds; the others are dropped,
+    /// their copies discarded.
+    async fn still_claimed(&self, batch: Vec<Decision>) -> Result<Vec<Decision>, QueueError> {
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let held: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?1))
+               AND +state = 'processing' AND owner = ?2",
+        )
+        .bind(json_ids(batch.iter().map(|d| d.id.as_str())))
+        .bind(&*self.node)
+        .fetch_all(&self.pool)
+        .await?;
+        let held: std::collections::HashSet<String> = held.into_iter().collect();
+        let (kept, lost): (Vec<Decision>, Vec<Decision>) =
+            batch.into_iter().partition(|d| held.contains(&d.id));
+        for d in &lost {
+            tracing::warn!(queue_id = %d.id, node = %self.node, "the claim on the message ran out and another node took it; this node's decision is not recorded");
+        }
+        discard_copies(&lost);
+        Ok(kept)
     }
 
     /// Returns messages claimed for processing to `received`, so that they are processed
     /// again (the decision could not be recorded).
     pub async fn release(&self, ids: &[String]) -> Result<(), QueueError> {
         sqlx::query(
-            "UPDATE messages SET state = 'received'
-             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'processing'",
+            "UPDATE messages SET state = 'received', owner = NULL, lease_until = 0
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'processing'
+               AND owner = ?2",
         )
         .bind(json_ids(ids.iter().map(String::as_str)))
+        .bind(&*self.node)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -16,7 +16,7 @@ impl Queue {
         let at = self.clock.now();
         let until = to_i64(at + lease.as_secs());
         let rows = sqlx::query(
-            "UPDATE recipients SET leased_until = ?1
+            "UPDATE recipients SET leased_until = ?1, owner = ?4
              WHERE id IN (
                 SELECT r.id FROM recipients r JOIN messages m ON m.id = r.message
                 WHERE r.state IN ('pending', 'deferred') AND r.next_attempt <= ?2
@@ -27,6 +27,7 @@ impl Queue {
         .bind(until)
         .bind(to_i64(at))
         .bind(i64::from(limit))
+        .bind(&*self.node)
         .fetch_all(&self.pool)
         .await?;
         let ids = json_ids(rows.iter().map(|r| r.get::<&str, _>(1)));
@@ -106,6 +107,7 @@ pub(super) async fn recorder(
     spool: Spool,
     mut rx: mpsc::Receiver<Record>,
     clock: SharedClock,
+    node: Arc<str>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -115,7 +117,7 @@ pub(super) async fn recorder(
                 Err(_) => break,
             }
         }
-        match record_batch(&pool, &batch, clock.now()).await {
+        match record_batch(&pool, &batch, clock.now(), &node).await {
             Ok(finished) => {
                 for id in finished {
                     if let Err(e) = spool.remove(&id) {
@@ -142,6 +144,7 @@ async fn record_batch(
     pool: &SqlitePool,
     batch: &[Record],
     at: u64,
+    node: &str,
 ) -> Result<Vec<String>, QueueError> {
     let rows: Vec<serde_json::Value> = batch
         .iter()
@@ -158,12 +161,16 @@ async fn record_batch(
     let ids = json_ids(batch.iter().map(|r| r.id.as_str()));
     let mut tx = pool.begin().await?;
     sqlx::query(
+        // Only while this node holds the lease (or nobody does: the errored queue's expiry):
+        // once another node has taken a lease that ran out, its own outcome counts.
         "UPDATE recipients SET state = j.value->>'s', next_attempt = j.value->>'n',
-            last_reply = j.value->>'r', attempts = attempts + 1, leased_until = 0
+            last_reply = j.value->>'r', attempts = attempts + 1, leased_until = 0, owner = NULL
          FROM json_each(?1) AS j WHERE recipients.id = j.value->>'id'
-           AND +recipients.state IN ('pending', 'deferred', 'errored')",
+           AND +recipients.state IN ('pending', 'deferred', 'errored')
+           AND (recipients.owner = ?2 OR recipients.owner IS NULL)",
     )
     .bind(serde_json::Value::Array(rows).to_string())
+    .bind(node)
     .execute(&mut *tx)
     .await?;
     let finished = finish_done(&mut tx, &ids, at).await?;

@@ -107,6 +107,11 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         data BLOB NOT NULL
     );",
+    // Claims name the node that holds them, and a claimed message until when: a node takes
+    // back only its own after a crash, and another's once it has run out.
+    "ALTER TABLE messages ADD COLUMN owner TEXT;
+    ALTER TABLE messages ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recipients ADD COLUMN owner TEXT;",
 ];
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
@@ -129,12 +134,17 @@ pub(super) async fn still_usable(conn: &mut sqlx::SqliteConnection) -> bool {
     conn.ping().await.is_ok() && !conn.is_in_transaction()
 }
 
-/// Removes message files with no row: copies placed by a transformation whose transaction never
-/// committed (a crash between the two). They may hold decrypted text, so they must not linger.
-pub(super) async fn remove_orphans(pool: &SqlitePool, spool: &Spool) -> Result<(), QueueError> {
-    let names = spool.names()?;
+/// Removes message files with no row, placed at least `min_age` ago: copies placed by a
+/// transformation whose transaction never committed (a crash between the two). They may hold
+/// decrypted text, so they must not linger. A younger file may be a commit under way.
+pub(super) async fn remove_orphans(
+    pool: &SqlitePool,
+    spool: &Spool,
+    min_age: std::time::Duration,
+) -> Result<u64, QueueError> {
+    let names = spool.names(min_age)?;
     if names.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let known: Vec<String> = sqlx::query_scalar(
         "SELECT value FROM json_each(?1) WHERE value IN (SELECT id FROM messages)",
@@ -143,9 +153,11 @@ pub(super) async fn remove_orphans(pool: &SqlitePool, spool: &Spool) -> Result<(
     .fetch_all(pool)
     .await?;
     let known: std::collections::HashSet<String> = known.into_iter().collect();
+    let mut removed = 0;
     for name in names.iter().filter(|n| !known.contains(*n)) {
         tracing::warn!(file = %name, "removing a message file that no queue row names (left by a crash)");
         spool.remove(name)?;
+        removed += 1;
     }
-    Ok(())
+    Ok(removed)
 }

@@ -53,6 +53,13 @@ pub fn file(queue: &Queue, text: &[u8]) -> store::Finished {
     f.finish().unwrap()
 }
 
+/// Writes `text` to `path` as a file last written `age` ago.
+pub fn old_file(path: &std::path::Path, text: &[u8], age: std::time::Duration) {
+    std::fs::write(path, text).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
 /// The state of recipient `address` of message `m`.
 pub fn state_of(m: &store::MessageInfo, address: &str) -> store::RecipientState {
     m.recipients

@@ -153,7 +153,11 @@ async fn a_decision_that_is_not_recorded_keeps_nothing_and_leftovers_are_cleared
     queue.expire_kept(u64::MAX / 4).await.unwrap();
 
     // A file left in kept/ by a crash (no row) is removed when the gateway starts again.
-    std::fs::write(kept_dir.join("00000000000left"), b"sealed").unwrap();
+    super::common::old_file(
+        &kept_dir.join("00000000000left"),
+        b"sealed",
+        std::time::Duration::from_secs(120),
+    );
     drop(queue);
     let _queue = Queue::open(dir.path()).await.unwrap();
     assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);

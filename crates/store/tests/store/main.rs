@@ -6,5 +6,6 @@ mod common;
 mod decisions;
 mod full_disk_db;
 mod kept;
+mod leases;
 mod quarantine;
 mod spool_files;
