@@ -26,60 +26,15 @@ pub enum StoreError {
     /// The database was made by a newer Postern.
     #[error("the key server database has schema version {0}, newer than this Postern knows")]
     TooNew(i64),
+    /// A schema script failed, or one applied differs from this Postern's.
+    #[error("the key server database: {0}")]
+    Migration(String),
 }
 
 /// Prefix of gateway API tokens.
 pub const GATEWAY_TOKEN_PREFIX: &str = "pgw_";
 /// Prefix of session tokens from a code login.
 pub const SESSION_TOKEN_PREFIX: &str = "pss_";
-
-const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
-    "CREATE TABLE tokens (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        hash BLOB NOT NULL UNIQUE,
-        domains TEXT NOT NULL,
-        created INTEGER NOT NULL,
-        revoked INTEGER
-    );
-    CREATE TABLE sessions (
-        hash BLOB PRIMARY KEY,
-        address TEXT NOT NULL,
-        expires INTEGER NOT NULL
-    );
-    CREATE TABLE codes (
-        address TEXT PRIMARY KEY,
-        hash BLOB NOT NULL,
-        salt BLOB NOT NULL,
-        sent_at INTEGER NOT NULL,
-        expires INTEGER NOT NULL,
-        attempts_left INTEGER NOT NULL
-    );
-    CREATE TABLE locks (
-        address TEXT PRIMARY KEY,
-        until INTEGER NOT NULL
-    );
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        client TEXT NOT NULL,
-        address TEXT,
-        epoch TEXT,
-        kind TEXT,
-        outcome TEXT NOT NULL
-    );
-    CREATE INDEX audit_address ON audit(address, at);
-    CREATE INDEX audit_at ON audit(at);",
-    // 2: wrong codes counted per address, across resends, so that asking for a new code does
-    // not buy new guesses.
-    "CREATE TABLE failures (
-        address TEXT PRIMARY KEY,
-        count INTEGER NOT NULL,
-        since INTEGER NOT NULL
-    );",
-];
 
 /// A gateway token as listed (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,11 +128,12 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        crate::migrate::apply(&self.pool, MIGRATIONS)
+        crate::migrate::apply(&self.pool, &crate::migrate::KEYSERVER)
             .await
             .map_err(|e| match e {
                 crate::migrate::MigrateError::Db(e) => StoreError::Db(e),
                 crate::migrate::MigrateError::TooNew(v) => StoreError::TooNew(v),
+                crate::migrate::MigrateError::Migration(e) => StoreError::Migration(e),
             })
     }
 

@@ -6,120 +6,14 @@ use sqlx::SqlitePool;
 use super::*;
 use crate::spool::Spool;
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE messages (
-        id TEXT PRIMARY KEY,
-        sender TEXT NOT NULL,
-        client TEXT NOT NULL,
-        helo TEXT NOT NULL,
-        source TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        received_at INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        message_id TEXT,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX messages_state ON messages(state, received_at);
-    CREATE TABLE recipients (
-        id INTEGER PRIMARY KEY,
-        message TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-        address TEXT NOT NULL,
-        hop TEXT,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt INTEGER NOT NULL,
-        leased_until INTEGER NOT NULL DEFAULT 0,
-        last_reply TEXT
-    );
-    CREATE INDEX recipients_due ON recipients(state, next_attempt);
-    CREATE INDEX recipients_message ON recipients(message);",
-    // Transformed copies (encrypted, decrypted) are messages of their own with a parent; what
-    // the transformation did is noted; internal users are remembered for key prefetching.
-    "ALTER TABLE messages ADD COLUMN parent TEXT;
-    ALTER TABLE messages ADD COLUMN note TEXT;
-    CREATE INDEX messages_parent ON messages(parent);
-    CREATE TABLE users (address TEXT PRIMARY KEY, last_seen INTEGER NOT NULL);",
-    // The policy engine: stored policies (versions), quarantine areas and what they hold
-    // (recipients of the message as received, state 'quarantined'), and the rule a released
-    // message skips when it is processed again.
-    "CREATE TABLE policies (
-        version INTEGER PRIMARY KEY,
-        text TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        author TEXT NOT NULL
-    );
-    CREATE TABLE areas (
-        name TEXT PRIMARY KEY,
-        retention_secs INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE quarantine (
-        id INTEGER PRIMARY KEY,
-        message TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-        area TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        at INTEGER NOT NULL,
-        state TEXT NOT NULL DEFAULT 'held'
-    );
-    CREATE INDEX quarantine_held ON quarantine(state, area, at);
-    ALTER TABLE recipients ADD COLUMN hold INTEGER;
-    ALTER TABLE messages ADD COLUMN skip_rule TEXT;",
-    // The console: administrators (Argon2 hashes) and the audit log of every change.
-    "CREATE TABLE admins (
-        name TEXT PRIMARY KEY,
-        hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX messages_received ON messages(received_at);",
-    // Sealed messages kept on the server (large messages, forward-to-decrypt links), found by
-    // the SHA-256 of their link's token.
-    "CREATE TABLE kept (
-        id TEXT PRIMARY KEY,
-        token_hash TEXT NOT NULL UNIQUE,
-        message TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        forwarder TEXT,
-        size INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    );
-    CREATE INDEX kept_expiry ON kept(expires_at);
-    CREATE INDEX kept_forwarder ON kept(forwarder, created_at);",
-    // Secrets the gateway makes for itself once (the key of the gateway's mark).
-    "CREATE TABLE secrets (
-        name TEXT PRIMARY KEY,
-        value BLOB NOT NULL
-    );",
-    // The bytes of small messages and kept sealed messages, by their id, written in the same
-    // transaction as their row (larger ones are files in the spool).
-    "CREATE TABLE bodies (
-        id TEXT PRIMARY KEY,
-        data BLOB NOT NULL
-    );",
-    // Claims name the node that holds them, and a claimed message until when: a node takes
-    // back only its own after a crash, and another's once it has run out.
-    "ALTER TABLE messages ADD COLUMN owner TEXT;
-    ALTER TABLE messages ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE recipients ADD COLUMN owner TEXT;",
-];
-
+/// Brings the queue database to the current schema (`migrations/sqlite/queue/`).
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
-    crate::migrate::apply(pool, MIGRATIONS)
+    crate::migrate::apply(pool, &crate::migrate::QUEUE)
         .await
         .map_err(|e| match e {
             crate::migrate::MigrateError::Db(e) => QueueError::Db(e),
             crate::migrate::MigrateError::TooNew(v) => QueueError::TooNew(v),
+            crate::migrate::MigrateError::Migration(e) => QueueError::Refused(e),
         })
 }
 
