@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 pub enum StoreError {
     /// SQLite said no.
     #[error("key server database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::DbError),
     /// A token name is taken.
     #[error("a token named {0:?} already exists")]
     NameTaken(String),
@@ -29,6 +29,12 @@ pub enum StoreError {
     /// A schema script failed, or one applied differs from this Postern's.
     #[error("the key server database: {0}")]
     Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e.into())
+    }
 }
 
 /// Prefix of gateway API tokens.
@@ -131,7 +137,7 @@ impl Store {
         crate::migrate::apply(&self.pool, &crate::migrate::KEYSERVER)
             .await
             .map_err(|e| match e {
-                crate::migrate::MigrateError::Db(e) => StoreError::Db(e),
+                crate::migrate::MigrateError::Db(e) => StoreError::Db(e.into()),
                 crate::migrate::MigrateError::TooNew(v) => StoreError::TooNew(v),
                 crate::migrate::MigrateError::Migration(e) => StoreError::Migration(e),
             })

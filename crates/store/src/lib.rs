@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod body;
 pub mod console;
+mod db_error;
 pub mod kept;
 pub mod keyserver;
 pub mod local;
@@ -19,6 +20,7 @@ pub mod spool;
 
 pub use body::{AsyncBodyReader, Body, BodyReader};
 pub use console::AuditEntry;
+pub use db_error::{DbError, DbErrorKind};
 pub use kept::{Keep, Kept, KeptKind};
 pub use quarantine::{Area, QuarantineFilter, QuarantineOp, Quarantined, StoredPolicy};
 pub use queue::{

@@ -30,7 +30,7 @@ use crate::spool::{Finished, Spool};
 pub enum QueueError {
     /// The database failed.
     #[error("queue database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::DbError),
     /// The spool failed (a full disk, permissions).
     #[error("spool: {0}")]
     Io(#[from] std::io::Error),
@@ -68,6 +68,12 @@ use accept::committer;
 pub(crate) use decide::{delete_bodies, finish_done};
 use deliver::recorder;
 use schema::{migrate, remove_orphans, still_usable};
+
+impl From<sqlx::Error> for QueueError {
+    fn from(e: sqlx::Error) -> Self {
+        QueueError::Db(e.into())
+    }
+}
 
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

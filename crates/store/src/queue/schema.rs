@@ -11,7 +11,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     crate::migrate::apply(pool, &crate::migrate::QUEUE)
         .await
         .map_err(|e| match e {
-            crate::migrate::MigrateError::Db(e) => QueueError::Db(e),
+            crate::migrate::MigrateError::Db(e) => QueueError::from(e),
             crate::migrate::MigrateError::TooNew(v) => QueueError::TooNew(v),
             crate::migrate::MigrateError::Migration(e) => QueueError::Refused(e),
         })
