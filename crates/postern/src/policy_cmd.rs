@@ -138,7 +138,7 @@ fn test(
     let compiled = Compiled::new(policy)?;
     let raw =
         std::fs::read(message).with_context(|| format!("cannot read {}", message.display()))?;
-    let body = store::Body::from_bytes(&raw[..]);
+    let body = store::Body::from_bytes(raw.clone());
     let head = transform::read_head(&body)?;
     let encrypted =
         mime::is_encrypted(&mime::headers::fields(&head)) && transform::locate(&body).is_ok();

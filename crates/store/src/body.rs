@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// A stored message (or one being made), read as many times as needed. Cheap to clone.
@@ -17,8 +17,12 @@ pub struct Body(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Inline(Arc<[u8]>),
-    File { path: PathBuf, len: u64 },
+    /// Shared, not copied: read from the database or held while it was made.
+    Inline(Bytes),
+    File {
+        path: PathBuf,
+        len: u64,
+    },
 }
 
 impl std::fmt::Debug for Body {
@@ -33,11 +37,11 @@ impl std::fmt::Debug for Body {
 
 impl Body {
     /// A body held in memory (a message made here, a test's).
-    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Body {
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Body {
         Body(Repr::Inline(bytes.into()))
     }
 
-    pub(crate) fn inline(bytes: Arc<[u8]>) -> Body {
+    pub(crate) fn inline(bytes: Bytes) -> Body {
         Body(Repr::Inline(bytes))
     }
 
@@ -96,7 +100,7 @@ impl Body {
 pub struct BodyReader(Reader);
 
 enum Reader {
-    Inline(Cursor<Arc<[u8]>>),
+    Inline(Cursor<Bytes>),
     File(File),
 }
 
@@ -122,7 +126,7 @@ impl Seek for BodyReader {
 pub struct AsyncBodyReader(AsyncReader);
 
 enum AsyncReader {
-    Inline(Cursor<Arc<[u8]>>),
+    Inline(Cursor<Bytes>),
     File(tokio::fs::File),
 }
 

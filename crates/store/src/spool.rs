@@ -276,7 +276,7 @@ pub struct Finished {
 }
 
 enum Stored {
-    Inline(std::sync::Arc<[u8]>),
+    Inline(bytes::Bytes),
     File(Unplaced),
 }
 

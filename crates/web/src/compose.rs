@@ -391,7 +391,7 @@ pub(crate) async fn send(
     let finished = tokio::task::spawn_blocking(move || -> Result<store::Finished, String> {
         let signer = envelope::SigningKey::from_bytes(&key).map_err(|e| e.to_string())?;
         let spool = queue.spool();
-        let draft = store::Body::from_bytes(&bytes[..]);
+        let draft = store::Body::from_bytes(bytes.to_vec());
         let original = transform::Original::read(&draft).map_err(|e| e.to_string())?;
         {
             let job = transform::Encrypt {
