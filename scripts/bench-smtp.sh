@@ -12,6 +12,7 @@
 # Needs: root (Postfix), Debian packages postfix (for postfix, smtp-sink) and a release build.
 # Usage: scripts/bench-smtp.sh [MESSAGES] [SIZE] [CONNECTIONS] [RECIPIENTS]
 #        POSTERN_BIN=/path/to/postern scripts/bench-smtp.sh ...   (a given build, not built here)
+#        POLICY=scripts/bench-pass-through.toml scripts/bench-smtp.sh ...   (no encryption)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +88,8 @@ RUST_LOG=warn "$BIN" serve --config "$WORK/postern.toml" 2> "$WORK/postern.log" 
 POSTERN_PID=$!
 pids+=("$POSTERN_PID")
 sleep 8 # the master key is made and the first prefetch is done
+# POLICY=FILE imports another policy (scripts/bench-pass-through.toml: no encryption).
+if [ -n "${POLICY:-}" ]; then "$BIN" policy import "$POLICY" --config "$WORK/postern.toml" 2>&1 | tail -1; fi
 echo "postern: $(run_load $POSTERN_PORT)"
 echo "postern: $(curl -s "http://127.0.0.1:$WEB_PORT/metrics" | grep -E '^postern_(encrypted_total|errored_total)' | tr '\n' ' ')"
 
