@@ -334,11 +334,8 @@ impl Queue {
             let size = to_u64(size);
             let body = match data {
                 Some(bytes) => Body::from_bytes(bytes),
-                None if size > BATCH_BODY_BYTES || size <= self.spool.inline_limit() => {
-                    // Stored in the database but large, or gone.
-                    continue;
-                }
                 None => {
+                    // In a file, or too large to read with the batch, or finished.
                     let path = self.spool.path(&id);
                     if !path.exists() {
                         continue;

@@ -69,11 +69,6 @@ impl Spool {
         })
     }
 
-    /// The size up to which a message is kept in memory and stored in the database.
-    pub fn inline_limit(&self) -> u64 {
-        self.inline_limit as u64
-    }
-
     /// The same spool with messages up to `bytes` kept in memory and stored in the database
     /// (0: every message in a file).
     pub fn with_inline_limit(mut self, bytes: u64) -> Self {

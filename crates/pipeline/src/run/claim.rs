@@ -10,7 +10,7 @@ use store::{Decision, Envelope, Errored, Source};
 use tokio::sync::watch;
 use transform::TransformError;
 
-use super::failure::{Cause, Exception, Failed, Failure, on_message};
+use super::failure::{Cause, Exception, Failed, Failure, blocking};
 use super::{Message, Pipeline, Work, pass_as_is};
 use crate::notify;
 
@@ -182,7 +182,7 @@ impl Pipeline {
         };
         let head = {
             let b = body.clone();
-            match on_message(&body, move || transform::read_head(&b)).await {
+            match blocking(move || transform::read_head(&b)).await {
                 Ok(h) => h,
                 Err(cause) => {
                     let failed = Failed::retry("cannot read the message", cause);

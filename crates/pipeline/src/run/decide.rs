@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use store::{Errored, MessageCopy, Route};
 
-use super::failure::{Cause, Failed, Failure, blocking, on_message};
+use super::failure::{Cause, Failed, Failure, blocking};
 use super::{Message, Pipeline, Work};
 use crate::notify::{self, Notice};
 use crate::rewrite;
@@ -271,13 +271,12 @@ impl Pipeline {
         skip_rule: Option<&str>,
         sender: &str,
     ) -> Result<(String, policy::Evaluation), Cause> {
-        let whole = body;
         let body = body.clone();
         let limit = self.settings.gateway.scan_limit_bytes;
         let limits = self.settings.gateway.scan_limits();
         let (sender, recipients) = (sender.to_string(), recipients.to_vec());
         let (internal, skip_rule) = (self.internal.clone(), skip_rule.map(str::to_string));
-        on_message(whole, move || {
+        blocking(move || {
             let view = rewrite::view(&body, limit, &limits, compiled.reads_content())?;
             let eval = compiled.decide(
                 &view,

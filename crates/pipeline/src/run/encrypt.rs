@@ -8,7 +8,7 @@ use envelope::{Address, Epoch};
 use store::MessageCopy;
 use transform::Encrypt;
 
-use super::failure::{Failed, Failure, NoSigner, in_task_or_pool, on_message};
+use super::failure::{Failed, Failure, NoSigner, blocking};
 use super::{Message, Pipeline, Work};
 use crate::rewrite;
 
@@ -128,7 +128,7 @@ impl Pipeline {
         };
         let keep_until = self.now() + u64::from(self.mime.kept_days).saturating_mul(86_400);
         // Read once for all the sealed copies of this message.
-        let read = on_message(&source.clone(), move || match head {
+        let read = blocking(move || match head {
             Some(h) => transform::Original::with_head(&source, h),
             None => transform::Original::read(&source),
         })
@@ -157,8 +157,7 @@ impl Pipeline {
                 keep_until: Some(keep_until),
             };
             let spool = self.queue.spool().clone();
-            let body = job.original.body.clone();
-            let made = in_task_or_pool(&body, move || transform::encrypt(&job, &spool)).await;
+            let made = tokio::task::spawn_blocking(move || transform::encrypt(&job, &spool)).await;
             let names: Vec<String> = group.iter().map(|(r, _)| r.clone()).collect();
             match made {
                 Ok(Ok(made)) => {

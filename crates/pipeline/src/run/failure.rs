@@ -205,43 +205,6 @@ impl Work {
     }
 }
 
-/// The largest message worked on in the policy loop's own task rather than on the blocking
-/// pool: held in memory, it costs tens of microseconds of CPU, less than the two thread
-/// hand-offs the pool would add.
-const IN_TASK_BYTES: u64 = 64 * 1024;
-
-/// Runs `f` on a message: in this task when `body` is small and in memory, else on the
-/// blocking pool ([`blocking`]).
-pub(crate) async fn on_message<T, E>(
-    body: &store::Body,
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, Cause>
-where
-    T: Send + 'static,
-    E: Into<Cause> + Send + 'static,
-{
-    match in_task_or_pool(body, f).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// [`on_message`] with `f`'s own result, and the pool's error apart (a panic, a shutdown).
-pub(crate) async fn in_task_or_pool<T, E>(
-    body: &store::Body,
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<Result<T, E>, tokio::task::JoinError>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-{
-    if body.in_memory() && body.len() <= IN_TASK_BYTES {
-        Ok(f())
-    } else {
-        tokio::task::spawn_blocking(f).await
-    }
-}
-
 /// Runs `f` on the blocking pool; its error, or a panic in it, comes back as a [`Cause`].
 pub(crate) async fn blocking<T, E>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
